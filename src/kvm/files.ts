@@ -1,0 +1,26 @@
+// The file objects behind kvmsr's file descriptors.
+import type { Vcpu } from './vcpu.js';
+import type { Vm } from './vm.js';
+
+export const FD_SYSTEM = 0;
+export const FD_VM = 1;
+export const FD_VCPU = 2;
+export type FdKind = typeof FD_SYSTEM | typeof FD_VM | typeof FD_VCPU;
+
+export interface SystemFile {
+  readonly kind: typeof FD_SYSTEM;
+}
+export interface VmFile {
+  readonly kind: typeof FD_VM;
+  readonly vm: Vm;
+}
+export interface VcpuFile {
+  readonly kind: typeof FD_VCPU;
+  readonly vm: Vm;
+  readonly vcpu: Vcpu;
+}
+export type KvmFile = SystemFile | VmFile | VcpuFile;
+
+export function fdKindName(kind: FdKind): 'system' | 'vm' | 'vcpu' {
+  return kind === FD_SYSTEM ? 'system' : kind === FD_VM ? 'vm' : 'vcpu';
+}

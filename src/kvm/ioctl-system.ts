@@ -1,0 +1,72 @@
+// kvm_dev_ioctl (virt/kvm/kvm_main.c) and kvm_arch_dev_ioctl (arch/x86/kvm/x86.c): /dev/kvm.
+import { E2BIG, EFAULT, EINVAL } from '../abi/errno.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { KVM_CPUID2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
+import { encodeCpuid2 } from '../abi/codecs.js';
+import type { Kvm } from './kvm.js';
+import { MSR_IO_GET_FEATURE } from './msr-io.js';
+import type { IoctlArg } from './user-arg.js';
+
+const KVM_CAP_VM_TYPES = 235;
+
+export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
+  const a = k.args;
+  switch (req) {
+    case I.KVM_GET_API_VERSION:
+      return a.intValue(arg) !== 0 ? -EINVAL : k.profile.apiVersion;
+    case I.KVM_CREATE_VM: {
+      const type = a.intValue(arg);
+      // kvm_arch_init_vm: the type must be one KVM supports (KVM_X86_DEFAULT_VM is always).
+      const types = k.profile.extensions.system[KVM_CAP_VM_TYPES] ?? 1;
+      if (type >= 32 || ((types >>> type) & 1) === 0) return -EINVAL;
+      return k.createVm(type);
+    }
+    case I.KVM_CHECK_EXTENSION:
+      return k.profile.extensions.system[a.intValue(arg)] ?? 0;
+    case I.KVM_GET_VCPU_MMAP_SIZE:
+      return a.intValue(arg) !== 0 ? -EINVAL : k.profile.vcpuMmapSize;
+    case I.KVM_GET_MSR_INDEX_LIST:
+      return msrListIoctl(k, arg, k.profile.msrIndexList);
+    case I.KVM_GET_MSR_FEATURE_INDEX_LIST:
+      return msrListIoctl(k, arg, k.featureIndexList);
+    case I.KVM_GET_MSRS:
+      if (!a.resolve(arg)) return -EFAULT;
+      return k.msrIo(null, MSR_IO_GET_FEATURE);
+    case I.KVM_GET_SUPPORTED_CPUID:
+      return supportedCpuid(k, arg);
+    default:
+      return k.unmodeledOr(req, 'system', -EINVAL, SYSTEM_UNMODELED);
+  }
+}
+
+/** Real system ioctls kvmsr does not model; anything else gets kvm_arch_dev_ioctl's -EINVAL. */
+const SYSTEM_UNMODELED = new Set<number>([I.KVM_GET_EMULATED_CPUID, I.KVM_X86_GET_MCE_CAP_SUPPORTED]);
+
+/** KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST. */
+function msrListIoctl(k: Kvm, arg: IoctlArg, list: readonly number[]): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < 4) return -EFAULT;
+  const n = a.dv.getUint32(a.base, true);
+  // The count is written back even when the caller's buffer is too small.
+  a.dv.setUint32(a.base, list.length, true);
+  if (n < list.length) return -E2BIG;
+  const bytes = new Uint8Array(list.length * 4);
+  const dv = new DataView(bytes.buffer);
+  list.forEach((v, i) => dv.setUint32(i * 4, v, true));
+  return a.copyOut(4, bytes) ? 0 : -EFAULT;
+}
+
+/** kvm_dev_ioctl_get_cpuid for KVM_GET_SUPPORTED_CPUID. */
+function supportedCpuid(k: Kvm, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_CPUID2_LAYOUT.size) return -EFAULT;
+  let nent = a.dv.getUint32(a.base, true);
+  if (nent < 1) return -E2BIG;
+  if (nent > KVM_MAX_CPUID_ENTRIES) nent = KVM_MAX_CPUID_ENTRIES;
+  const entries = k.profile.supportedCpuid;
+  if (entries.length > nent) return -E2BIG;
+  const bytes = encodeCpuid2(entries).subarray(KVM_CPUID2_LAYOUT.size);
+  if (!a.copyOut(KVM_CPUID2_LAYOUT.entries, bytes)) return -EFAULT;
+  a.dv.setUint32(a.base, entries.length, true);
+  return 0;
+}

@@ -1,0 +1,116 @@
+// kvm_vcpu_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c): a vCPU fd.
+import { decodeCpuid2, decodeEnableCap } from '../abi/codecs.js';
+import { E2BIG, EFAULT, EINVAL } from '../abi/errno.js';
+import { _IOC_TYPE } from '../abi/ioc.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { KVM_CAP, KVMIO } from '../abi/kvm-ioctls.js';
+import { KVM_CPUID_ENTRY2_LAYOUT, KVM_CPUID2_LAYOUT, KVM_ENABLE_CAP_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
+import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './cpuid-caps.js';
+import type { Kvm } from './kvm.js';
+import { MSR_IO_GET, MSR_IO_SET } from './msr-io.js';
+import { findCpuid } from './profile.js';
+import type { IoctlArg } from './user-arg.js';
+import type { Vcpu } from './vcpu.js';
+
+const KVM_CAP_HYPERV_ENFORCE_CPUID = 199;
+
+export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number {
+  const a = k.args;
+  switch (req) {
+    case I.KVM_GET_MSRS:
+      if (!a.resolve(arg)) return -EFAULT;
+      return k.msrIo(vcpu, MSR_IO_GET);
+    case I.KVM_SET_MSRS:
+      if (!a.resolve(arg)) return -EFAULT;
+      return k.msrIo(vcpu, MSR_IO_SET);
+    case I.KVM_SET_CPUID2:
+      return setCpuid2(k, vcpu, arg);
+    case I.KVM_GET_CPUID2:
+      return getCpuid2(k, vcpu, arg);
+    case I.KVM_ENABLE_CAP:
+      return enableCap(k, vcpu, req, arg);
+    case I.KVM_GET_TSC_KHZ:
+      return vcpu.tscKhz;
+    case I.KVM_RUN:
+      // kvmsr runs no guest code; what it can know is that the vCPU has now run.
+      vcpu.hasRun = true;
+      return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
+    default:
+      // kvm_vcpu_ioctl refuses other ioctl types before it looks at the number.
+      if (_IOC_TYPE(req) !== KVMIO) return -EINVAL;
+      return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
+  }
+}
+
+/** Real vCPU ioctls that change what MSR ioctls answer but that kvmsr does not model. */
+const VCPU_UNMODELED = new Set<number>([
+  I.KVM_RUN,
+  I.KVM_SET_SREGS,
+  I.KVM_SET_LAPIC,
+  I.KVM_SET_TSC_KHZ,
+  I.KVM_X86_SETUP_MCE,
+  I.KVM_GET_REGS,
+  I.KVM_SET_REGS,
+  I.KVM_GET_SREGS,
+  I.KVM_GET_LAPIC,
+]);
+
+/** kvm_vcpu_ioctl_set_cpuid2 and kvm_set_cpuid. */
+function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_CPUID2_LAYOUT.size) return -EFAULT;
+  const nent = a.dv.getUint32(a.base, true);
+  if (nent > KVM_MAX_CPUID_ENTRIES) return -E2BIG;
+  const len = nent * KVM_CPUID_ENTRY2_LAYOUT.size;
+  if (a.avail - KVM_CPUID2_LAYOUT.size < len) return -EFAULT;
+  const raw = new Uint8Array(a.dv.buffer, a.base + KVM_CPUID2_LAYOUT.entries, len).slice();
+  if (vcpu.hasRun) {
+    // kvm_cpuid_check_equal: after KVM_RUN_LAYOUT only the same CPUID may be set again.
+    const same = nent === vcpu.cpuidNent && raw.every((b, i) => b === vcpu.cpuidBytes[i]);
+    return same ? 0 : -EINVAL;
+  }
+  const hdr = new Uint8Array(KVM_CPUID2_LAYOUT.size);
+  new DataView(hdr.buffer).setUint32(0, nent, true);
+  const joined = new Uint8Array(KVM_CPUID2_LAYOUT.size + len);
+  joined.set(hdr);
+  joined.set(raw, KVM_CPUID2_LAYOUT.size);
+  const { entries } = decodeCpuid2(joined);
+  vcpu.cpuidBytes = raw;
+  vcpu.cpuidNent = nent;
+  vcpu.capBits = capBitsOf(entries) & k.x86.supportedCapBits;
+  vcpu.amdCompatible = isAmdCompatibleVendor(cpuidVendor(entries));
+  // kvm_get_hypervisor_cpuid(vcpu, KVM_SIGNATURE): the PV features leaf follows the signature.
+  const sig = findCpuid(entries, 0x40000000, 0);
+  const isKvm = sig !== undefined && sig.ebx === 0x4b4d564b && sig.ecx === 0x564b4d56 && sig.edx === 0x4d;
+  vcpu.pvFeatures = isKvm ? (findCpuid(entries, 0x40000001, 0)?.eax ?? 0) : 0;
+  k.x86.afterSetCpuid(vcpu);
+  return 0;
+}
+
+/** kvm_vcpu_ioctl_get_cpuid2. */
+function getCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_CPUID2_LAYOUT.size) return -EFAULT;
+  const nent = a.dv.getUint32(a.base, true);
+  if (nent < vcpu.cpuidNent) return -E2BIG;
+  if (!a.copyOut(KVM_CPUID2_LAYOUT.entries, vcpu.cpuidBytes)) return -EFAULT;
+  a.dv.setUint32(a.base, vcpu.cpuidNent, true);
+  return 0;
+}
+
+/** kvm_vcpu_ioctl_enable_cap. */
+function enableCap(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_ENABLE_CAP_LAYOUT.size) return -EFAULT;
+  const cap = decodeEnableCap(new Uint8Array(a.dv.buffer, a.base, KVM_ENABLE_CAP_LAYOUT.size));
+  if (cap.flags !== 0) return -EINVAL;
+  switch (cap.cap) {
+    case KVM_CAP.ENFORCE_PV_FEATURE_CPUID:
+      vcpu.enforcePvCpuid = cap.args[0] !== 0n;
+      return 0;
+    case KVM_CAP_HYPERV_ENFORCE_CPUID:
+      return k.unmodeledCap(req, 'vcpu', cap.cap);
+    default:
+      return -EINVAL;
+  }
+}

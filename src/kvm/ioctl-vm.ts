@@ -1,0 +1,119 @@
+// kvm_vm_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vm_ioctl (arch/x86/kvm/x86.c): a VM fd.
+import { decodeEnableCap, decodeMsrFilter } from '../abi/codecs.js';
+import { EEXIST, EFAULT, EINVAL, ENOTTY } from '../abi/errno.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { KVM_CAP } from '../abi/kvm-ioctls.js';
+import {
+  KVM_ENABLE_CAP_LAYOUT,
+  KVM_MSR_EXIT_REASON_FILTER,
+  KVM_MSR_EXIT_REASON_INVAL,
+  KVM_MSR_EXIT_REASON_UNKNOWN,
+  KVM_MSR_FILTER_LAYOUT,
+  KVM_MSR_FILTER_DEFAULT_DENY,
+  KVM_MSR_FILTER_MAX_BITMAP_SIZE,
+  KVM_MSR_FILTER_READ,
+  KVM_MSR_FILTER_WRITE,
+} from '../abi/layout.js';
+import type { Kvm } from './kvm.js';
+import type { IoctlArg } from './user-arg.js';
+import type { FilterRange, Vm } from './vm.js';
+
+/** KVM_MAX_VCPU_IDS and KVM_MAX_VCPUS when the profile does not report them. */
+const DEFAULT_MAX_VCPU_IDS = 4096;
+const DEFAULT_MAX_VCPUS = 1024;
+
+export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
+  const a = k.args;
+  switch (req) {
+    case I.KVM_CREATE_VCPU: {
+      const id = a.intValue(arg);
+      const ext = k.profile.extensions;
+      const maxIds = ext.vm[KVM_CAP.MAX_VCPU_ID] ?? ext.system[KVM_CAP.MAX_VCPU_ID] ?? DEFAULT_MAX_VCPU_IDS;
+      const maxVcpus = ext.vm[KVM_CAP.MAX_VCPUS] ?? ext.system[KVM_CAP.MAX_VCPUS] ?? DEFAULT_MAX_VCPUS;
+      if (id >= maxIds) return -EINVAL;
+      if (vm.createdVcpus >= maxVcpus) return -EINVAL;
+      if (vm.vcpus.has(id)) return -EEXIST;
+      return k.createVcpu(vm, id);
+    }
+    case I.KVM_CHECK_EXTENSION:
+      return k.profile.extensions.vm[a.intValue(arg)] ?? 0;
+    case I.KVM_CREATE_IRQCHIP:
+      if (vm.irqchip) return -EEXIST;
+      if (vm.createdVcpus > 0) return -EINVAL;
+      vm.irqchip = true;
+      return 0;
+    case I.KVM_ENABLE_CAP:
+      return enableCap(k, vm, req, arg);
+    case I.KVM_X86_SET_MSR_FILTER:
+      return setMsrFilter(k, vm, arg);
+    case I.KVM_SET_USER_MEMORY_REGION:
+      return setMemoryRegion(k, vm, arg);
+    default:
+      return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
+  }
+}
+
+/** Real VM ioctls kvmsr does not model (they do not change what an MSR ioctl answers). */
+const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR]);
+
+function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_ENABLE_CAP_LAYOUT.size) return -EFAULT;
+  const cap = decodeEnableCap(new Uint8Array(a.dv.buffer, a.base, KVM_ENABLE_CAP_LAYOUT.size));
+  if (cap.flags !== 0) return -EINVAL;
+  switch (cap.cap) {
+    case KVM_CAP.X86_USER_SPACE_MSR: {
+      const mask = KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER;
+      if ((cap.args[0] & ~BigInt(mask)) !== 0n) return -EINVAL;
+      vm.userSpaceMsrMask = Number(cap.args[0]);
+      return 0;
+    }
+    case KVM_CAP.MSR_PLATFORM_INFO:
+      vm.guestCanReadPlatformInfo = cap.args[0] !== 0n;
+      return 0;
+    default:
+      return k.unmodeledCap(req, 'vm', cap.cap);
+  }
+}
+
+/** kvm_vm_ioctl_set_msr_filter and kvm_add_msr_filter. */
+function setMsrFilter(k: Kvm, vm: Vm, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_MSR_FILTER_LAYOUT.size) return -EFAULT;
+  const f = decodeMsrFilter(new Uint8Array(a.dv.buffer, a.base, KVM_MSR_FILTER_LAYOUT.size));
+  if ((f.flags & ~KVM_MSR_FILTER_DEFAULT_DENY) !== 0) return -EINVAL;
+  const empty = f.ranges.every((r) => r.nmsrs === 0);
+  const defaultAllow = (f.flags & KVM_MSR_FILTER_DEFAULT_DENY) === 0;
+  if (empty && !defaultAllow) return -EINVAL;
+  const ranges: FilterRange[] = [];
+  for (const r of f.ranges) {
+    if (r.nmsrs === 0) continue;
+    if ((r.flags & ~(KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE)) !== 0) return -EINVAL;
+    if (r.flags === 0) return -EINVAL;
+    const size = Math.ceil(r.nmsrs / 64) * 8; // BITS_TO_LONGS(nmsrs) * sizeof(long)
+    if (size === 0 || size > KVM_MSR_FILTER_MAX_BITMAP_SIZE) return -EINVAL;
+    const bitmap = a.copyIn(r.bitmap, size);
+    if (!bitmap) return -EFAULT;
+    ranges.push({ flags: r.flags, base: r.base, nmsrs: r.nmsrs, bitmap });
+  }
+  vm.msrFilter = { defaultAllow, ranges };
+  return 0;
+}
+
+/** KVM_SET_USER_MEMORY_REGION, kept only as the GPA ranges PV MSRs check (kvm_set_memory_region). */
+function setMemoryRegion(k: Kvm, vm: Vm, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < 32) return -EFAULT;
+  const dv = a.dv;
+  const slot = dv.getUint32(a.base, true);
+  const flags = dv.getUint32(a.base + 4, true);
+  const gpa = Number(dv.getBigUint64(a.base + 8, true));
+  const size = Number(dv.getBigUint64(a.base + 16, true));
+  // check_memory_region_flags and the alignment checks of __kvm_set_memory_region.
+  if ((flags & ~0x3) !== 0) return -EINVAL;
+  if (gpa % 4096 !== 0 || size % 4096 !== 0) return -EINVAL;
+  const i = vm.memSlots.findIndex((s) => s.slot === slot);
+  if (i >= 0) vm.memSlots.splice(i, 1);
+  if (size > 0) vm.memSlots.push({ slot, flags, gpa, size });
+  return 0;
+}

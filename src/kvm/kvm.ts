@@ -1,0 +1,170 @@
+// The device: file descriptors for /dev/kvm, VMs and vCPUs, and ioctl() dispatch on the real
+// request numbers. ioctl returns what the kernel's handler returns: a value >= 0 or -errno.
+import { EBADF, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
+import { ioctlName } from '../abi/kvm-ioctls.js';
+import { UserMemory } from '../abi/user-memory.js';
+import { defaultProfile } from '../profiles.js';
+import { FD_SYSTEM, FD_VCPU, FD_VM, type KvmFile } from './files.js';
+import { systemIoctl } from './ioctl-system.js';
+import { vcpuIoctl } from './ioctl-vcpu.js';
+import { vmIoctl } from './ioctl-vm.js';
+import { msrIo } from './msr-io.js';
+import type { MsrValue } from './msr-ret.js';
+import { isValidatedProfile, parseProfile, type HostProfile } from './profile.js';
+import { ArgResolver, type IoctlArg } from './user-arg.js';
+import { Vcpu } from './vcpu.js';
+import { vendorFor } from './vendors.js';
+import { Vm } from './vm.js';
+import { X86, type X86Options } from './x86.js';
+
+export interface KvmOptions extends X86Options {
+  /** A HostProfile, or the parsed JSON that `kvmsr profile capture` writes. Default: built in. */
+  profile?: HostProfile | unknown;
+  /** The emulated user address space pointer arguments resolve through. */
+  memory?: UserMemory;
+}
+
+/** An ioctl kvmsr received but does not model, so it cannot know the kernel's answer. */
+export interface UnmodeledCall {
+  fdKind: 'system' | 'vm' | 'vcpu';
+  request: number;
+  name: string;
+  cap?: number;
+}
+
+/** Thrown by Kvm.ioctlOrThrow: carries the errno and its name. */
+export class KvmError extends Error {
+  constructor(
+    readonly errno: number,
+    readonly request: number,
+  ) {
+    super(`${ioctlName(request)}: ${errnoName(errno)} (${errno})`);
+    this.name = 'KvmError';
+  }
+  get code(): string {
+    return errnoName(this.errno);
+  }
+}
+
+const FIRST_FD = 3;
+
+export class Kvm {
+  readonly profile: HostProfile;
+  readonly x86: X86;
+  readonly memory: UserMemory;
+  readonly args: ArgResolver;
+  readonly featureIndexList: readonly number[];
+  /** Calls kvmsr answered with -ENOSYS because it does not model them. */
+  readonly unmodeled: UnmodeledCall[] = [];
+  private readonly files: (KvmFile | undefined)[] = [];
+  private readonly out: MsrValue = { lo: 0, hi: 0 };
+
+  constructor(opts: KvmOptions = {}) {
+    const p = opts.profile ?? defaultProfile();
+    this.profile = isHostProfile(p) ? p : parseProfile(p);
+    this.x86 = new X86(this.profile, vendorFor(this.profile.host.vendorModule), opts);
+    this.memory = opts.memory ?? new UserMemory();
+    this.args = new ArgResolver(this.memory);
+    this.featureIndexList = this.profile.featureMsrs.map((m) => m.index);
+  }
+
+  /** open(2) of a device path: only /dev/kvm exists here. Returns an fd or -errno. */
+  open(path: string): number {
+    if (path !== '/dev/kvm') return -ENOENT;
+    return this.install({ kind: FD_SYSTEM });
+  }
+
+  close(fd: number): number {
+    if (this.fileOf(fd) === undefined) return -EBADF;
+    this.files[fd] = undefined;
+    return 0;
+  }
+
+  /** ioctl(2): returns the handler's value (>= 0) or a negative errno. Never throws. */
+  ioctl(fd: number, request: number, arg: IoctlArg = 0): number {
+    const f = this.fileOf(fd);
+    if (f === undefined) return -EBADF;
+    const req = request >>> 0;
+    switch (f.kind) {
+      case FD_VCPU:
+        return vcpuIoctl(this, f.vcpu, req, arg);
+      case FD_VM:
+        return vmIoctl(this, f.vm, req, arg);
+      default:
+        return systemIoctl(this, req, arg);
+    }
+  }
+
+  /** ioctl that throws a KvmError (with the errno name) instead of returning -errno. */
+  ioctlOrThrow(fd: number, request: number, arg: IoctlArg = 0): number {
+    const r = this.ioctl(fd, request, arg);
+    if (r < 0) throw new KvmError(-r, request);
+    return r;
+  }
+
+  /** Marks a vCPU as having entered KVM_RUN (kvm_vcpu_has_run), since kvmsr runs no guest code. */
+  markRan(vcpuFd: number): number {
+    const f = this.fileOf(vcpuFd);
+    if (f === undefined) return -EBADF;
+    if (f.kind !== FD_VCPU) return -EINVAL;
+    f.vcpu.hasRun = true;
+    return 0;
+  }
+
+  /** The vCPU behind an fd, for the guest-path API and tests. */
+  vcpuOf(fd: number): Vcpu | undefined {
+    const f = this.fileOf(fd);
+    return f?.kind === FD_VCPU ? f.vcpu : undefined;
+  }
+
+  /** What kind of file an fd is, or undefined when it is not open. */
+  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | undefined {
+    const f = this.fileOf(fd);
+    if (f === undefined) return undefined;
+    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : 'vcpu';
+  }
+
+  // ---- used by the dispatchers ----
+  createVm(type: number): number {
+    return this.install({ kind: FD_VM, vm: new Vm(type) });
+  }
+
+  createVcpu(vm: Vm, id: number): number {
+    const vcpu = new Vcpu(id, vm);
+    this.x86.initVcpu(vcpu);
+    vm.vcpus.set(id, vcpu);
+    vm.createdVcpus++;
+    return this.install({ kind: FD_VCPU, vm, vcpu });
+  }
+
+  msrIo(vcpu: Vcpu | null, op: number): number {
+    const a = this.args;
+    return msrIo(this.x86, vcpu, a.dv, a.base, a.avail, op, this.out);
+  }
+
+  /** For a real ioctl kvmsr does not model: record it and answer -ENOSYS; else the kernel's default errno. */
+  unmodeledOr(req: number, fdKind: UnmodeledCall['fdKind'], dflt: number, known: ReadonlySet<number>): number {
+    if (!known.has(req)) return dflt;
+    this.unmodeled.push({ fdKind, request: req, name: ioctlName(req) });
+    return -ENOSYS;
+  }
+  unmodeledCap(req: number, fdKind: UnmodeledCall['fdKind'], cap: number): number {
+    this.unmodeled.push({ fdKind, request: req, name: ioctlName(req), cap });
+    return -ENOSYS;
+  }
+
+  private fileOf(fd: number): KvmFile | undefined {
+    return Number.isInteger(fd) && fd >= 0 ? this.files[fd] : undefined;
+  }
+
+  private install(f: KvmFile): number {
+    let fd = FIRST_FD;
+    while (this.files[fd] !== undefined) fd++;
+    this.files[fd] = f;
+    return fd;
+  }
+}
+
+function isHostProfile(p: unknown): p is HostProfile {
+  return typeof p === 'object' && p !== null && isValidatedProfile(p);
+}

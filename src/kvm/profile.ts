@@ -1,0 +1,195 @@
+// Host profiles are data: what one host's KVM lists, reports and resets to. `kvmsr profile capture`
+// writes one from a real /dev/kvm; the built-in default is such a file, checked in.
+import type { CpuidEntry2 } from '../abi/codecs.js';
+import { slotOf } from './msr-slots.js';
+
+export type VendorModule = 'kvm_pvm' | 'kvm_intel' | 'kvm_amd';
+export const VENDOR_MODULES: readonly VendorModule[] = ['kvm_pvm', 'kvm_intel', 'kvm_amd'];
+
+export interface ProfileMsr {
+  index: number;
+  /** The value read; null when KVM_GET_MSRS refused the index (returned 0). */
+  value: bigint | null;
+}
+
+export interface HostProfile {
+  source: 'capture' | 'derived';
+  notes: string;
+  host: {
+    kernel: string;
+    vendorModule: VendorModule;
+    cpuVendor: string;
+    cpuModel: string;
+    capturedAt: string;
+    kvmsrVersion: string;
+    /** Module parameters that change MSR answers, e.g. { 'kvm.ignore_msrs': 'N' }. */
+    moduleParams: Record<string, string>;
+  };
+  apiVersion: number;
+  vcpuMmapSize: number;
+  tscKhz: number;
+  /** KVM_CHECK_EXTENSION results, by capability number; absent means 0. */
+  extensions: { system: Record<number, number>; vm: Record<number, number> };
+  /** KVM_GET_MSR_INDEX_LIST in the kernel's order. */
+  msrIndexList: number[];
+  /** KVM_GET_MSR_FEATURE_INDEX_LIST in order, with the value KVM_GET_MSRS on /dev/kvm reads. */
+  featureMsrs: ProfileMsr[];
+  /** KVM_GET_SUPPORTED_CPUID. */
+  supportedCpuid: CpuidEntry2[];
+  /** What each MSR reads on a fresh vCPU (no KVM_SET_CPUID2, no irqchip), one index per ioctl. */
+  vcpuReset: ProfileMsr[];
+}
+
+/** An error in a profile, naming the file (when known) and the field. */
+export class ProfileError extends Error {
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${file}: ${field}: ${message}`);
+    this.name = 'ProfileError';
+  }
+}
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+class Reader {
+  constructor(readonly file: string) {}
+  fail(field: string, msg: string): never {
+    throw new ProfileError(this.file, field, msg);
+  }
+  obj(v: Json | undefined, field: string): { [k: string]: Json } {
+    if (v === null || v === undefined || typeof v !== 'object' || Array.isArray(v)) this.fail(field, 'expected an object');
+    return v;
+  }
+  arr(v: Json | undefined, field: string): Json[] {
+    if (!Array.isArray(v)) this.fail(field, 'expected an array');
+    return v;
+  }
+  str(v: Json | undefined, field: string): string {
+    if (typeof v !== 'string') this.fail(field, 'expected a string');
+    return v;
+  }
+  int(v: Json | undefined, field: string, max = 0xffffffff): number {
+    if (typeof v === 'string' && /^0x[0-9a-f]+$/i.test(v)) v = Number(v);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) this.fail(field, `expected an integer 0..${max}`);
+    return v;
+  }
+  u64(v: Json | undefined, field: string): bigint {
+    if (typeof v !== 'string' || !/^0x[0-9a-f]{1,16}$/i.test(v)) this.fail(field, 'expected a hex string like "0x1f" (at most 64 bits)');
+    return BigInt(v);
+  }
+  msrIndex(v: Json | undefined, field: string): number {
+    const i = this.int(v, field);
+    if (slotOf(i) < 0) this.fail(field, `MSR 0x${i.toString(16)} is outside the ranges kvmsr models`);
+    return i;
+  }
+  /** A list of {index, value}; an index outside kvmsr's ranges is allowed only with value null. */
+  msrs(v: Json | undefined, field: string): ProfileMsr[] {
+    return this.arr(v, field).map((e, i) => {
+      const o = this.obj(e, `${field}[${i}]`);
+      const value = o['value'] === null ? null : this.u64(o['value'], `${field}[${i}].value`);
+      const index = value === null ? this.int(o['index'], `${field}[${i}].index`) : this.msrIndex(o['index'], `${field}[${i}].index`);
+      return { index, value };
+    });
+  }
+  intMap(v: Json | undefined, field: string): Record<number, number> {
+    const o = this.obj(v, field);
+    const out: Record<number, number> = {};
+    for (const [k, val] of Object.entries(o)) {
+      if (!/^[0-9]+$/.test(k)) this.fail(`${field}.${k}`, 'keys are capability numbers');
+      out[Number(k)] = this.int(val, `${field}.${k}`, 0x7fffffff);
+    }
+    return out;
+  }
+}
+
+const validated = new WeakSet<object>();
+/** True for profiles that parseProfile produced (and so were validated). */
+export function isValidatedProfile(p: object): boolean {
+  return validated.has(p);
+}
+
+/** Validates parsed JSON as a profile; every error names the file and the field. */
+export function parseProfile(json: unknown, file = '<profile>'): HostProfile {
+  const p = parseProfileFields(json, file);
+  validated.add(p);
+  return p;
+}
+
+function parseProfileFields(json: unknown, file: string): HostProfile {
+  const r = new Reader(file);
+  const top = r.obj(json as Json, '(top)');
+  if (top['format'] !== 'kvmsr-profile') r.fail('format', 'expected "kvmsr-profile"');
+  if (top['version'] !== 1) r.fail('version', 'expected 1');
+  const source = r.str(top['source'], 'source') as HostProfile['source'];
+  if (source !== 'capture' && source !== 'derived') r.fail('source', 'expected "capture" or "derived"');
+  const h = r.obj(top['host'], 'host');
+  const vendorModule = r.str(h['vendorModule'], 'host.vendorModule');
+  if (!(VENDOR_MODULES as readonly string[]).includes(vendorModule)) {
+    r.fail('host.vendorModule', `expected one of ${VENDOR_MODULES.join(', ')}`);
+  }
+  const params = r.obj(h['moduleParams'], 'host.moduleParams');
+  const moduleParams: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) moduleParams[k] = r.str(v, `host.moduleParams.${k}`);
+  const ext = r.obj(top['extensions'], 'extensions');
+  const list = r.arr(top['msrIndexList'], 'msrIndexList').map((v, i) => r.msrIndex(v, `msrIndexList[${i}]`));
+  const cpuid = r.arr(top['supportedCpuid'], 'supportedCpuid').map((e, i) => {
+    const o = r.obj(e, `supportedCpuid[${i}]`);
+    const f = (k: string): number => r.int(o[k], `supportedCpuid[${i}].${k}`);
+    return { function: f('function'), index: f('index'), flags: f('flags'), eax: f('eax'), ebx: f('ebx'), ecx: f('ecx'), edx: f('edx') };
+  });
+  return {
+    source,
+    notes: typeof top['notes'] === 'string' ? top['notes'] : '',
+    host: {
+      kernel: r.str(h['kernel'], 'host.kernel'),
+      vendorModule: vendorModule as VendorModule,
+      cpuVendor: r.str(h['cpuVendor'], 'host.cpuVendor'),
+      cpuModel: r.str(h['cpuModel'], 'host.cpuModel'),
+      capturedAt: r.str(h['capturedAt'], 'host.capturedAt'),
+      kvmsrVersion: r.str(h['kvmsrVersion'], 'host.kvmsrVersion'),
+      moduleParams,
+    },
+    apiVersion: r.int(top['apiVersion'], 'apiVersion'),
+    vcpuMmapSize: r.int(top['vcpuMmapSize'], 'vcpuMmapSize'),
+    tscKhz: r.int(top['tscKhz'], 'tscKhz'),
+    extensions: { system: r.intMap(ext['system'], 'extensions.system'), vm: r.intMap(ext['vm'], 'extensions.vm') },
+    msrIndexList: list,
+    featureMsrs: r.msrs(top['featureMsrs'], 'featureMsrs'),
+    supportedCpuid: cpuid,
+    vcpuReset: r.msrs(top['vcpuReset'], 'vcpuReset'),
+  };
+}
+
+const hex = (v: number | bigint): string => '0x' + v.toString(16);
+
+/** The JSON form of a profile (u64 values as hex strings). */
+export function profileToJson(p: HostProfile): Record<string, unknown> {
+  const msrs = (l: ProfileMsr[]): unknown[] => l.map((m) => ({ index: hex(m.index), value: m.value === null ? null : hex(m.value) }));
+  return {
+    format: 'kvmsr-profile',
+    version: 1,
+    source: p.source,
+    notes: p.notes,
+    host: p.host,
+    apiVersion: p.apiVersion,
+    vcpuMmapSize: p.vcpuMmapSize,
+    tscKhz: p.tscKhz,
+    extensions: p.extensions,
+    msrIndexList: p.msrIndexList.map(hex),
+    featureMsrs: msrs(p.featureMsrs),
+    supportedCpuid: p.supportedCpuid.map((e) => ({
+      function: hex(e.function), index: e.index, flags: e.flags,
+      eax: hex(e.eax), ebx: hex(e.ebx), ecx: hex(e.ecx), edx: hex(e.edx),
+    })),
+    vcpuReset: msrs(p.vcpuReset),
+  };
+}
+
+/** Finds a CPUID leaf in a list of entries (function/index match as kvm_find_cpuid_entry_index). */
+export function findCpuid(entries: readonly CpuidEntry2[], fn: number, index = 0): CpuidEntry2 | undefined {
+  // KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1): only then does the index have to match.
+  return entries.find((e) => e.function === fn && ((e.flags & 1) === 0 || e.index === index));
+}

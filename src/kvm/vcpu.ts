@@ -1,0 +1,42 @@
+// A vCPU's MSR state: values in a typed array indexed by slot, plus the few facts (CPUID-derived
+// capabilities, "has run") that KVM's MSR rules consult.
+import { SLOT_COUNT, slotOf } from './msr-slots.js';
+import type { Vm } from './vm.js';
+
+export class Vcpu {
+  /** Two u32 halves per slot: [lo, hi]. */
+  readonly msrs = new Uint32Array(SLOT_COUNT * 2);
+  /** Raw kvm_cpuid_entry2 bytes as KVM_SET_CPUID2 copied them in (KVM_GET_CPUID2 returns them). */
+  cpuidBytes = new Uint8Array(0);
+  cpuidNent = 0;
+  /** kvm_vcpu_has_run(): set by KVM_RUN, or by Kvm.markRan() since kvmsr runs no guest code. */
+  hasRun = false;
+  /** !guest_cpuid_is_intel_compatible: computed from the vendor string at KVM_SET_CPUID2 only. */
+  amdCompatible = false;
+  /** vcpu->arch.pv_cpuid: KVM_CPUID_FEATURES eax and KVM_CAP_ENFORCE_PV_FEATURE_CPUID. */
+  pvFeatures = 0;
+  enforcePvCpuid = false;
+  /** guest_cpu_cap_has bits (see cpuid-caps.ts); 0 until KVM_SET_CPUID2. */
+  capBits = 0;
+  /** Guest TSC = tscBase + cycles elapsed since tscBaseAt (performance.now() ms). */
+  tscBaseLo = 0;
+  tscBaseHi = 0;
+  tscBaseAt = 0;
+  /** The vCPU's TSC frequency (KVM_GET_TSC_KHZ); the host's until KVM_SET_TSC_KHZ. */
+  tscKhz = 0;
+
+  constructor(
+    readonly id: number,
+    readonly vm: Vm,
+  ) {}
+
+  get(index: number): bigint {
+    const s = slotOf(index) * 2;
+    return (BigInt(this.msrs[s + 1]!) << 32n) | BigInt(this.msrs[s]!);
+  }
+  set(index: number, v: bigint): void {
+    const s = slotOf(index) * 2;
+    this.msrs[s] = Number(v & 0xffffffffn);
+    this.msrs[s + 1] = Number((v >> 32n) & 0xffffffffn);
+  }
+}

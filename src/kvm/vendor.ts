@@ -1,0 +1,19 @@
+// The vendor interface, in the spirit of kvm_x86_ops: the MSR hooks each vendor module provides.
+import type { MsrValue } from './msr-ret.js';
+import type { VendorModule } from './profile.js';
+import type { Vcpu } from './vcpu.js';
+import type { X86 } from './x86.js';
+
+export interface VendorOps {
+  readonly module: VendorModule;
+  /** Vendor part of vCPU creation and reset (vmx_vcpu_create/svm_vcpu_create/pvm_vcpu_create). */
+  vcpuCreate(x86: X86, vcpu: Vcpu): void;
+  /** vcpu_after_set_cpuid: what the vendor recomputes after KVM_SET_CPUID2. */
+  vcpuAfterSetCpuid(x86: X86, vcpu: Vcpu): void;
+  /** get_msr: handles its own indices, passes the rest to x86.getMsrCommon. */
+  getMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number;
+  /** set_msr: handles its own indices, passes the rest to x86.setMsrCommon. */
+  setMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number;
+  /** get_feature_msr: the vendor's part of KVM_GET_MSRS on /dev/kvm. */
+  getFeatureMsr(x86: X86, index: number, out: MsrValue): number;
+}

@@ -1,0 +1,47 @@
+// A VM: its vCPUs and the VM-wide state that MSR answers depend on.
+import type { Vcpu } from './vcpu.js';
+
+/** A parsed KVM_X86_SET_MSR_FILTER range with its bitmap copied in, as kvm_add_msr_filter keeps it. */
+export interface FilterRange {
+  flags: number;
+  base: number;
+  nmsrs: number;
+  bitmap: Uint8Array;
+}
+export interface MsrFilterState {
+  defaultAllow: boolean;
+  ranges: FilterRange[];
+}
+
+export interface MemSlot {
+  slot: number;
+  flags: number;
+  gpa: number;
+  size: number;
+}
+
+export class Vm {
+  readonly vcpus = new Map<number, Vcpu>();
+  /** kvm->created_vcpus: counts creations in progress or done, and gates KVM_CREATE_IRQCHIP. */
+  createdVcpus = 0;
+  irqchip = false;
+  /** kvm->arch.user_space_msr_mask (KVM_CAP_X86_USER_SPACE_MSR). */
+  userSpaceMsrMask = 0;
+  msrFilter: MsrFilterState = { defaultAllow: true, ranges: [] };
+  /** kvm->arch.guest_can_read_msr_platform_info (KVM_CAP_MSR_PLATFORM_INFO). */
+  guestCanReadPlatformInfo = true;
+  /** kvm->arch.wall_clock, shared by MSR_KVM_WALL_CLOCK and MSR_KVM_WALL_CLOCK_NEW. */
+  wallClockLo = 0;
+  wallClockHi = 0;
+  readonly memSlots: MemSlot[] = [];
+  /** Time (performance.now() ms) of the first vCPU's TSC sync: later vCPUs match it (kvm_synchronize_tsc). */
+  tscSyncAt = -1;
+
+  constructor(readonly type: number) {}
+
+  /** kvm_gfn_to_hva_cache_init succeeds only when [gpa, gpa+len) lies in one memory slot. */
+  gpaRangeMapped(gpa: number, len: number): boolean {
+    for (const s of this.memSlots) if (gpa >= s.gpa && gpa + len <= s.gpa + s.size) return true;
+    return false;
+  }
+}

@@ -1,0 +1,531 @@
+// The vendor-neutral MSR rules of arch/x86/kvm/x86.c: kvm_do_msr_access, __kvm_get_msr,
+// __kvm_set_msr, do_get_msr/do_set_msr/do_get_feature_msr, kvm_get_msr_common and
+// kvm_set_msr_common. Values move as (lo, hi) u32 halves; nothing here allocates per entry.
+import { CAP, capBitsOf } from './cpuid-caps.js';
+import * as M from './msr-index.js';
+import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
+import { MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
+import { findCpuid, type HostProfile } from './profile.js';
+import type { Vcpu } from './vcpu.js';
+import type { VendorOps } from './vendor.js';
+
+export interface X86Options {
+  /** kvm.ignore_msrs: unhandled accesses succeed (reads give 0). */
+  ignoreMsrs?: boolean;
+  /** kvm.report_ignored_msrs: log what ignore_msrs swallowed (to `log`). */
+  reportIgnoredMsrs?: boolean;
+  log?: (line: string) => void;
+  /** Clock in milliseconds for the TSC; performance.now by default. */
+  now?: () => number;
+}
+
+const EINVAL = 22;
+const TWO32 = 4294967296;
+const PAT_DEFAULT_LO = 0x00070406;
+const PAT_DEFAULT_HI = 0x00070406;
+
+export class X86 {
+  readonly advertised: MsrSet;
+  readonly featureList: MsrSet;
+  /** Feature MSR values as read on /dev/kvm, by slot. */
+  private readonly featureValues = new Uint32Array(SLOT_COUNT * 2);
+  /** Initial values of a fresh vCPU's MSRs, by slot (from the profile). */
+  readonly resetValues = new Uint32Array(SLOT_COUNT * 2);
+  readonly ignoreMsrs: boolean;
+  readonly reportIgnoredMsrs: boolean;
+  /** max_host_virt_addr_bits(): 57 when KVM reports LA57, else 48. */
+  readonly hostLa57: boolean;
+  /** kvm_is_supported_user_return_msr(MSR_TSC_AUX): the host has RDTSCP or RDPID. */
+  readonly tscAuxSupported: boolean;
+  /** kvm_caps.supported_perf_cap (the PERF_CAPABILITIES feature value). */
+  readonly supportedPerfCapLo: number;
+  readonly supportedPerfCapHi: number;
+  readonly tscKhz: number;
+  /** The guest_cpu_cap_has bits KVM supports (from KVM_GET_SUPPORTED_CPUID). */
+  readonly supportedCapBits: number;
+  private readonly log: (line: string) => void;
+  readonly now: () => number;
+  private readonly scratch: MsrValue = { lo: 0, hi: 0 };
+  /** A scratch value for vendor code (never the caller's output). */
+  readonly scratchOut: MsrValue = { lo: 0, hi: 0 };
+
+  constructor(
+    readonly profile: HostProfile,
+    readonly vendor: VendorOps,
+    opts: X86Options = {},
+  ) {
+    this.advertised = new MsrSet(profile.msrIndexList);
+    this.featureList = new MsrSet(profile.featureMsrs.map((m) => m.index));
+    for (const m of profile.featureMsrs) storeU64(this.featureValues, m.index, m.value ?? 0n);
+    for (const m of profile.vcpuReset) if (m.value !== null) storeU64(this.resetValues, m.index, m.value);
+    const yes = (k: string): boolean => ['Y', 'y', '1'].includes(profile.host.moduleParams[k] ?? 'N');
+    this.ignoreMsrs = opts.ignoreMsrs ?? yes('kvm.ignore_msrs');
+    this.reportIgnoredMsrs = opts.reportIgnoredMsrs ?? yes('kvm.report_ignored_msrs');
+    this.log = opts.log ?? (() => undefined);
+    this.now = opts.now ?? (() => performance.now());
+    const l7 = findCpuid(profile.supportedCpuid, 7, 0);
+    const x1 = findCpuid(profile.supportedCpuid, 0x80000001, 0);
+    this.hostLa57 = l7 !== undefined && ((l7.ecx >>> 16) & 1) === 1;
+    this.tscAuxSupported =
+      (x1 !== undefined && ((x1.edx >>> 27) & 1) === 1) || (l7 !== undefined && ((l7.ecx >>> 22) & 1) === 1);
+    const pc = profile.featureMsrs.find((m) => m.index === M.MSR_IA32_PERF_CAPABILITIES)?.value ?? 0n;
+    this.supportedPerfCapLo = Number(pc & 0xffffffffn);
+    this.supportedPerfCapHi = Number(pc >> 32n);
+    this.tscKhz = profile.tscKhz;
+    this.supportedCapBits = capBitsOf(profile.supportedCpuid);
+  }
+
+  /** kvm_vcpu_after_set_cpuid: the vendor's part (the common part is in the KVM_SET_CPUID2 handler). */
+  afterSetCpuid(vcpu: Vcpu): void {
+    this.vendor.vcpuAfterSetCpuid(this, vcpu);
+  }
+
+  // ---- kvm_arch_vcpu_create / kvm_vcpu_reset / kvm_arch_vcpu_postcreate ----
+  initVcpu(vcpu: Vcpu): void {
+    vcpu.msrs.set(this.resetValues);
+    const s = slotOf(M.MSR_IA32_CR_PAT) * 2;
+    if (vcpu.msrs[s] === 0 && vcpu.msrs[s + 1] === 0) {
+      vcpu.msrs[s] = PAT_DEFAULT_LO;
+      vcpu.msrs[s + 1] = PAT_DEFAULT_HI;
+    }
+    vcpu.tscKhz = this.tscKhz;
+    this.vendor.vcpuCreate(this, vcpu);
+    // kvm_synchronize_tsc(vcpu, NULL): a vCPU created within a second of the VM's first one
+    // matches its TSC (the "synchronized" case); otherwise it starts at 0.
+    const now = this.now();
+    const vm = vcpu.vm;
+    if (vm.tscSyncAt >= 0 && now - vm.tscSyncAt < 1000) {
+      vcpu.tscBaseLo = 0;
+      vcpu.tscBaseHi = 0;
+      vcpu.tscBaseAt = vm.tscSyncAt;
+    } else {
+      vm.tscSyncAt = now;
+      vcpu.tscBaseAt = now;
+    }
+  }
+
+  // ---- helpers on the vCPU's typed array ----
+  load(vcpu: Vcpu, index: number, out: MsrValue): number {
+    const s = slotOf(index) * 2;
+    out.lo = vcpu.msrs[s]!;
+    out.hi = vcpu.msrs[s + 1]!;
+    return MSR_OK;
+  }
+  store(vcpu: Vcpu, index: number, lo: number, hi: number): number {
+    const s = slotOf(index) * 2;
+    vcpu.msrs[s] = lo;
+    vcpu.msrs[s + 1] = hi;
+    return MSR_OK;
+  }
+  hasCap(vcpu: Vcpu, cap: number): boolean {
+    return (vcpu.capBits & cap) !== 0;
+  }
+  /** guest_pv_has: every PV feature counts as present unless enforcement was enabled. */
+  guestPvHas(vcpu: Vcpu, feature: number): boolean {
+    return !vcpu.enforcePvCpuid || ((vcpu.pvFeatures >>> feature) & 1) === 1;
+  }
+  /** is_noncanonical_msr_address against max_host_virt_addr_bits(). */
+  isNoncanonical(hi: number): boolean {
+    if (this.hostLa57) {
+      const top = hi >>> 24;
+      return top !== 0 && top !== 0xff;
+    }
+    const top = hi >>> 15;
+    return top !== 0 && top !== 0x1ffff;
+  }
+  /** __canonical_address(hi) for the upper half: sign-extends from bit 47 (or 56). */
+  canonicalHi(hi: number): number {
+    return this.hostLa57 ? ((hi << 7) >> 7) >>> 0 : ((hi << 16) >> 16) >>> 0;
+  }
+
+  // ---- the guest TSC (kvm_get_msr_common MSR_IA32_TSC, kvm_synchronize_tsc) ----
+  readTsc(vcpu: Vcpu, out: MsrValue): number {
+    const cycles = Math.floor((this.now() - vcpu.tscBaseAt) * vcpu.tscKhz);
+    const addHi = Math.floor(cycles / TWO32);
+    const lo = vcpu.tscBaseLo + (cycles - addHi * TWO32);
+    out.lo = lo >>> 0;
+    out.hi = (vcpu.tscBaseHi + addHi + (lo >= TWO32 ? 1 : 0)) >>> 0;
+    return MSR_OK;
+  }
+  writeTsc(vcpu: Vcpu, lo: number, hi: number): void {
+    vcpu.tscBaseLo = lo;
+    vcpu.tscBaseHi = hi;
+    vcpu.tscBaseAt = this.now();
+  }
+
+  // ---- __kvm_get_msr / __kvm_set_msr ----
+  getMsr(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
+    if (index === M.MSR_TSC_AUX) {
+      if (!this.tscAuxSupported) return MSR_ERR;
+      if (!host && !this.hasCap(vcpu, CAP.RDTSCP) && !this.hasCap(vcpu, CAP.RDPID)) return MSR_ERR;
+    }
+    return this.vendor.getMsr(this, vcpu, index, host, out);
+  }
+
+  setMsr(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
+    switch (index) {
+      case M.MSR_FS_BASE:
+      case M.MSR_GS_BASE:
+      case M.MSR_KERNEL_GS_BASE:
+      case M.MSR_CSTAR:
+      case M.MSR_LSTAR:
+        if (this.isNoncanonical(hi)) return MSR_ERR;
+        break;
+      case M.MSR_IA32_SYSENTER_EIP:
+      case M.MSR_IA32_SYSENTER_ESP:
+        hi = this.canonicalHi(hi);
+        break;
+      case M.MSR_TSC_AUX:
+        if (!this.tscAuxSupported) return MSR_ERR;
+        if (!host && !this.hasCap(vcpu, CAP.RDTSCP) && !this.hasCap(vcpu, CAP.RDPID)) return MSR_ERR;
+        if (!vcpu.amdCompatible && hi !== 0) return MSR_ERR;
+        hi = 0;
+        break;
+    }
+    return this.vendor.setMsr(this, vcpu, index, host, lo, hi);
+  }
+
+  // ---- kvm_do_msr_access ----
+  /** Read access; on failure out is zeroed. */
+  accessRead(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
+    const ret = this.getMsr(vcpu, index, host, out);
+    if (ret === MSR_OK) return ret;
+    out.lo = 0;
+    out.hi = 0;
+    return this.unsupported(ret, index, host, 0, 0, 'rdmsr');
+  }
+  accessWrite(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
+    const ret = this.setMsr(vcpu, index, host, lo, hi);
+    if (ret === MSR_OK) return ret;
+    return this.unsupported(ret, index, host, lo, hi, 'wrmsr');
+  }
+  /**
+   * The tail of kvm_do_msr_access: userspace may read, and write 0 to, an MSR that KVM
+   * advertises even if the vCPU model lacks it; ignore_msrs turns other unhandled accesses into
+   * success.
+   */
+  private unsupported(ret: number, index: number, host: boolean, lo: number, hi: number, op: string): number {
+    if (ret !== MSR_UNSUPPORTED) return ret;
+    if (host && lo === 0 && hi === 0 && this.advertised.has(index)) return MSR_OK;
+    if (!this.ignoreMsrs) return ret;
+    if (this.reportIgnoredMsrs) {
+      this.log(`kvm: ignored ${op}: 0x${(index >>> 0).toString(16)} data 0x${(hi * TWO32 + lo).toString(16)}`);
+    }
+    return MSR_OK;
+  }
+
+  // ---- do_get_msr / do_set_msr / do_get_feature_msr (the KVM_GET/SET_MSRS entry points) ----
+  doGetMsr(vcpu: Vcpu, index: number, out: MsrValue): number {
+    return this.accessRead(vcpu, index, true, out);
+  }
+
+  doSetMsr(vcpu: Vcpu, index: number, lo: number, hi: number): number {
+    // Writes to immutable feature MSRs after KVM_RUN must match the current value.
+    if (vcpu.hasRun && isImmutableFeatureMsr(index)) {
+      const cur = this.scratch;
+      if (this.doGetMsr(vcpu, index, cur) !== MSR_OK || cur.lo !== lo || cur.hi !== hi) return -EINVAL;
+      return MSR_OK;
+    }
+    return this.accessWrite(vcpu, index, true, lo, hi);
+  }
+
+  /** kvm_get_feature_msr through kvm_do_msr_access, with no vCPU. */
+  doGetFeatureMsr(index: number, out: MsrValue): number {
+    let ret: number;
+    if (this.featureList.has(index)) {
+      const s = slotOf(index) * 2;
+      out.lo = this.featureValues[s]!;
+      out.hi = this.featureValues[s + 1]!;
+      ret = MSR_OK;
+    } else {
+      ret = this.vendor.getFeatureMsr(this, index, out);
+    }
+    if (ret === MSR_OK) return ret;
+    out.lo = 0;
+    out.hi = 0;
+    return this.unsupported(ret, index, true, 0, 0, 'rdmsr');
+  }
+
+  // ---- kvm_get_msr_common ----
+  getMsrCommon(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
+    switch (index) {
+      case M.MSR_IA32_TSC:
+        return this.readTsc(vcpu, out);
+      case M.MSR_IA32_UCODE_REV:
+      case M.MSR_IA32_CR_PAT:
+      case M.MSR_IA32_TSC_ADJUST:
+      case M.MSR_IA32_MISC_ENABLE:
+      case M.MSR_SMI_COUNT:
+      case M.MSR_IA32_POWER_CTL:
+      case M.MSR_MISC_FEATURES_ENABLES:
+      case M.MSR_K7_HWCR:
+      case M.MSR_IA32_MCG_STATUS:
+        return this.load(vcpu, index, out);
+      case M.MSR_VM_HSAVE_PA:
+      case M.MSR_IA32_LASTBRANCHFROMIP:
+      case M.MSR_IA32_LASTBRANCHTOIP:
+      case M.MSR_IA32_LASTINTFROMIP:
+      case M.MSR_IA32_LASTINTTOIP:
+        out.lo = 0;
+        out.hi = 0;
+        return MSR_OK;
+      case M.MSR_IA32_ARCH_CAPABILITIES:
+        // 6.18: unsupported unless the vCPU model has the CPUID bit, host or guest.
+        if (!this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
+        return this.load(vcpu, index, out);
+      case M.MSR_IA32_PERF_CAPABILITIES:
+        if (!this.hasCap(vcpu, CAP.PDCM)) return MSR_UNSUPPORTED;
+        return this.load(vcpu, index, out);
+      case M.MSR_IA32_TSC_DEADLINE:
+        // kvm_get_lapic_tscdeadline_msr: 0 without an in-kernel LAPIC in TSC-deadline mode; kvmsr
+        // does not model LAPIC timer modes (KVM_SET_LAPIC), so the LVT timer is in its reset mode.
+        out.lo = 0;
+        out.hi = 0;
+        return MSR_OK;
+      case M.MSR_IA32_MCG_CTL:
+        // get_msr_mce: mcg_cap never has MCG_CTL_P without KVM_X86_SETUP_MCE.
+        if (!host) return MSR_ERR;
+        return this.load(vcpu, index, out);
+      case M.MSR_PLATFORM_INFO:
+        if (!host && !vcpu.vm.guestCanReadPlatformInfo) return MSR_ERR;
+        return this.load(vcpu, index, out);
+      case M.MSR_KVM_WALL_CLOCK:
+      case M.MSR_KVM_WALL_CLOCK_NEW:
+        if (!this.guestPvHas(vcpu, index === M.MSR_KVM_WALL_CLOCK ? M.KVM_FEATURE_CLOCKSOURCE : M.KVM_FEATURE_CLOCKSOURCE2)) {
+          return MSR_UNSUPPORTED;
+        }
+        out.lo = vcpu.vm.wallClockLo;
+        out.hi = vcpu.vm.wallClockHi;
+        return MSR_OK;
+      case M.MSR_KVM_SYSTEM_TIME:
+      case M.MSR_KVM_SYSTEM_TIME_NEW:
+      case M.MSR_KVM_ASYNC_PF_EN:
+      case M.MSR_KVM_ASYNC_PF_INT:
+      case M.MSR_KVM_STEAL_TIME:
+      case M.MSR_KVM_PV_EOI_EN:
+      case M.MSR_KVM_POLL_CONTROL:
+        if (!this.guestPvHas(vcpu, pvFeatureOf(index))) return MSR_UNSUPPORTED;
+        return this.load(vcpu, index, out);
+      case M.MSR_KVM_ASYNC_PF_ACK:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF_INT)) return MSR_UNSUPPORTED;
+        out.lo = 0;
+        out.hi = 0;
+        return MSR_OK;
+      default:
+        return MSR_UNSUPPORTED;
+    }
+  }
+
+  // ---- kvm_set_msr_common ----
+  setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
+    switch (index) {
+      case M.MSR_VM_HSAVE_PA:
+        return MSR_OK; // accepted and dropped
+      case M.MSR_IA32_UCODE_REV:
+        if (host) this.store(vcpu, index, lo, hi);
+        return MSR_OK;
+      case M.MSR_IA32_ARCH_CAPABILITIES:
+        if (!this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
+        if (!host) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_IA32_PERF_CAPABILITIES:
+        if (!this.hasCap(vcpu, CAP.PDCM)) return MSR_UNSUPPORTED;
+        if (!host) return MSR_ERR;
+        if ((lo & ~this.supportedPerfCapLo) !== 0 || (hi & ~this.supportedPerfCapHi) !== 0) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_K7_HWCR: {
+        // Flush-filter disable (6), IGNNE emulation (8) and TLB cache disable (3) are ignored;
+        // only McStatusWrEn (18) and TscFreqSel (24) may be set.
+        const l = lo & ~(0x40 | 0x100 | 0x8);
+        if ((l & ~((1 << 18) | (1 << 24))) !== 0 || hi !== 0) return MSR_ERR;
+        return this.store(vcpu, index, l, 0);
+      }
+      case M.MSR_IA32_CR_PAT:
+        if (!patValid(lo, hi)) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_IA32_TSC_DEADLINE:
+        return MSR_OK; // kvm_set_lapic_tscdeadline_msr ignores it outside TSC-deadline mode
+      case M.MSR_IA32_TSC_ADJUST:
+        // Only stored when the guest CPUID has TSC_ADJUST; a host write never moves the TSC.
+        if (this.hasCap(vcpu, CAP.TSC_ADJUST)) {
+          if (!host) {
+            // adjust_tsc_offset_guest: the guest's TSC moves by the difference.
+            const cur = this.scratch;
+            this.load(vcpu, index, cur);
+            this.addToTsc(vcpu, lo - cur.lo, hi - cur.hi);
+          }
+          this.store(vcpu, index, lo, hi);
+        }
+        return MSR_OK;
+      case M.MSR_IA32_MISC_ENABLE:
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_IA32_POWER_CTL:
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_IA32_TSC:
+        if (host) {
+          this.writeTsc(vcpu, lo, hi);
+        } else {
+          this.readTsc(vcpu, this.scratch);
+          const dLo = lo - this.scratch.lo;
+          const dHi = hi - this.scratch.hi;
+          this.writeTsc(vcpu, lo, hi);
+          // The guest's write also moves IA32_TSC_ADJUST by the same amount.
+          this.load(vcpu, M.MSR_IA32_TSC_ADJUST, this.scratch);
+          addHalves(this.scratch, dLo, dHi);
+          this.store(vcpu, M.MSR_IA32_TSC_ADJUST, this.scratch.lo, this.scratch.hi);
+        }
+        return MSR_OK;
+      case M.MSR_SMI_COUNT:
+        if (!host) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_KVM_WALL_CLOCK:
+      case M.MSR_KVM_WALL_CLOCK_NEW:
+        if (!this.guestPvHas(vcpu, index === M.MSR_KVM_WALL_CLOCK ? M.KVM_FEATURE_CLOCKSOURCE : M.KVM_FEATURE_CLOCKSOURCE2)) {
+          return MSR_UNSUPPORTED;
+        }
+        vcpu.vm.wallClockLo = lo;
+        vcpu.vm.wallClockHi = hi;
+        return MSR_OK;
+      case M.MSR_KVM_SYSTEM_TIME:
+      case M.MSR_KVM_SYSTEM_TIME_NEW:
+        if (!this.guestPvHas(vcpu, pvFeatureOf(index))) return MSR_UNSUPPORTED;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_KVM_ASYNC_PF_EN:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF)) return MSR_UNSUPPORTED;
+        return this.enableAsyncPf(vcpu, lo, hi);
+      case M.MSR_KVM_ASYNC_PF_INT:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF_INT)) return MSR_UNSUPPORTED;
+        if (hi !== 0 || lo >>> 8 !== 0) return MSR_ERR;
+        if (!vcpu.vm.irqchip) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_KVM_ASYNC_PF_ACK:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF_INT)) return MSR_UNSUPPORTED;
+        return MSR_OK;
+      case M.MSR_KVM_STEAL_TIME:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_STEAL_TIME)) return MSR_UNSUPPORTED;
+        if ((lo & 0x3e) !== 0) return MSR_ERR; // KVM_STEAL_RESERVED_MASK
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_KVM_PV_EOI_EN:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_PV_EOI)) return MSR_UNSUPPORTED;
+        // kvm_lapic_set_pv_eoi: 4-byte aligned address; when enabled it must be in a memslot.
+        if ((lo & 0x2) !== 0) return MSR_ERR;
+        if ((lo & 1) !== 0 && !vcpu.vm.gpaRangeMapped(hi * TWO32 + ((lo & ~1) >>> 0), 1)) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_KVM_POLL_CONTROL:
+        if (!this.guestPvHas(vcpu, M.KVM_FEATURE_POLL_CONTROL)) return MSR_UNSUPPORTED;
+        if (hi !== 0 || (lo & ~1) !== 0) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_IA32_MCG_STATUS:
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_IA32_MCG_CTL:
+        // set_msr_mce without MCG_CTL_P: only the host, and only 0.
+        if (lo !== 0 || hi !== 0 || !host) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      case M.MSR_PLATFORM_INFO: {
+        if (!host) return MSR_ERR;
+        const cur = this.scratch;
+        this.load(vcpu, M.MSR_MISC_FEATURES_ENABLES, cur);
+        // Clearing CPUID_FAULT support while CPUID faulting is enabled is refused.
+        if ((lo & M.PLATFORM_INFO_CPUID_FAULT_LO) === 0 && (cur.lo & 1) !== 0) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      }
+      case M.MSR_MISC_FEATURES_ENABLES: {
+        if (hi !== 0 || (lo & ~1) !== 0) return MSR_ERR;
+        const pi = this.scratch;
+        this.load(vcpu, M.MSR_PLATFORM_INFO, pi);
+        if ((lo & 1) !== 0 && (pi.lo & M.PLATFORM_INFO_CPUID_FAULT_LO) === 0) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      }
+      case M.MSR_K7_PERFCTR0:
+      case M.MSR_K7_PERFCTR0 + 1:
+      case M.MSR_K7_PERFCTR0 + 2:
+      case M.MSR_K7_PERFCTR3:
+      case M.MSR_K7_EVNTSEL0:
+      case M.MSR_K7_EVNTSEL0 + 1:
+      case M.MSR_K7_EVNTSEL0 + 2:
+      case M.MSR_K7_EVNTSEL3:
+      case M.MSR_P6_PERFCTR0:
+      case M.MSR_P6_PERFCTR1:
+      case M.MSR_P6_EVNTSEL0:
+      case M.MSR_P6_EVNTSEL1:
+        return MSR_OK; // legacy PMU MSRs the vPMU does not own: accepted and dropped
+      default:
+        return MSR_UNSUPPORTED;
+    }
+  }
+
+  /** kvm_pv_enable_async_pf. */
+  private enableAsyncPf(vcpu: Vcpu, lo: number, hi: number): number {
+    if ((lo & 0x30) !== 0) return MSR_ERR;
+    if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF_VMEXIT) && (lo & 0x4) !== 0) return MSR_ERR;
+    if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF_INT) && (lo & 0x8) !== 0) return MSR_ERR;
+    if (!vcpu.vm.irqchip) return lo !== 0 || hi !== 0 ? MSR_ERR : MSR_OK;
+    // The value is stored before the GPA is checked, so a failed enable still changes it.
+    this.store(vcpu, M.MSR_KVM_ASYNC_PF_EN, lo, hi);
+    if ((lo & 1) === 0) return MSR_OK;
+    const gpa = hi * TWO32 + ((lo & ~0x3f) >>> 0);
+    return vcpu.vm.gpaRangeMapped(gpa, 8) ? MSR_OK : MSR_ERR;
+  }
+
+  private addToTsc(vcpu: Vcpu, dLo: number, dHi: number): void {
+    const t = this.scratch;
+    this.readTsc(vcpu, t);
+    addHalves(t, dLo, dHi);
+    this.writeTsc(vcpu, t.lo, t.hi);
+  }
+
+}
+
+/** kvm_is_immutable_feature_msr (6.18: PLATFORM_INFO joined the feature MSRs; UCODE_REV never). */
+export function isImmutableFeatureMsr(index: number): boolean {
+  if (index >= M.KVM_FIRST_EMULATED_VMX_MSR && index <= M.KVM_LAST_EMULATED_VMX_MSR) return true;
+  return (
+    index === M.MSR_AMD64_DE_CFG ||
+    index === M.MSR_IA32_ARCH_CAPABILITIES ||
+    index === M.MSR_IA32_PERF_CAPABILITIES ||
+    index === M.MSR_PLATFORM_INFO
+  );
+}
+
+function pvFeatureOf(index: number): number {
+  switch (index) {
+    case M.MSR_KVM_SYSTEM_TIME:
+      return M.KVM_FEATURE_CLOCKSOURCE;
+    case M.MSR_KVM_SYSTEM_TIME_NEW:
+      return M.KVM_FEATURE_CLOCKSOURCE2;
+    case M.MSR_KVM_ASYNC_PF_EN:
+      return M.KVM_FEATURE_ASYNC_PF;
+    case M.MSR_KVM_ASYNC_PF_INT:
+      return M.KVM_FEATURE_ASYNC_PF_INT;
+    case M.MSR_KVM_STEAL_TIME:
+      return M.KVM_FEATURE_STEAL_TIME;
+    case M.MSR_KVM_PV_EOI_EN:
+      return M.KVM_FEATURE_PV_EOI;
+    default:
+      return M.KVM_FEATURE_POLL_CONTROL;
+  }
+}
+
+/** kvm_pat_valid: each byte a valid memory type (0, 1, 4, 5, 6, 7). */
+export function patValid(lo: number, hi: number): boolean {
+  return patHalfValid(lo) && patHalfValid(hi);
+}
+function patHalfValid(h: number): boolean {
+  // Bits 7:3 of each byte are reserved; types 2 and 3 (bit 1 set without bit 2) are invalid.
+  if ((h & 0xf8f8f8f8) !== 0) return false;
+  return ((h | ((h & 0x02020202) << 1)) >>> 0) === h >>> 0;
+}
+
+/** out += (dLo, dHi), modulo 2^64; the deltas may be negative differences of u32 halves. */
+function addHalves(out: MsrValue, dLo: number, dHi: number): void {
+  const lo = out.lo + dLo;
+  const carry = Math.floor(lo / TWO32);
+  out.lo = (lo - carry * TWO32) >>> 0;
+  out.hi = (out.hi + dHi + carry) >>> 0;
+}
+
+function storeU64(arr: Uint32Array, index: number, v: bigint): void {
+  const s = slotOf(index) * 2;
+  arr[s] = Number(v & 0xffffffffn);
+  arr[s + 1] = Number((v >> 32n) & 0xffffffffn);
+}
