@@ -36,6 +36,7 @@ export const MSR_IA32_PERF_CAPABILITIES = 0x345;
 export const MSR_IA32_MC0_CTL = 0x400;
 export const MSR_IA32_MC0_CTL2 = 0x280;
 export const MSR_IA32_TSC_DEADLINE = 0x6e0;
+export const MSR_IA32_BNDCFGS = 0xd90;
 export const MSR_IA32_XSS = 0xda0;
 export const KVM_FIRST_EMULATED_VMX_MSR = 0x480;
 export const KVM_LAST_EMULATED_VMX_MSR = 0x491;

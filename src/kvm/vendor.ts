@@ -6,6 +6,12 @@ import type { X86 } from './x86.js';
 
 export interface VendorOps {
   readonly module: VendorModule;
+  /** EFER bits the vendor enables beyond SCE, LME, LMA and NX (kvm_enable_efer_bits). */
+  eferExtraBits(x86: X86): number;
+  /** Whether the vendor registers TSC_AUX as a user-return MSR (kvm_is_supported_user_return_msr); undefined: the host has RDTSCP or RDPID. */
+  readonly tscAuxUserReturn?: boolean;
+  /** False when the vendor cannot offset the guest TSC (PVM), so a host TSC write has no effect. */
+  readonly tscOffsetHonored: boolean;
   /** Vendor part of vCPU creation and reset (vmx_vcpu_create/svm_vcpu_create/pvm_vcpu_create). */
   vcpuCreate(x86: X86, vcpu: Vcpu): void;
   /** vcpu_after_set_cpuid: what the vendor recomputes after KVM_SET_CPUID2. */

@@ -1,6 +1,7 @@
 // The vendor-neutral MSR rules of arch/x86/kvm/x86.c: kvm_do_msr_access, __kvm_get_msr,
 // __kvm_set_msr, do_get_msr/do_set_msr/do_get_feature_msr, kvm_get_msr_common and
 // kvm_set_msr_common. Values move as (lo, hi) u32 halves; nothing here allocates per entry.
+import { uptime } from 'node:os';
 import { CAP, capBitsOf } from './cpuid-caps.js';
 import * as M from './msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
@@ -20,7 +21,13 @@ export interface X86Options {
 }
 
 const EINVAL = 22;
+const EFER_SCE = 1 << 0;
+const EFER_LME = 1 << 8;
+const EFER_LMA = 1 << 10;
+const EFER_NX = 1 << 11;
 const TWO32 = 4294967296;
+/** How long before performance.now()'s origin this machine booted, in ms. */
+const HOST_BOOT_AGO_MS = Math.max(0, uptime() * 1000 - performance.now());
 const PAT_DEFAULT_LO = 0x00070406;
 const PAT_DEFAULT_HI = 0x00070406;
 
@@ -41,6 +48,8 @@ export class X86 {
   readonly supportedPerfCapLo: number;
   readonly supportedPerfCapHi: number;
   readonly tscKhz: number;
+  /** The EFER bits set_efer accepts (the complement of efer_reserved_bits). */
+  readonly eferAllowed: number;
   /** The guest_cpu_cap_has bits KVM supports (from KVM_GET_SUPPORTED_CPUID). */
   readonly supportedCapBits: number;
   private readonly log: (line: string) => void;
@@ -67,12 +76,14 @@ export class X86 {
     const x1 = findCpuid(profile.supportedCpuid, 0x80000001, 0);
     this.hostLa57 = l7 !== undefined && ((l7.ecx >>> 16) & 1) === 1;
     this.tscAuxSupported =
-      (x1 !== undefined && ((x1.edx >>> 27) & 1) === 1) || (l7 !== undefined && ((l7.ecx >>> 22) & 1) === 1);
+      vendor.tscAuxUserReturn ??
+      ((x1 !== undefined && ((x1.edx >>> 27) & 1) === 1) || (l7 !== undefined && ((l7.ecx >>> 22) & 1) === 1));
     const pc = profile.featureMsrs.find((m) => m.index === M.MSR_IA32_PERF_CAPABILITIES)?.value ?? 0n;
     this.supportedPerfCapLo = Number(pc & 0xffffffffn);
     this.supportedPerfCapHi = Number(pc >> 32n);
     this.tscKhz = profile.tscKhz;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
+    this.eferAllowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | vendor.eferExtraBits(this);
   }
 
   /** kvm_vcpu_after_set_cpuid: the vendor's part (the common part is in the KVM_SET_CPUID2 handler). */
@@ -140,6 +151,13 @@ export class X86 {
 
   // ---- the guest TSC (kvm_get_msr_common MSR_IA32_TSC, kvm_synchronize_tsc) ----
   readTsc(vcpu: Vcpu, out: MsrValue): number {
+    if (!this.vendor.tscOffsetHonored) {
+      // The guest sees the host TSC: cycles since the host booted, estimated from this machine's uptime.
+      const cycles = Math.floor((HOST_BOOT_AGO_MS + this.now()) * vcpu.tscKhz);
+      out.hi = Math.floor(cycles / TWO32) >>> 0;
+      out.lo = (cycles - Math.floor(cycles / TWO32) * TWO32) >>> 0;
+      return MSR_OK;
+    }
     const cycles = Math.floor((this.now() - vcpu.tscBaseAt) * vcpu.tscKhz);
     const addHi = Math.floor(cycles / TWO32);
     const lo = vcpu.tscBaseLo + (cycles - addHi * TWO32);
@@ -261,6 +279,19 @@ export class X86 {
       case M.MSR_K7_HWCR:
       case M.MSR_IA32_MCG_STATUS:
         return this.load(vcpu, index, out);
+      case M.MSR_K7_EVNTSEL0:
+      case M.MSR_K7_EVNTSEL0 + 1:
+      case M.MSR_K7_EVNTSEL0 + 2:
+      case M.MSR_K7_EVNTSEL3:
+      case M.MSR_K7_PERFCTR0:
+      case M.MSR_K7_PERFCTR0 + 1:
+      case M.MSR_K7_PERFCTR0 + 2:
+      case M.MSR_K7_PERFCTR3:
+      case M.MSR_P6_PERFCTR0:
+      case M.MSR_P6_PERFCTR1:
+      case M.MSR_P6_EVNTSEL0:
+      case M.MSR_P6_EVNTSEL1:
+        // Legacy PMU MSRs the vPMU does not own (enable_pmu=N here) read 0.
       case M.MSR_VM_HSAVE_PA:
       case M.MSR_IA32_LASTBRANCHFROMIP:
       case M.MSR_IA32_LASTBRANCHTOIP:
@@ -311,6 +342,11 @@ export class X86 {
         out.lo = 0;
         out.hi = 0;
         return MSR_OK;
+      case M.MSR_EFER:
+        return this.load(vcpu, index, out);
+      case M.MSR_IA32_XSS:
+        if (!host && !this.hasCap(vcpu, CAP.XSAVES)) return MSR_ERR;
+        return this.load(vcpu, index, out);
       default:
         return MSR_UNSUPPORTED;
     }
@@ -319,6 +355,12 @@ export class X86 {
   // ---- kvm_set_msr_common ----
   setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
     switch (index) {
+      case M.MSR_EFER:
+        return this.setEfer(vcpu, host, lo, hi);
+      case M.MSR_IA32_XSS:
+        // 6.18: unsupported without XSAVES in the vCPU model; kvmsr's vendors support no XSS bits.
+        if (!this.hasCap(vcpu, CAP.XSAVES)) return MSR_UNSUPPORTED;
+        return lo === 0 && hi === 0 ? this.store(vcpu, index, 0, 0) : MSR_ERR;
       case M.MSR_VM_HSAVE_PA:
         return MSR_OK; // accepted and dropped
       case M.MSR_IA32_UCODE_REV:
@@ -452,6 +494,19 @@ export class X86 {
       default:
         return MSR_UNSUPPORTED;
     }
+  }
+
+  /** set_efer: reserved bits fail (host too); LMA keeps its current value. */
+  private setEfer(vcpu: Vcpu, host: boolean, lo: number, hi: number): number {
+    if (hi !== 0 || (lo & ~this.eferAllowed) !== 0) return MSR_ERR;
+    const cur = this.scratch;
+    this.load(vcpu, M.MSR_EFER, cur);
+    if (!host) {
+      // __kvm_valid_efer and the paging rule need CR0/CPUID state kvmsr does not model for guests.
+      if ((lo & EFER_LME) !== 0 && !this.hasCap(vcpu, CAP.LM)) return MSR_ERR;
+      if ((lo & EFER_NX) !== 0 && !this.hasCap(vcpu, CAP.NX)) return MSR_ERR;
+    }
+    return this.store(vcpu, M.MSR_EFER, ((lo & ~EFER_LMA) | (cur.lo & EFER_LMA)) >>> 0, 0);
   }
 
   /** kvm_pv_enable_async_pf. */

@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+// The kvmsr command line: list, get, decode, profile capture.
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { decodeMsrList, decodeMsrs, encodeMsrList, encodeMsrs } from '../abi/codecs.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
+import { Kvm } from '../kvm/kvm.js';
+import { parseProfile, profileToJson, type HostProfile } from '../kvm/profile.js';
+import { loadRealKvm, realKvmStatus } from '../native/real-kvm.js';
+import { captureProfile } from '../profile/capture.js';
+import { defaultProfile } from '../profiles.js';
+import { KVMSR_VERSION } from '../version.js';
+
+const hex = (v: number | bigint): string => '0x' + v.toString(16);
+
+function loadProfile(file: string | undefined): HostProfile {
+  if (!file) return defaultProfile();
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read profile ${file}: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new CliError(`${file}: not JSON: ${(e as Error).message}`);
+  }
+  return parseProfile(json, file);
+}
+
+class CliError extends Error {}
+
+function print(json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n');
+}
+
+function cmdList(opts: { json?: boolean; profile?: string }): void {
+  const kvm = new Kvm({ profile: loadProfile(opts.profile) });
+  const sys = kvm.open('/dev/kvm');
+  const read = (req: number): number[] => {
+    const probe = encodeMsrList(0);
+    kvm.ioctl(sys, req, probe);
+    const buf = encodeMsrList(decodeMsrList(probe).nmsrs);
+    kvm.ioctlOrThrow(sys, req, buf);
+    return decodeMsrList(buf).indices;
+  };
+  const list = read(I.KVM_GET_MSR_INDEX_LIST);
+  const features = read(I.KVM_GET_MSR_FEATURE_INDEX_LIST);
+  const fbuf = encodeMsrs(features.map((index) => ({ index, data: 0n })));
+  const got = kvm.ioctl(sys, I.KVM_GET_MSRS, fbuf);
+  const fvals = decodeMsrs(fbuf).entries;
+  const named = (i: number): { index: string; name: string | null } => ({ index: hex(i), name: msrName(i) ?? null });
+  print(
+    !!opts.json,
+    {
+      profile: kvm.profile.host,
+      msrIndexList: list.map(named),
+      featureMsrs: features.map((i, n) => ({ ...named(i), value: n < got ? hex(fvals[n]!.data) : null })),
+    },
+    () =>
+      [
+        `KVM_GET_MSR_INDEX_LIST: ${list.length} MSRs (${kvm.profile.host.vendorModule}, ${kvm.profile.host.kernel})`,
+        ...list.map((i) => '  ' + msrLabel(i)),
+        `KVM_GET_MSR_FEATURE_INDEX_LIST: ${features.length} MSRs`,
+        ...features.map((i, n) => `  ${msrLabel(i).padEnd(32)} ${n < got ? hex(fvals[n]!.data) : '(read failed)'}`),
+      ].join('\n'),
+  );
+}
+
+function cmdGet(msrs: string[], opts: { json?: boolean; profile?: string; all?: boolean }): number {
+  const kvm = new Kvm({ profile: loadProfile(opts.profile) });
+  const indices = opts.all ? [...kvm.profile.msrIndexList] : msrs.map(parseMsrArg);
+  if (indices.length === 0) throw new CliError('name at least one MSR (a number or a name such as IA32_TSC), or use --all');
+  const sys = kvm.open('/dev/kvm');
+  const vm = kvm.ioctlOrThrow(sys, I.KVM_CREATE_VM, 0);
+  const vcpu = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+  // One ioctl per MSR, so one refused index does not hide the others.
+  const rows = indices.map((index) => {
+    const b = encodeMsrs([{ index, data: 0n }]);
+    const r = kvm.ioctl(vcpu, I.KVM_GET_MSRS, b);
+    return { index: hex(index), name: msrName(index) ?? null, ok: r === 1, value: r === 1 ? hex(decodeMsrs(b).entries[0]!.data) : null };
+  });
+  print(!!opts.json, rows, () =>
+    rows.map((r) => `${msrLabel(Number(r.index)).padEnd(34)} ${r.ok ? r.value : 'KVM_GET_MSRS refused it (returned 0)'}`).join('\n'),
+  );
+  return rows.every((r) => r.ok) ? 0 : 1;
+}
+
+function parseMsrArg(text: string): number {
+  const v = parseMsr(text);
+  if (v === undefined) throw new CliError(`not an MSR: '${text}' (give a number such as 0x10 or a name such as IA32_TSC)`);
+  return v;
+}
+
+function readHexOrFile(input: string): Uint8Array {
+  const fromHex = (t: string): Uint8Array => {
+    const clean = t.replace(/^0x/i, '').replace(/[\s:]/g, '');
+    if (clean.length % 2 !== 0 || !/^[0-9a-f]*$/i.test(clean)) throw new CliError(`not hex bytes: '${t.slice(0, 40)}'`);
+    return Uint8Array.from(clean.match(/../g) ?? [], (h) => parseInt(h, 16));
+  };
+  if (existsSync(input)) {
+    const data = readFileSync(input);
+    const text = data.toString('latin1');
+    return /^[\s0-9a-fA-Fx:]*$/.test(text) ? fromHex(text) : new Uint8Array(data);
+  }
+  return fromHex(input);
+}
+
+function cmdDecode(input: string, opts: { json?: boolean; as?: string }): void {
+  const bytes = readHexOrFile(input);
+  const kind = opts.as ?? guessKind(bytes);
+  if (kind === 'msrs') {
+    if (bytes.length < 8) throw new CliError(`a kvm_msrs needs at least 8 bytes, got ${bytes.length}`);
+    const d = decodeMsrs(bytes);
+    const entries = d.entries.map((e) => ({ index: hex(e.index), name: msrName(e.index) ?? null, reserved: e.reserved, data: hex(e.data) }));
+    print(!!opts.json, { struct: 'kvm_msrs', nmsrs: d.nmsrs, pad: d.pad, truncated: d.truncated, entries }, () =>
+      [
+        `kvm_msrs nmsrs=${d.nmsrs}${d.pad ? ` pad=${hex(d.pad)}` : ''}${d.truncated ? ` (buffer holds only ${d.entries.length})` : ''}`,
+        ...d.entries.map((e, i) => `  [${i}] ${msrLabel(e.index).padEnd(34)} ${hex(e.data)}${e.reserved ? ` reserved=${hex(e.reserved)}` : ''}`),
+      ].join('\n'),
+    );
+  } else if (kind === 'list') {
+    if (bytes.length < 4) throw new CliError(`a kvm_msr_list needs at least 4 bytes, got ${bytes.length}`);
+    const d = decodeMsrList(bytes);
+    print(!!opts.json, { struct: 'kvm_msr_list', nmsrs: d.nmsrs, truncated: d.truncated, indices: d.indices.map((i) => ({ index: hex(i), name: msrName(i) ?? null })) }, () =>
+      [`kvm_msr_list nmsrs=${d.nmsrs}${d.truncated ? ` (buffer holds only ${d.indices.length})` : ''}`, ...d.indices.map((i, n) => `  [${n}] ${msrLabel(i)}`)].join('\n'),
+    );
+  } else {
+    throw new CliError(`--as takes msrs or list, not '${kind}'`);
+  }
+}
+
+/** A kvm_msrs buffer is 8 + 16n bytes with nmsrs = n; a kvm_msr_list is 4 + 4n. */
+function guessKind(b: Uint8Array): string {
+  if (b.length >= 8) {
+    const n = new DataView(b.buffer, b.byteOffset).getUint32(0, true);
+    if (b.length === 8 + 16 * n) return 'msrs';
+    if (b.length === 4 + 4 * n) return 'list';
+    if ((b.length - 8) % 16 === 0) return 'msrs';
+  }
+  return 'list';
+}
+
+function cmdCapture(opts: { output?: string; json?: boolean }): void {
+  const st = realKvmStatus();
+  if (!st.ok) throw new CliError(`cannot capture a profile: ${st.reason}`);
+  const real = loadRealKvm();
+  if (!real) throw new CliError('cannot capture a profile: koffi is not available');
+  const p = captureProfile(real);
+  const text = JSON.stringify(profileToJson(p), null, 1) + '\n';
+  if (opts.output) {
+    writeFileSync(opts.output, text);
+    const summary = { file: opts.output, vendorModule: p.host.vendorModule, kernel: p.host.kernel, msrs: p.msrIndexList.length, featureMsrs: p.featureMsrs.length };
+    print(!!opts.json, summary, () => `wrote ${opts.output}: ${p.host.vendorModule} on ${p.host.kernel}, ${p.msrIndexList.length} listed MSRs, ${p.featureMsrs.length} feature MSRs`);
+  } else {
+    process.stdout.write(text);
+  }
+}
+
+export function main(argv: string[]): number {
+  let status = 0;
+  const program = new Command();
+  program.name('kvmsr').description('A byte-exact emulator of the Linux KVM x86 MSR ioctl ABI').version(KVMSR_VERSION).exitOverride();
+  program
+    .command('list')
+    .description('the MSR index list and feature MSR list, with names')
+    .option('--json', 'machine-readable output')
+    .option('--profile <file>', 'a host profile (default: the built-in one)')
+    .action((o) => cmdList(o));
+  program
+    .command('get')
+    .description('read MSRs on a fresh vCPU')
+    .argument('[msr...]', 'MSR numbers (0x10) or names (IA32_TSC)')
+    .option('--all', 'every MSR on the index list')
+    .option('--json', 'machine-readable output')
+    .option('--profile <file>', 'a host profile (default: the built-in one)')
+    .action((m: string[], o) => {
+      status = cmdGet(m, o);
+    });
+  program
+    .command('decode')
+    .description('pretty-print a kvm_msrs or kvm_msr_list buffer')
+    .argument('<hex-or-file>', 'hex bytes, or a file of hex or raw bytes')
+    .option('--as <kind>', 'msrs or list (default: guessed from the size)', (v) => {
+      if (v !== 'msrs' && v !== 'list') throw new InvalidArgumentError('msrs or list');
+      return v;
+    })
+    .option('--json', 'machine-readable output')
+    .action((i: string, o) => cmdDecode(i, o));
+  const profile = program.command('profile').description('host profiles');
+  profile
+    .command('capture')
+    .description("record the running host's KVM into a profile (needs /dev/kvm)")
+    .option('-o, --output <file>', 'write the profile here (default: stdout)')
+    .option('--json', 'machine-readable summary')
+    .action((o) => cmdCapture(o));
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode;
+    process.stderr.write(`kvmsr: ${(e as Error).message}\n`);
+    return 2;
+  }
+  return status;
+}
+
+/** Run only when executed (directly or through the npm bin link), not when imported by tests. */
+function isEntryPoint(): boolean {
+  const argv1 = process.argv[1];
+  if (!argv1) return false;
+  try {
+    return realpathSync(argv1) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+if (isEntryPoint()) process.exitCode = main(process.argv.slice(2));

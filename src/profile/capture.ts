@@ -1,0 +1,135 @@
+// `kvmsr profile capture`: records what the running host's KVM lists, reports and resets to.
+import { readFileSync, existsSync } from 'node:fs';
+import { release } from 'node:os';
+import { decodeCpuid2, decodeMsrList, decodeMsrs, encodeMsrList, encodeMsrs, type CpuidEntry2 } from '../abi/codecs.js';
+import { E2BIG } from '../abi/errno.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
+import type { RealKvm } from '../native/real-kvm.js';
+import { parseProfile, profileToJson, type HostProfile, type ProfileMsr, type VendorModule } from '../kvm/profile.js';
+import { KVMSR_VERSION } from '../version.js';
+
+/** MSRs read on a fresh vCPU besides the listed ones, to record how unlisted indices answer. */
+export const PROBE_MSRS: readonly number[] = [
+  0x1b, 0x3a, 0x9e, 0xc1, 0xc2, 0x179, 0x186, 0x187, 0x1c4, 0x1c5, 0x400, 0x401, 0x480, 0x4d0, 0xda0, 0xc0000080,
+  0xc0000100, 0xc0000101, 0xc0000103, 0xc0000104, 0xc0010000, 0xc0010004, 0xc0010114, 0xc0010115, 0xc0011029,
+  0x12345678,
+];
+/** Capability numbers asked with KVM_CHECK_EXTENSION. */
+const MAX_CAP = 300;
+
+export class CaptureError extends Error {}
+
+function must(r: number, what: string): number {
+  if (r < 0) throw new CaptureError(`${what} failed with errno ${-r}`);
+  return r;
+}
+
+function readList(real: RealKvm, sys: number, req: number): number[] {
+  const probe = encodeMsrList(0);
+  const r = real.ioctl(sys, req, probe);
+  if (r !== -E2BIG && r !== 0) must(r, I.ioctlName(req));
+  const n = decodeMsrList(probe).nmsrs;
+  const buf = encodeMsrList(n);
+  must(real.ioctl(sys, req, buf), I.ioctlName(req));
+  return decodeMsrList(buf).indices;
+}
+
+function readOne(real: RealKvm, fd: number, index: number): ProfileMsr {
+  const b = encodeMsrs([{ index, data: 0n }]);
+  const r = must(real.ioctl(fd, I.KVM_GET_MSRS, b), `KVM_GET_MSRS 0x${index.toString(16)}`);
+  return { index, value: r === 1 ? decodeMsrs(b).entries[0]!.data : null };
+}
+
+function vendorModule(): VendorModule {
+  for (const m of ['kvm_pvm', 'kvm_intel', 'kvm_amd'] as const) if (existsSync(`/sys/module/${m}`)) return m;
+  throw new CaptureError('no KVM vendor module (kvm_intel, kvm_amd, kvm_pvm) is loaded');
+}
+
+function cpuInfo(): { vendor: string; model: string } {
+  const text = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const field = (k: string): string => new RegExp(`^${k}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim() ?? 'unknown';
+  return { vendor: field('vendor_id'), model: field('model name') };
+}
+
+function moduleParams(vendor: VendorModule): Record<string, string> {
+  const out: Record<string, string> = {};
+  const want: Record<string, string[]> = {
+    kvm: ['ignore_msrs', 'report_ignored_msrs', 'enable_pmu', 'force_emulation_prefix'],
+    [vendor]: ['nested', 'pt_mode', 'lbrv', 'enable_pmu', 'vnmi'],
+  };
+  for (const [mod, params] of Object.entries(want)) {
+    for (const p of params) {
+      const f = `/sys/module/${mod}/parameters/${p}`;
+      if (existsSync(f)) out[`${mod}.${p}`] = readFileSync(f, 'utf8').trim();
+    }
+  }
+  return out;
+}
+
+/** Captures the host's profile through the real /dev/kvm. */
+export function captureProfile(real: RealKvm): HostProfile {
+  const sys = must(real.open('/dev/kvm'), 'open /dev/kvm');
+  const fds: number[] = [sys];
+  try {
+    const apiVersion = must(real.ioctl(sys, I.KVM_GET_API_VERSION, 0), 'KVM_GET_API_VERSION');
+    const vcpuMmapSize = must(real.ioctl(sys, I.KVM_GET_VCPU_MMAP_SIZE, 0), 'KVM_GET_VCPU_MMAP_SIZE');
+    const system: Record<number, number> = {};
+    for (let c = 0; c <= MAX_CAP; c++) {
+      const v = real.ioctl(sys, I.KVM_CHECK_EXTENSION, c);
+      if (v > 0) system[c] = v;
+    }
+    const msrIndexList = readList(real, sys, I.KVM_GET_MSR_INDEX_LIST);
+    const featureMsrs = readList(real, sys, I.KVM_GET_MSR_FEATURE_INDEX_LIST).map((i) => readOne(real, sys, i));
+
+    const cpuidBuf = new Uint8Array(KVM_CPUID2_LAYOUT.size + KVM_MAX_CPUID_ENTRIES * KVM_CPUID_ENTRY2_LAYOUT.size);
+    new DataView(cpuidBuf.buffer).setUint32(0, KVM_MAX_CPUID_ENTRIES, true);
+    must(real.ioctl(sys, I.KVM_GET_SUPPORTED_CPUID, cpuidBuf), 'KVM_GET_SUPPORTED_CPUID');
+    const supportedCpuid: CpuidEntry2[] = decodeCpuid2(cpuidBuf).entries;
+
+    const vm = must(real.ioctl(sys, I.KVM_CREATE_VM, 0), 'KVM_CREATE_VM');
+    fds.push(vm);
+    const vmExt: Record<number, number> = {};
+    for (let c = 0; c <= MAX_CAP; c++) {
+      const v = real.ioctl(vm, I.KVM_CHECK_EXTENSION, c);
+      if (v > 0) vmExt[c] = v;
+    }
+    const vcpu = must(real.ioctl(vm, I.KVM_CREATE_VCPU, 0), 'KVM_CREATE_VCPU');
+    fds.push(vcpu);
+    const tscKhz = must(real.ioctl(vcpu, I.KVM_GET_TSC_KHZ, 0), 'KVM_GET_TSC_KHZ');
+    const seen = new Set<number>();
+    const vcpuReset: ProfileMsr[] = [];
+    for (const i of [...msrIndexList, ...featureMsrs.map((m) => m.index), ...PROBE_MSRS]) {
+      if (seen.has(i)) continue;
+      seen.add(i);
+      vcpuReset.push(readOne(real, vcpu, i));
+    }
+    const cpu = cpuInfo();
+    const vendor = vendorModule();
+    const profile: HostProfile = {
+      source: 'capture',
+      notes: '',
+      host: {
+        kernel: release(),
+        vendorModule: vendor,
+        cpuVendor: cpu.vendor,
+        cpuModel: cpu.model,
+        capturedAt: new Date().toISOString(),
+        kvmsrVersion: KVMSR_VERSION,
+        moduleParams: moduleParams(vendor),
+      },
+      apiVersion,
+      vcpuMmapSize,
+      tscKhz,
+      extensions: { system, vm: vmExt },
+      msrIndexList,
+      featureMsrs,
+      supportedCpuid,
+      vcpuReset,
+    };
+    // Round-trip through the JSON form so a capture is exactly what a saved file loads as.
+    return parseProfile(JSON.parse(JSON.stringify(profileToJson(profile))), 'capture');
+  } finally {
+    for (const fd of fds.reverse()) real.close(fd);
+  }
+}

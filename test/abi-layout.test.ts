@@ -1,0 +1,81 @@
+// Compares kvmsr's ioctl numbers, struct sizes and offsets with the system's UAPI headers, through a
+// small C program compiled with gcc against /usr/include/linux/kvm.h.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import * as L from '../src/abi/layout.js';
+import { KVM_CAP, KVM_IOCTLS } from '../src/abi/kvm-ioctls.js';
+
+const gcc = spawnSync('gcc', ['--version']).status === 0;
+const header = existsSync('/usr/include/linux/kvm.h');
+const why = !gcc ? 'gcc is not installed' : !header ? '/usr/include/linux/kvm.h is absent (linux-libc-dev)' : '';
+if (why) console.warn(`abi-layout: skipped: ${why}`);
+
+function facts(): Map<string, number> {
+  const dir = mkdtempSync(join(tmpdir(), 'kvmsr-abi-'));
+  const exe = join(dir, 'kvm-abi');
+  execFileSync('gcc', ['-o', exe, join(__dirname, 'c', 'kvm-abi.c')]);
+  const out = execFileSync(exe, { encoding: 'utf8' });
+  return new Map(out.trim().split('\n').map((l) => {
+    const [kind, name, v] = l.split(' ');
+    return [`${kind} ${name}`, Number(v)] as const;
+  }));
+}
+
+describe.skipIf(why !== '')(`UAPI layout against /usr/include/linux/kvm.h${why ? ` (skipped: ${why})` : ''}`, () => {
+  const f = why ? new Map<string, number>() : facts();
+  const get = (k: string): number => {
+    const v = f.get(k);
+    if (v === undefined) throw new Error(`the C program printed no '${k}'`);
+    return v;
+  };
+
+  test('every ioctl number', () => {
+    for (const [name, num] of Object.entries(KVM_IOCTLS)) expect(num, name).toBe(get(`ioctl ${name}`));
+  });
+
+  const structs: [string, Record<string, number>, Record<string, string>][] = [
+    ['kvm_msr_entry', L.KVM_MSR_ENTRY_LAYOUT, { index: 'index', reserved: 'reserved', data: 'data' }],
+    ['kvm_msrs', L.KVM_MSRS_LAYOUT, { nmsrs: 'nmsrs', pad: 'pad', entries: 'entries' }],
+    ['kvm_msr_list', L.KVM_MSR_LIST_LAYOUT, { nmsrs: 'nmsrs', indices: 'indices' }],
+    ['kvm_msr_filter_range', L.KVM_MSR_FILTER_RANGE_LAYOUT, { flags: 'flags', nmsrs: 'nmsrs', base: 'base', bitmap: 'bitmap' }],
+    ['kvm_msr_filter', L.KVM_MSR_FILTER_LAYOUT, { flags: 'flags', ranges: 'ranges' }],
+    ['kvm_cpuid_entry2', L.KVM_CPUID_ENTRY2_LAYOUT, { function: 'function', index: 'index', flags: 'flags', eax: 'eax', ebx: 'ebx', ecx: 'ecx', edx: 'edx', padding: 'padding' }],
+    ['kvm_cpuid2', L.KVM_CPUID2_LAYOUT, { nent: 'nent', padding: 'padding', entries: 'entries' }],
+    ['kvm_enable_cap', L.KVM_ENABLE_CAP_LAYOUT, { cap: 'cap', flags: 'flags', args: 'args', pad: 'pad' }],
+  ];
+  test.each(structs)('struct %s: size and field offsets', (name, layout, fields) => {
+    expect(layout['size'], `${name} size`).toBe(get(`size ${name}`));
+    for (const [ours, theirs] of Object.entries(fields)) expect(layout[ours], `${name}.${theirs}`).toBe(get(`offset ${name}.${theirs}`));
+  });
+
+  test('struct kvm_run: the MSR exit fields', () => {
+    expect(L.KVM_RUN_LAYOUT.exitReason).toBe(get('offset kvm_run.exit_reason'));
+    expect(L.KVM_RUN_LAYOUT.msrError).toBe(get('offset kvm_run.msr.error'));
+    expect(L.KVM_RUN_LAYOUT.msrReason).toBe(get('offset kvm_run.msr.reason'));
+    expect(L.KVM_RUN_LAYOUT.msrIndex).toBe(get('offset kvm_run.msr.index'));
+    expect(L.KVM_RUN_LAYOUT.msrData).toBe(get('offset kvm_run.msr.data'));
+  });
+
+  test('capability numbers and constants', () => {
+    const caps: Record<string, string> = {
+      IRQCHIP: 'KVM_CAP_IRQCHIP', NR_VCPUS: 'KVM_CAP_NR_VCPUS', TSC_CONTROL: 'KVM_CAP_TSC_CONTROL', GET_TSC_KHZ: 'KVM_CAP_GET_TSC_KHZ',
+      MAX_VCPUS: 'KVM_CAP_MAX_VCPUS', SPLIT_IRQCHIP: 'KVM_CAP_SPLIT_IRQCHIP', MAX_VCPU_ID: 'KVM_CAP_MAX_VCPU_ID',
+      GET_MSR_FEATURES: 'KVM_CAP_GET_MSR_FEATURES', MSR_PLATFORM_INFO: 'KVM_CAP_MSR_PLATFORM_INFO',
+      X86_USER_SPACE_MSR: 'KVM_CAP_X86_USER_SPACE_MSR', X86_MSR_FILTER: 'KVM_CAP_X86_MSR_FILTER',
+      ENFORCE_PV_FEATURE_CPUID: 'KVM_CAP_ENFORCE_PV_FEATURE_CPUID',
+    };
+    for (const [ours, theirs] of Object.entries(caps)) expect(KVM_CAP[ours as keyof typeof KVM_CAP], theirs).toBe(get(`cap ${theirs}`));
+    expect(L.KVM_API_VERSION).toBe(get('value KVM_API_VERSION'));
+    expect(L.KVM_MSR_FILTER_MAX_RANGES).toBe(get('value KVM_MSR_FILTER_MAX_RANGES'));
+    expect(L.KVM_MSR_FILTER_MAX_BITMAP_SIZE).toBe(get('value KVM_MSR_FILTER_MAX_BITMAP_SIZE'));
+    expect(L.KVM_MSR_FILTER_READ).toBe(get('value KVM_MSR_FILTER_READ'));
+    expect(L.KVM_MSR_FILTER_WRITE).toBe(get('value KVM_MSR_FILTER_WRITE'));
+    expect(L.KVM_MSR_FILTER_DEFAULT_DENY).toBe(get('value KVM_MSR_FILTER_DEFAULT_DENY'));
+    expect(L.KVM_MSR_EXIT_REASON_INVAL).toBe(get('value KVM_MSR_EXIT_REASON_INVAL'));
+    expect(L.KVM_MSR_EXIT_REASON_UNKNOWN).toBe(get('value KVM_MSR_EXIT_REASON_UNKNOWN'));
+    expect(L.KVM_MSR_EXIT_REASON_FILTER).toBe(get('value KVM_MSR_EXIT_REASON_FILTER'));
+  });
+});

@@ -1,0 +1,37 @@
+/* Prints every ioctl number and struct layout kvmsr uses, from the system's UAPI headers. */
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/kvm.h>
+#define IOC(n) printf("ioctl %s %u\n", #n, (unsigned)(n))
+#define SZ(t) printf("size %s %zu\n", #t, sizeof(struct t))
+#define OFF(t, f) printf("offset %s.%s %zu\n", #t, #f, offsetof(struct t, f))
+#define CAP(n) printf("cap %s %d\n", #n, (int)(n))
+#define VAL(n) printf("value %s %lld\n", #n, (long long)(n))
+int main(void) {
+  IOC(KVM_GET_API_VERSION); IOC(KVM_CREATE_VM); IOC(KVM_GET_MSR_INDEX_LIST); IOC(KVM_CHECK_EXTENSION);
+  IOC(KVM_GET_VCPU_MMAP_SIZE); IOC(KVM_GET_SUPPORTED_CPUID); IOC(KVM_GET_EMULATED_CPUID);
+  IOC(KVM_GET_MSR_FEATURE_INDEX_LIST); IOC(KVM_X86_GET_MCE_CAP_SUPPORTED); IOC(KVM_CREATE_VCPU);
+  IOC(KVM_SET_USER_MEMORY_REGION); IOC(KVM_SET_TSS_ADDR); IOC(KVM_CREATE_IRQCHIP); IOC(KVM_ENABLE_CAP);
+  IOC(KVM_X86_SET_MSR_FILTER); IOC(KVM_RUN); IOC(KVM_GET_REGS); IOC(KVM_SET_REGS); IOC(KVM_GET_SREGS);
+  IOC(KVM_SET_SREGS); IOC(KVM_GET_MSRS); IOC(KVM_SET_MSRS); IOC(KVM_GET_LAPIC); IOC(KVM_SET_LAPIC);
+  IOC(KVM_SET_CPUID2); IOC(KVM_GET_CPUID2); IOC(KVM_X86_SETUP_MCE); IOC(KVM_SET_TSC_KHZ); IOC(KVM_GET_TSC_KHZ);
+  SZ(kvm_msr_entry); OFF(kvm_msr_entry, index); OFF(kvm_msr_entry, reserved); OFF(kvm_msr_entry, data);
+  SZ(kvm_msrs); OFF(kvm_msrs, nmsrs); OFF(kvm_msrs, pad); OFF(kvm_msrs, entries);
+  SZ(kvm_msr_list); OFF(kvm_msr_list, nmsrs); OFF(kvm_msr_list, indices);
+  SZ(kvm_msr_filter_range); OFF(kvm_msr_filter_range, flags); OFF(kvm_msr_filter_range, nmsrs);
+  OFF(kvm_msr_filter_range, base); OFF(kvm_msr_filter_range, bitmap);
+  SZ(kvm_msr_filter); OFF(kvm_msr_filter, flags); OFF(kvm_msr_filter, ranges);
+  SZ(kvm_cpuid_entry2); OFF(kvm_cpuid_entry2, function); OFF(kvm_cpuid_entry2, index); OFF(kvm_cpuid_entry2, flags);
+  OFF(kvm_cpuid_entry2, eax); OFF(kvm_cpuid_entry2, ebx); OFF(kvm_cpuid_entry2, ecx); OFF(kvm_cpuid_entry2, edx);
+  OFF(kvm_cpuid_entry2, padding);
+  SZ(kvm_cpuid2); OFF(kvm_cpuid2, nent); OFF(kvm_cpuid2, padding); OFF(kvm_cpuid2, entries);
+  SZ(kvm_enable_cap); OFF(kvm_enable_cap, cap); OFF(kvm_enable_cap, flags); OFF(kvm_enable_cap, args); OFF(kvm_enable_cap, pad);
+  OFF(kvm_run, exit_reason); OFF(kvm_run, msr.error); OFF(kvm_run, msr.reason); OFF(kvm_run, msr.index); OFF(kvm_run, msr.data);
+  CAP(KVM_CAP_IRQCHIP); CAP(KVM_CAP_NR_VCPUS); CAP(KVM_CAP_TSC_CONTROL); CAP(KVM_CAP_GET_TSC_KHZ); CAP(KVM_CAP_MAX_VCPUS);
+  CAP(KVM_CAP_SPLIT_IRQCHIP); CAP(KVM_CAP_MAX_VCPU_ID); CAP(KVM_CAP_GET_MSR_FEATURES); CAP(KVM_CAP_MSR_PLATFORM_INFO);
+  CAP(KVM_CAP_X86_USER_SPACE_MSR); CAP(KVM_CAP_X86_MSR_FILTER); CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID);
+  VAL(KVM_API_VERSION); VAL(KVM_MSR_FILTER_MAX_RANGES); VAL(KVM_MSR_FILTER_MAX_BITMAP_SIZE); VAL(KVM_MSR_FILTER_READ);
+  VAL(KVM_MSR_FILTER_WRITE); VAL(KVM_MSR_FILTER_DEFAULT_DENY); VAL(KVM_MSR_EXIT_REASON_INVAL);
+  VAL(KVM_MSR_EXIT_REASON_UNKNOWN); VAL(KVM_MSR_EXIT_REASON_FILTER);
+  return 0;
+}
