@@ -1,0 +1,86 @@
+// The kvmsr command line, run in-process and (when built) as the installed bin.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test, vi } from 'vitest';
+import { main } from '../src/cli/main.js';
+import { encodeMsrs } from '../src/abi/codecs.js';
+
+function run(args: string[]): { code: number; out: string; err: string } {
+  let out = '';
+  let err = '';
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
+  try {
+    return { code: main(args), out, err };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+describe('kvmsr CLI', () => {
+  test('list names every MSR on both lists', () => {
+    const r = run(['list']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('KVM_GET_MSR_INDEX_LIST: 41 MSRs');
+    expect(r.out).toContain('0x174 IA32_SYSENTER_CS');
+    expect(r.out).toMatch(/0x10a IA32_ARCH_CAPABILITIES\s+0x400000000c000069/);
+    const j = JSON.parse(run(['list', '--json']).out) as { msrIndexList: unknown[]; featureMsrs: { value: string }[] };
+    expect(j.msrIndexList).toHaveLength(41);
+    expect(j.featureMsrs.map((f) => f.value)).toEqual(['0x1000065', '0x400000000c000069', '0x0', '0x80000000']);
+  });
+
+  test('get reads names and numbers; a refused MSR sets a non-zero status', () => {
+    const r = run(['get', 'IA32_CR_PAT', '0x1a0']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/0x277 IA32_CR_PAT\s+0x7040600070406/);
+    expect(r.out).toMatch(/0x1a0 IA32_MISC_ENABLE\s+0x1800/);
+    const bad = run(['get', '0xc0010114', '--json']);
+    expect(bad.code).toBe(1);
+    expect(JSON.parse(bad.out)).toEqual([{ index: '0xc0010114', name: 'VM_CR', ok: false, value: null }]);
+    expect(JSON.parse(run(['get', '--all', '--json']).out)).toHaveLength(41);
+  });
+
+  test('bad arguments get a clear error and status 2', () => {
+    const r = run(['get', 'NOT_AN_MSR']);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("not an MSR: 'NOT_AN_MSR'");
+    expect(run(['get']).err).toContain('name at least one MSR');
+    expect(run(['decode', 'zz']).err).toContain('not hex bytes');
+    expect(run(['decode', '00', '--as', 'bogus']).code).not.toBe(0);
+    const p = join(mkdtempSync(join(tmpdir(), 'kvmsr-cli-')), 'bad.json');
+    writeFileSync(p, '{"format":"kvmsr-profile","version":1}');
+    const bp = run(['list', '--profile', p]);
+    expect(bp.code).toBe(2);
+    expect(bp.err).toContain(`${p}: source:`);
+  });
+
+  test('decode pretty-prints kvm_msrs and kvm_msr_list from hex or a file', () => {
+    const b = encodeMsrs([{ index: 0x277, data: 0x0007040600070406n }, { index: 0x12345678, data: 0n }]);
+    const hex = Buffer.from(b).toString('hex');
+    const r = run(['decode', hex]);
+    expect(r.out).toContain('kvm_msrs nmsrs=2');
+    expect(r.out).toMatch(/\[0\] 0x277 IA32_CR_PAT\s+0x7040600070406/);
+    const f = join(mkdtempSync(join(tmpdir(), 'kvmsr-cli-')), 'buf.bin');
+    writeFileSync(f, b);
+    expect(JSON.parse(run(['decode', f, '--json']).out).entries[1]).toEqual({ index: '0x12345678', name: null, reserved: 0, data: '0x0' });
+    expect(run(['decode', '0200000010000000a0010000']).out).toContain('kvm_msr_list nmsrs=2');
+  });
+
+  test('profile capture refuses, with the reason, where /dev/kvm is absent', () => {
+    if (existsSync('/dev/kvm')) return; // exercised by the differential suite there
+    const r = run(['profile', 'capture', '-o', '/tmp/x.json']);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('cannot capture a profile: /dev/kvm is absent');
+  });
+
+  const bin = join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
+  test.skipIf(!existsSync(bin))(`the built bin runs${existsSync(bin) ? '' : ' (skipped: dist/ not built; npm ci builds it)'}`, () => {
+    const r = spawnSync(process.execPath, [bin, 'get', 'IA32_TSC', '--json'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)[0].ok).toBe(true);
+    expect(spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' }).stdout).toContain('Usage: kvmsr');
+  });
+});
