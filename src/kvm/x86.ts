@@ -266,6 +266,8 @@ export class X86 {
 
   // ---- kvm_get_msr_common ----
   getMsrCommon(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
+    // Legacy PMU MSRs the vPMU does not own (enable_pmu=N on the hosts kvmsr models) read 0.
+    if (isLegacyPmuMsr(index)) return zero(out);
     switch (index) {
       case M.MSR_IA32_TSC:
         return this.readTsc(vcpu, out);
@@ -279,27 +281,12 @@ export class X86 {
       case M.MSR_K7_HWCR:
       case M.MSR_IA32_MCG_STATUS:
         return this.load(vcpu, index, out);
-      case M.MSR_K7_EVNTSEL0:
-      case M.MSR_K7_EVNTSEL0 + 1:
-      case M.MSR_K7_EVNTSEL0 + 2:
-      case M.MSR_K7_EVNTSEL3:
-      case M.MSR_K7_PERFCTR0:
-      case M.MSR_K7_PERFCTR0 + 1:
-      case M.MSR_K7_PERFCTR0 + 2:
-      case M.MSR_K7_PERFCTR3:
-      case M.MSR_P6_PERFCTR0:
-      case M.MSR_P6_PERFCTR1:
-      case M.MSR_P6_EVNTSEL0:
-      case M.MSR_P6_EVNTSEL1:
-        // Legacy PMU MSRs the vPMU does not own (enable_pmu=N here) read 0.
       case M.MSR_VM_HSAVE_PA:
       case M.MSR_IA32_LASTBRANCHFROMIP:
       case M.MSR_IA32_LASTBRANCHTOIP:
       case M.MSR_IA32_LASTINTFROMIP:
       case M.MSR_IA32_LASTINTTOIP:
-        out.lo = 0;
-        out.hi = 0;
-        return MSR_OK;
+        return zero(out);
       case M.MSR_IA32_ARCH_CAPABILITIES:
         // 6.18: unsupported unless the vCPU model has the CPUID bit, host or guest.
         if (!this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
@@ -310,9 +297,7 @@ export class X86 {
       case M.MSR_IA32_TSC_DEADLINE:
         // kvm_get_lapic_tscdeadline_msr: 0 without an in-kernel LAPIC in TSC-deadline mode; kvmsr
         // does not model LAPIC timer modes (KVM_SET_LAPIC), so the LVT timer is in its reset mode.
-        out.lo = 0;
-        out.hi = 0;
-        return MSR_OK;
+        return zero(out);
       case M.MSR_IA32_MCG_CTL:
         // get_msr_mce: mcg_cap never has MCG_CTL_P without KVM_X86_SETUP_MCE.
         if (!host) return MSR_ERR;
@@ -339,9 +324,7 @@ export class X86 {
         return this.load(vcpu, index, out);
       case M.MSR_KVM_ASYNC_PF_ACK:
         if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF_INT)) return MSR_UNSUPPORTED;
-        out.lo = 0;
-        out.hi = 0;
-        return MSR_OK;
+        return zero(out);
       case M.MSR_EFER:
         return this.load(vcpu, index, out);
       case M.MSR_IA32_XSS:
@@ -354,6 +337,8 @@ export class X86 {
 
   // ---- kvm_set_msr_common ----
   setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
+    // Legacy PMU MSRs the vPMU does not own: any value is accepted and dropped.
+    if (isLegacyPmuMsr(index)) return MSR_OK;
     switch (index) {
       case M.MSR_EFER:
         return this.setEfer(vcpu, host, lo, hi);
@@ -478,19 +463,6 @@ export class X86 {
         if ((lo & 1) !== 0 && (pi.lo & M.PLATFORM_INFO_CPUID_FAULT_LO) === 0) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       }
-      case M.MSR_K7_PERFCTR0:
-      case M.MSR_K7_PERFCTR0 + 1:
-      case M.MSR_K7_PERFCTR0 + 2:
-      case M.MSR_K7_PERFCTR3:
-      case M.MSR_K7_EVNTSEL0:
-      case M.MSR_K7_EVNTSEL0 + 1:
-      case M.MSR_K7_EVNTSEL0 + 2:
-      case M.MSR_K7_EVNTSEL3:
-      case M.MSR_P6_PERFCTR0:
-      case M.MSR_P6_PERFCTR1:
-      case M.MSR_P6_EVNTSEL0:
-      case M.MSR_P6_EVNTSEL1:
-        return MSR_OK; // legacy PMU MSRs the vPMU does not own: accepted and dropped
       default:
         return MSR_UNSUPPORTED;
     }
@@ -540,6 +512,23 @@ export function isImmutableFeatureMsr(index: number): boolean {
     index === M.MSR_IA32_PERF_CAPABILITIES ||
     index === M.MSR_PLATFORM_INFO
   );
+}
+
+/** The K7 and P6 PMU MSRs kvm_get/set_msr_common fall back on when the vPMU does not own them. */
+function isLegacyPmuMsr(index: number): boolean {
+  return (
+    (index >= M.MSR_K7_EVNTSEL0 && index <= M.MSR_K7_PERFCTR3) ||
+    index === M.MSR_P6_PERFCTR0 ||
+    index === M.MSR_P6_PERFCTR1 ||
+    index === M.MSR_P6_EVNTSEL0 ||
+    index === M.MSR_P6_EVNTSEL1
+  );
+}
+
+export function zero(out: MsrValue): number {
+  out.lo = 0;
+  out.hi = 0;
+  return MSR_OK;
 }
 
 function pvFeatureOf(index: number): number {

@@ -8,7 +8,7 @@ import * as M from '../kvm/msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/msr-ret.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VendorOps } from '../kvm/vendor.js';
-import type { X86 } from '../kvm/x86.js';
+import { zero, type X86 } from '../kvm/x86.js';
 
 /** SVM_TSC_RATIO_DEFAULT: 1.0 in 8.32 fixed point (upper half 1). */
 const TSC_RATIO_DEFAULT_HI = 1;
@@ -58,9 +58,7 @@ export const pvmOps: VendorOps = {
         return x86.load(vcpu, index, out);
       case M.MSR_IA32_DEBUGCTLMSR:
       case M.MSR_AMD64_VIRT_SPEC_CTRL:
-        out.lo = 0;
-        out.hi = 0;
-        return MSR_OK;
+        return zero(out);
       case M.MSR_AMD64_TSC_RATIO:
         out.lo = 0;
         out.hi = TSC_RATIO_DEFAULT_HI;
