@@ -31,6 +31,27 @@ describe('file descriptors', () => {
   });
 });
 
+describe('do_vfs_ioctl, before KVM sees the request', () => {
+  test('FIOCLEX, FIONCLEX, FIONBIO, FIOASYNC, FIOQSIZE and FIGETBSZ on every fd kind', () => {
+    const { kvm, sys, vm, vcpu } = machine();
+    for (const fd of [sys, vm, vcpu]) {
+      expect(kvm.ioctl(fd, 0x5451, 0)).toBe(0);
+      expect(kvm.ioctl(fd, 0x5450, 0)).toBe(0);
+      expect(kvm.ioctl(fd, 0x5421, new Uint8Array(4))).toBe(0);
+      expect(kvm.ioctl(fd, 0x5421, 0)).toBe(-EFAULT);
+      expect(kvm.ioctl(fd, 0x5452, new Uint8Array(4))).toBe(0);
+      expect(kvm.ioctl(fd, 0x5452, Uint8Array.of(1, 0, 0, 0))).toBe(-ENOTTY);
+      expect(kvm.ioctl(fd, 0x5460, new Uint8Array(8))).toBe(-ENOTTY);
+      const bsz = new Uint8Array(4);
+      expect(kvm.ioctl(fd, 0x2, bsz)).toBe(0);
+      expect(new DataView(bsz.buffer).getInt32(0, true)).toBe(4096);
+    }
+    // FIONREAD is not the VFS's on an anonymous inode: it reaches KVM.
+    expect(kvm.ioctl(vm, 0x541b, new Uint8Array(4))).toBe(-ENOTTY);
+    expect(kvm.ioctl(vcpu, 0x541b, new Uint8Array(4))).toBe(-EINVAL);
+  });
+});
+
 describe('system fd', () => {
   test('KVM_GET_API_VERSION is 12 and refuses a non-zero argument', () => {
     const { kvm, sys } = machine();

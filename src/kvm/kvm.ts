@@ -6,6 +6,7 @@ import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
 import { FD_SYSTEM, FD_VCPU, FD_VM, type KvmFile } from './files.js';
 import { systemIoctl } from './ioctl-system.js';
+import { vfsIoctl } from './ioctl-vfs.js';
 import { vcpuIoctl } from './ioctl-vcpu.js';
 import { vmIoctl } from './ioctl-vm.js';
 import { msrIo } from './msr-io.js';
@@ -85,6 +86,11 @@ export class Kvm {
     const f = this.fileOf(fd);
     if (f === undefined) return -EBADF;
     const req = request >>> 0;
+    // The VFS answers a handful of generic requests (FIOCLEX, FIONBIO, ...) for every file.
+    if (req < 0x10000) {
+      const v = vfsIoctl(this.args, req, arg);
+      if (v !== undefined) return v;
+    }
     switch (f.kind) {
       case FD_VCPU:
         return vcpuIoctl(this, f.vcpu, req, arg);
