@@ -2,53 +2,154 @@
 // copy in the entries, run each through do_msr until the first failure, and (for reads) copy all
 // entries back. kvmsr works on the caller's bytes in place: entries after a failure are left as
 // they were, which is what the kernel's copy-back of its unmodified copy produces.
+//
+// The loop allocates nothing and uses no BigInt: an entry's index and data are read as u32s, and
+// MSRs with a fast-path class (fast-path.ts) are served straight from the vCPU's typed array.
 import { E2BIG, EFAULT } from '../abi/errno.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, MAX_IO_MSRS } from '../abi/layout.js';
-import type { MsrValue } from './msr-ret.js';
+import {
+  GET_LOAD,
+  GET_LOAD_IF_CAP,
+  GET_PV_LOAD,
+  GET_PV_ZERO,
+  GET_ZERO,
+  SET_CANONICAL,
+  SET_CANONICALIZE,
+  SET_DROP,
+  SET_PAT,
+  SET_PV_STORE,
+  SET_PV_ZERO_ONLY,
+  SET_PV_ZERO_STORE,
+  SET_STORE,
+  SET_ZERO_ONLY,
+  SET_ZERO_STORE,
+} from './fast-path.js';
+import { MSR_OK, type MsrValue } from './msr-ret.js';
+import { slotOf } from './msr-slots.js';
 import type { Vcpu } from './vcpu.js';
-import type { X86 } from './x86.js';
+import { patValid, type X86 } from './x86.js';
 
 export const MSR_IO_GET = 0;
 export const MSR_IO_SET = 1;
 export const MSR_IO_GET_FEATURE = 2;
+
+const ENTRY = KVM_MSR_ENTRY_LAYOUT.size;
+const DATA = KVM_MSR_ENTRY_LAYOUT.data;
 
 /**
  * @param dv a DataView over the buffer that holds the struct
  * @param base the struct's offset in dv
  * @param avail how many bytes from base are mapped (copy_from_user faults past it)
  */
-export function msrIo(
-  x86: X86,
-  vcpu: Vcpu | null,
-  dv: DataView,
-  base: number,
-  avail: number,
-  op: number,
-  out: MsrValue,
-): number {
+export function msrIo(x86: X86, vcpu: Vcpu | null, dv: DataView, base: number, avail: number, op: number, out: MsrValue): number {
   if (avail < KVM_MSRS_LAYOUT.size) return -EFAULT;
   const n = dv.getUint32(base + KVM_MSRS_LAYOUT.nmsrs, true);
   if (n >= MAX_IO_MSRS) return -E2BIG;
-  if (avail - KVM_MSRS_LAYOUT.size < n * KVM_MSR_ENTRY_LAYOUT.size) return -EFAULT;
-  let off = base + KVM_MSRS_LAYOUT.entries;
-  let i = 0;
-  if (op === MSR_IO_SET) {
-    const v = vcpu as Vcpu;
-    for (; i < n; i++, off += KVM_MSR_ENTRY_LAYOUT.size) {
-      const index = dv.getUint32(off, true);
-      const lo = dv.getUint32(off + KVM_MSR_ENTRY_LAYOUT.data, true);
-      const hi = dv.getUint32(off + KVM_MSR_ENTRY_LAYOUT.data + 4, true);
-      if (x86.doSetMsr(v, index, lo, hi) !== 0) break;
-    }
-    return i;
-  }
-  for (; i < n; i++, off += KVM_MSR_ENTRY_LAYOUT.size) {
+  if (avail - KVM_MSRS_LAYOUT.size < n * ENTRY) return -EFAULT;
+  const first = base + KVM_MSRS_LAYOUT.entries;
+  if (op === MSR_IO_GET) return getLoop(x86, vcpu as Vcpu, dv, first, n, out);
+  if (op === MSR_IO_SET) return setLoop(x86, vcpu as Vcpu, dv, first, n);
+  return featureLoop(x86, dv, first, n, out);
+}
+
+function getLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number, out: MsrValue): number {
+  const msrs = vcpu.msrs;
+  const fast = x86.fastGet;
+  for (let i = 0; i < n; i++, off += ENTRY) {
     const index = dv.getUint32(off, true);
-    const r = op === MSR_IO_GET ? x86.doGetMsr(vcpu as Vcpu, index, out) : x86.doGetFeatureMsr(index, out);
-    // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
-    dv.setUint32(off + KVM_MSR_ENTRY_LAYOUT.data, out.lo, true);
-    dv.setUint32(off + KVM_MSR_ENTRY_LAYOUT.data + 4, out.hi, true);
-    if (r !== 0) break;
+    const s = slotOf(index);
+    const k = s >= 0 ? fast[s]! : 0;
+    let lo = 0;
+    let hi = 0;
+    if (
+      k === GET_LOAD ||
+      (k === GET_LOAD_IF_CAP && (vcpu.capBits & x86.capMask[s]!) !== 0) ||
+      (k === GET_PV_LOAD && pvHas(vcpu, x86.pvBit[s]!))
+    ) {
+      lo = msrs[2 * s]!;
+      hi = msrs[2 * s + 1]!;
+    } else if (
+      k !== GET_ZERO &&
+      k !== GET_LOAD_IF_CAP &&
+      !(k === GET_PV_ZERO && pvHas(vcpu, x86.pvBit[s]!))
+    ) {
+      const r = x86.doGetMsr(vcpu, index, out);
+      // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
+      dv.setUint32(off + DATA, out.lo, true);
+      dv.setUint32(off + DATA + 4, out.hi, true);
+      if (r !== MSR_OK) return i;
+      continue;
+    }
+    dv.setUint32(off + DATA, lo, true);
+    dv.setUint32(off + DATA + 4, hi, true);
   }
-  return i;
+  return n;
+}
+
+function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): number {
+  const msrs = vcpu.msrs;
+  const fast = x86.fastSet;
+  for (let i = 0; i < n; i++, off += ENTRY) {
+    const index = dv.getUint32(off, true);
+    const lo = dv.getUint32(off + DATA, true);
+    let hi = dv.getUint32(off + DATA + 4, true);
+    const s = slotOf(index);
+    const k = s >= 0 ? fast[s]! : 0;
+    switch (k) {
+      case SET_STORE:
+        break;
+      case SET_DROP:
+        continue;
+      case SET_CANONICAL:
+        if (x86.isNoncanonical(hi)) return i;
+        break;
+      case SET_CANONICALIZE:
+        hi = x86.canonicalHi(hi);
+        break;
+      case SET_PAT:
+        if (!patValid(lo, hi)) return i;
+        break;
+      case SET_ZERO_ONLY:
+        if (lo === 0 && hi === 0) continue;
+        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PV_STORE:
+        if (pvHas(vcpu, x86.pvBit[s]!)) break;
+        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_ZERO_STORE:
+        if (lo === 0 && hi === 0) break;
+        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PV_ZERO_STORE:
+        if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
+        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PV_ZERO_ONLY:
+        if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) continue;
+        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        continue;
+      default:
+        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        continue;
+    }
+    msrs[2 * s] = lo;
+    msrs[2 * s + 1] = hi;
+  }
+  return n;
+}
+
+/** guest_pv_has: every PV feature counts unless enforcement is on. */
+function pvHas(vcpu: Vcpu, bit: number): boolean {
+  return !vcpu.enforcePvCpuid || ((vcpu.pvFeatures >>> bit) & 1) === 1;
+}
+
+function featureLoop(x86: X86, dv: DataView, off: number, n: number, out: MsrValue): number {
+  for (let i = 0; i < n; i++, off += ENTRY) {
+    const r = x86.doGetFeatureMsr(dv.getUint32(off, true), out);
+    dv.setUint32(off + DATA, out.lo, true);
+    dv.setUint32(off + DATA + 4, out.hi, true);
+    if (r !== MSR_OK) return i;
+  }
+  return n;
 }

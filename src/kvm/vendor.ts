@@ -20,6 +20,10 @@ export interface VendorOps {
   getMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number;
   /** set_msr: handles its own indices, passes the rest to x86.setMsrCommon. */
   setMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number;
+  /** The fast-path class of a host read of `index` (fast-path.ts), or x86.commonFastGetClass(index). */
+  fastGetClass(x86: X86, index: number): number;
+  /** The fast-path class of what set_msr does with a host write, after __kvm_set_msr's checks. */
+  fastSetClass(x86: X86, index: number): number;
   /** get_feature_msr: the vendor's part of KVM_GET_MSRS on /dev/kvm. */
   getFeatureMsr(x86: X86, index: number, out: MsrValue): number;
 }

@@ -5,7 +5,29 @@ import { uptime } from 'node:os';
 import { CAP, capBitsOf } from './cpuid-caps.js';
 import * as M from './msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
-import { MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
+import {
+  FAST_SLOW,
+  GATED_CAP,
+  GATED_PV,
+  GET_LOAD,
+  GET_LOAD_IF_CAP,
+  GET_PV_LOAD,
+  GET_PV_ZERO,
+  GET_ZERO,
+  PV_PARAM,
+  SET_CANONICAL,
+  SET_CANONICALIZE,
+  SET_DROP,
+  SET_PAT,
+  SET_PV_STORE,
+  SET_PV_ZERO_ONLY,
+  SET_PV_ZERO_STORE,
+  SET_STORE,
+  SET_ZERO_ONLY,
+  SET_ZERO_STORE,
+  UNHANDLED,
+} from './fast-path.js';
+import { indexOfSlot, MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
 import { findCpuid, type HostProfile } from './profile.js';
 import type { Vcpu } from './vcpu.js';
 import type { VendorOps } from './vendor.js';
@@ -18,6 +40,8 @@ export interface X86Options {
   log?: (line: string) => void;
   /** Clock in milliseconds for the TSC; performance.now by default. */
   now?: () => number;
+  /** Serve simple MSRs from per-slot fast-path classes (default true); false sends every entry down the full path. */
+  fastPath?: boolean;
 }
 
 const EINVAL = 22;
@@ -84,6 +108,167 @@ export class X86 {
     this.tscKhz = profile.tscKhz;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
     this.eferAllowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | vendor.eferExtraBits(this);
+    if (opts.fastPath !== false) this.buildFastClasses();
+  }
+
+  /** Fast-path class of a host read, per slot (fast-path.ts). */
+  readonly fastGet = new Uint8Array(SLOT_COUNT);
+  /** Fast-path class of a host write, per slot, including __kvm_set_msr's checks. */
+  readonly fastSet = new Uint8Array(SLOT_COUNT);
+
+  /** Per slot: the capability bit GET_LOAD_IF_CAP tests. */
+  readonly capMask = new Uint32Array(SLOT_COUNT);
+  /** Per slot: the PV feature bit GET_PV_LOAD/SET_PV_STORE test. */
+  readonly pvBit = new Uint8Array(SLOT_COUNT);
+
+  private buildFastClasses(): void {
+    for (let s = 0; s < SLOT_COUNT; s++) {
+      const index = indexOfSlot(s);
+      const advertised = this.advertised.has(index);
+      const g = this.vendor.fastGetClass(this, index);
+      switch (g & 0xff) {
+        case UNHANDLED:
+          this.fastGet[s] = advertised ? GET_ZERO : FAST_SLOW;
+          break;
+        case GATED_CAP:
+          if (advertised) {
+            this.fastGet[s] = GET_LOAD_IF_CAP;
+            this.capMask[s] = 2 ** (g >>> 8);
+          }
+          break;
+        case GATED_PV:
+          this.fastGet[s] = GET_PV_LOAD;
+          this.pvBit[s] = g >>> 8;
+          break;
+        default:
+          this.fastGet[s] = g & 0x7f;
+          if ((g & PV_PARAM) !== 0) this.pvBit[s] = g >>> 8;
+      }
+      // Immutable feature MSRs depend on whether the vCPU has run: writes always take the full path.
+      if (isImmutableFeatureMsr(index)) continue;
+      const v = this.vendor.fastSetClass(this, index);
+      switch (index) {
+        case M.MSR_FS_BASE:
+        case M.MSR_GS_BASE:
+        case M.MSR_KERNEL_GS_BASE:
+        case M.MSR_CSTAR:
+        case M.MSR_LSTAR:
+          this.fastSet[s] = v === SET_STORE ? SET_CANONICAL : FAST_SLOW;
+          break;
+        case M.MSR_IA32_SYSENTER_EIP:
+        case M.MSR_IA32_SYSENTER_ESP:
+          this.fastSet[s] = v === SET_STORE ? SET_CANONICALIZE : FAST_SLOW;
+          break;
+        case M.MSR_TSC_AUX:
+          break;
+        default:
+          if ((v & 0xff) === UNHANDLED) {
+            this.fastSet[s] = advertised ? SET_ZERO_ONLY : FAST_SLOW;
+          } else if ((v & 0xff) === GATED_PV) {
+            this.fastSet[s] = SET_PV_STORE;
+            this.pvBit[s] = v >>> 8;
+          } else {
+            this.fastSet[s] = v & 0x7f;
+            if ((v & PV_PARAM) !== 0) this.pvBit[s] = v >>> 8;
+          }
+      }
+    }
+  }
+
+  /** Fast-path read classes of what kvm_get_msr_common does for the host. */
+  commonFastGetClass(index: number): number {
+    if (isLegacyPmuMsr(index)) return GET_ZERO;
+    switch (index) {
+      case M.MSR_IA32_UCODE_REV:
+      case M.MSR_IA32_CR_PAT:
+      case M.MSR_IA32_TSC_ADJUST:
+      case M.MSR_IA32_MISC_ENABLE:
+      case M.MSR_SMI_COUNT:
+      case M.MSR_IA32_POWER_CTL:
+      case M.MSR_MISC_FEATURES_ENABLES:
+      case M.MSR_K7_HWCR:
+      case M.MSR_IA32_MCG_STATUS:
+      case M.MSR_IA32_MCG_CTL:
+      case M.MSR_EFER:
+        return GET_LOAD;
+      case M.MSR_VM_HSAVE_PA:
+      case M.MSR_IA32_LASTBRANCHFROMIP:
+      case M.MSR_IA32_LASTBRANCHTOIP:
+      case M.MSR_IA32_LASTINTFROMIP:
+      case M.MSR_IA32_LASTINTTOIP:
+      case M.MSR_IA32_TSC_DEADLINE:
+        return GET_ZERO;
+      case M.MSR_IA32_ARCH_CAPABILITIES:
+        return GATED_CAP | (capIndex(CAP.ARCH_CAPABILITIES) << 8);
+      case M.MSR_IA32_PERF_CAPABILITIES:
+        return GATED_CAP | (capIndex(CAP.PDCM) << 8);
+      case M.MSR_KVM_SYSTEM_TIME:
+      case M.MSR_KVM_SYSTEM_TIME_NEW:
+      case M.MSR_KVM_ASYNC_PF_EN:
+      case M.MSR_KVM_ASYNC_PF_INT:
+      case M.MSR_KVM_STEAL_TIME:
+      case M.MSR_KVM_PV_EOI_EN:
+      case M.MSR_KVM_POLL_CONTROL:
+        return GATED_PV | (pvFeatureOf(index) << 8);
+      case M.MSR_PLATFORM_INFO:
+        return GET_LOAD; // host reads are never gated
+      case M.MSR_KVM_ASYNC_PF_ACK:
+        return GET_PV_ZERO | PV_PARAM | (M.KVM_FEATURE_ASYNC_PF_INT << 8);
+      case M.MSR_IA32_TSC:
+      case M.MSR_KVM_WALL_CLOCK:
+      case M.MSR_KVM_WALL_CLOCK_NEW:
+      case M.MSR_IA32_XSS:
+        return FAST_SLOW;
+      default:
+        return UNHANDLED;
+    }
+  }
+
+  /** Fast-path write classes of what kvm_set_msr_common does for the host. */
+  commonFastSetClass(index: number): number {
+    if (isLegacyPmuMsr(index)) return SET_DROP;
+    switch (index) {
+      case M.MSR_IA32_MISC_ENABLE:
+      case M.MSR_IA32_POWER_CTL:
+      case M.MSR_IA32_MCG_STATUS:
+      case M.MSR_SMI_COUNT:
+      case M.MSR_IA32_UCODE_REV:
+        return SET_STORE;
+      case M.MSR_VM_HSAVE_PA:
+      case M.MSR_IA32_TSC_DEADLINE:
+        return SET_DROP;
+      case M.MSR_IA32_CR_PAT:
+        return SET_PAT;
+      case M.MSR_KVM_SYSTEM_TIME:
+      case M.MSR_KVM_SYSTEM_TIME_NEW:
+        return GATED_PV | (pvFeatureOf(index) << 8);
+      case M.MSR_K7_HWCR:
+      case M.MSR_IA32_MCG_CTL:
+      case M.MSR_MISC_FEATURES_ENABLES:
+        return SET_ZERO_STORE;
+      // With the PV feature, 0 is always valid and stored (without an irqchip ASYNC_PF_EN stores
+      // nothing, but then it can only ever hold 0).
+      case M.MSR_KVM_ASYNC_PF_EN:
+      case M.MSR_KVM_STEAL_TIME:
+      case M.MSR_KVM_PV_EOI_EN:
+      case M.MSR_KVM_POLL_CONTROL:
+        return SET_PV_ZERO_STORE | PV_PARAM | (pvFeatureOf(index) << 8);
+      case M.MSR_KVM_ASYNC_PF_ACK:
+        return SET_PV_ZERO_ONLY | PV_PARAM | (M.KVM_FEATURE_ASYNC_PF_INT << 8);
+      case M.MSR_EFER:
+      case M.MSR_IA32_XSS:
+      case M.MSR_IA32_ARCH_CAPABILITIES:
+      case M.MSR_IA32_PERF_CAPABILITIES:
+      case M.MSR_IA32_TSC_ADJUST:
+      case M.MSR_IA32_TSC:
+      case M.MSR_KVM_WALL_CLOCK:
+      case M.MSR_KVM_WALL_CLOCK_NEW:
+      case M.MSR_KVM_ASYNC_PF_INT:
+      case M.MSR_PLATFORM_INFO:
+        return FAST_SLOW;
+      default:
+        return UNHANDLED;
+    }
   }
 
   /** kvm_vcpu_after_set_cpuid: the vendor's part (the common part is in the KVM_SET_CPUID2 handler). */
@@ -529,6 +714,11 @@ export function zero(out: MsrValue): number {
   out.lo = 0;
   out.hi = 0;
   return MSR_OK;
+}
+
+/** The bit number of a CAP bit. */
+function capIndex(bit: number): number {
+  return Math.log2(bit);
 }
 
 function pvFeatureOf(index: number): number {

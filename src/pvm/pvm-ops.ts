@@ -3,6 +3,7 @@
 // host wins (../shared/reference/vendor-msr-spec.md Appendix A): this host keeps SYSENTER_CS,
 // lists and drops VIRT_SPEC_CTRL, answers TSC_RATIO, and its vendor hooks return
 // KVM_MSR_RET_UNSUPPORTED for what they do not handle.
+import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE } from '../kvm/fast-path.js';
 import { findCpuid } from '../kvm/profile.js';
 import * as M from '../kvm/msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/msr-ret.js';
@@ -102,6 +103,58 @@ export const pvmOps: VendorOps = {
         return lo === 0 && (hi === 0 || hi === TSC_RATIO_DEFAULT_HI) ? MSR_OK : MSR_ERR;
       default:
         return x86.setMsrCommon(vcpu, index, host, lo, hi);
+    }
+  },
+
+  fastGetClass(x86: X86, index: number): number {
+    switch (index) {
+      case M.MSR_IA32_SYSENTER_CS:
+      case M.MSR_IA32_SYSENTER_ESP:
+      case M.MSR_IA32_SYSENTER_EIP:
+      case M.MSR_STAR:
+      case M.MSR_LSTAR:
+      case M.MSR_CSTAR:
+      case M.MSR_SYSCALL_MASK:
+      case M.MSR_FS_BASE:
+      case M.MSR_GS_BASE:
+      case M.MSR_KERNEL_GS_BASE:
+      case M.MSR_IA32_FEAT_CTL:
+      case M.MSR_IA32_BNDCFGS:
+        return GET_LOAD;
+      case M.MSR_IA32_DEBUGCTLMSR:
+      case M.MSR_AMD64_VIRT_SPEC_CTRL:
+        return GET_ZERO;
+      case M.MSR_TSC_AUX:
+      case M.MSR_AMD64_TSC_RATIO:
+        return FAST_SLOW;
+      default:
+        return x86.commonFastGetClass(index);
+    }
+  },
+
+  fastSetClass(x86: X86, index: number): number {
+    switch (index) {
+      case M.MSR_IA32_SYSENTER_CS:
+      case M.MSR_IA32_SYSENTER_ESP:
+      case M.MSR_IA32_SYSENTER_EIP:
+      case M.MSR_CSTAR:
+      case M.MSR_SYSCALL_MASK:
+      case M.MSR_FS_BASE:
+      case M.MSR_GS_BASE:
+      case M.MSR_KERNEL_GS_BASE:
+      case M.MSR_LSTAR:
+      case M.MSR_STAR:
+        return SET_STORE;
+      case M.MSR_IA32_DEBUGCTLMSR:
+      case M.MSR_AMD64_VIRT_SPEC_CTRL:
+        return SET_DROP;
+      case M.MSR_TSC_AUX:
+      case M.MSR_IA32_FEAT_CTL:
+      case M.MSR_IA32_BNDCFGS:
+      case M.MSR_AMD64_TSC_RATIO:
+        return FAST_SLOW;
+      default:
+        return x86.commonFastSetClass(index);
     }
   },
 

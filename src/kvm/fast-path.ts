@@ -1,0 +1,42 @@
+// Per-slot classes for the host-initiated KVM_GET_MSRS/KVM_SET_MSRS loop. An MSR whose host access
+// is, for this profile and vendor, always a plain load, a zero, a plain store, a dropped write or
+// a store after one fixed check gets a class here, and msr_io handles it without the call chain.
+// Everything else is SLOW and takes the full kvm_do_msr_access path. test/fast-path.test.ts checks
+// every slot against the full path.
+export const FAST_SLOW = 0;
+export const GET_LOAD = 1;
+export const GET_ZERO = 2;
+/** Load when the vCPU has the capability in capMask[slot]; otherwise the read is unsupported-but-advertised: 0. */
+export const GET_LOAD_IF_CAP = 3;
+/** Load when guest_pv_has(the feature in pvBit[slot]); otherwise the full path. */
+export const GET_PV_LOAD = 4;
+/** Read 0 when guest_pv_has(the feature in pvBit[slot]); otherwise the full path. */
+export const GET_PV_ZERO = 5;
+export const SET_STORE = 1;
+export const SET_DROP = 2;
+/** Refuse a non-canonical value (is_noncanonical_msr_address), else store. */
+export const SET_CANONICAL = 3;
+/** Store the value made canonical (__canonical_address): SYSENTER_EIP/ESP. */
+export const SET_CANONICALIZE = 4;
+/** Refuse an invalid PAT (kvm_pat_valid), else store. */
+export const SET_PAT = 5;
+/** Advertised but unhandled: a write of 0 succeeds and stores nothing; anything else takes the full path. */
+export const SET_ZERO_ONLY = 6;
+/** Store when guest_pv_has(the feature in pvBit[slot]); otherwise the full path. */
+export const SET_PV_STORE = 7;
+/** A write of 0 always succeeds and stores 0; anything else takes the full path. */
+export const SET_ZERO_STORE = 8;
+/** As SET_ZERO_STORE when guest_pv_has(pvBit[slot]); otherwise the full path. */
+export const SET_PV_ZERO_STORE = 9;
+/** A write of 0 succeeds and stores nothing when guest_pv_has(pvBit[slot]); otherwise the full path. */
+export const SET_PV_ZERO_ONLY = 10;
+
+// What the vendor and common classifiers may also answer; X86 turns these into the classes above.
+/** The accessor has no case for the index: KVM_MSR_RET_UNSUPPORTED. */
+export const UNHANDLED = 0x40;
+/** Read gated on a guest capability: (GATED_CAP | capBitIndex << 8). */
+export const GATED_CAP = 0x41;
+/** Access gated on a KVM PV feature: (GATED_PV | featureBit << 8). */
+export const GATED_PV = 0x42;
+/** As GATED_PV, for a class other than load/store: (cls | GATED_PV_OTHER | featureBit << 8). */
+export const PV_PARAM = 0x80;
