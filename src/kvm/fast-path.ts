@@ -12,6 +12,8 @@ export const GET_LOAD_IF_CAP = 3;
 export const GET_PV_LOAD = 4;
 /** Read 0 when guest_pv_has(the feature in pvBit[slot]); otherwise the full path. */
 export const GET_PV_ZERO = 5;
+/** Read the VM-wide kvmclock wall clock when guest_pv_has(pvBit[slot]); otherwise the full path. */
+export const GET_PV_WALL_CLOCK = 6;
 export const SET_STORE = 1;
 export const SET_DROP = 2;
 /** Refuse a non-canonical value (is_noncanonical_msr_address), else store. */
@@ -30,6 +32,8 @@ export const SET_ZERO_STORE = 8;
 export const SET_PV_ZERO_STORE = 9;
 /** A write of 0 succeeds and stores nothing when guest_pv_has(pvBit[slot]); otherwise the full path. */
 export const SET_PV_ZERO_ONLY = 10;
+/** Store the VM-wide wall clock when guest_pv_has(pvBit[slot]); otherwise the full path. */
+export const SET_PV_WALL_CLOCK = 11;
 
 // What the vendor and common classifiers may also answer; X86 turns these into the classes above.
 /** The accessor has no case for the index: KVM_MSR_RET_UNSUPPORTED. */

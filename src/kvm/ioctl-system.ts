@@ -26,9 +26,9 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
     case I.KVM_GET_VCPU_MMAP_SIZE:
       return a.intValue(arg) !== 0 ? -EINVAL : k.profile.vcpuMmapSize;
     case I.KVM_GET_MSR_INDEX_LIST:
-      return msrListIoctl(k, arg, k.profile.msrIndexList);
+      return msrListIoctl(k, arg, k.msrIndexListBytes);
     case I.KVM_GET_MSR_FEATURE_INDEX_LIST:
-      return msrListIoctl(k, arg, k.featureIndexList);
+      return msrListIoctl(k, arg, k.featureIndexListBytes);
     case I.KVM_GET_MSRS:
       if (!a.resolve(arg)) return -EFAULT;
       return k.msrIo(null, MSR_IO_GET_FEATURE);
@@ -42,18 +42,16 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
 /** Real system ioctls kvmsr does not model; anything else gets kvm_arch_dev_ioctl's -EINVAL. */
 const SYSTEM_UNMODELED = new Set<number>([I.KVM_GET_EMULATED_CPUID, I.KVM_X86_GET_MCE_CAP_SUPPORTED]);
 
-/** KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST. */
-function msrListIoctl(k: Kvm, arg: IoctlArg, list: readonly number[]): number {
+/** KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST; `list` holds the indices as u32 LE bytes. */
+function msrListIoctl(k: Kvm, arg: IoctlArg, list: Uint8Array): number {
   const a = k.args;
   if (!a.resolve(arg) || a.avail < 4) return -EFAULT;
   const n = a.dv.getUint32(a.base, true);
+  const count = list.length >>> 2;
   // The count is written back even when the caller's buffer is too small.
-  a.dv.setUint32(a.base, list.length, true);
-  if (n < list.length) return -E2BIG;
-  const bytes = new Uint8Array(list.length * 4);
-  const dv = new DataView(bytes.buffer);
-  list.forEach((v, i) => dv.setUint32(i * 4, v, true));
-  return a.copyOut(4, bytes) ? 0 : -EFAULT;
+  a.dv.setUint32(a.base, count, true);
+  if (n < count) return -E2BIG;
+  return a.copyOut(4, list) ? 0 : -EFAULT;
 }
 
 /** kvm_dev_ioctl_get_cpuid for KVM_GET_SUPPORTED_CPUID. */

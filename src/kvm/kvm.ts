@@ -54,7 +54,9 @@ export class Kvm {
   readonly x86: X86;
   readonly memory: UserMemory;
   readonly args: ArgResolver;
-  readonly featureIndexList: readonly number[];
+  /** The two index lists as the u32 little-endian bytes the list ioctls copy out. */
+  readonly msrIndexListBytes: Uint8Array;
+  readonly featureIndexListBytes: Uint8Array;
   /** Calls kvmsr answered with -ENOSYS because it does not model them. */
   readonly unmodeled: UnmodeledCall[] = [];
   private readonly files: (KvmFile | undefined)[] = [];
@@ -66,7 +68,8 @@ export class Kvm {
     this.x86 = new X86(this.profile, vendorFor(this.profile.host.vendorModule), opts);
     this.memory = opts.memory ?? new UserMemory();
     this.args = new ArgResolver(this.memory);
-    this.featureIndexList = this.profile.featureMsrs.map((m) => m.index);
+    this.msrIndexListBytes = u32Bytes(this.profile.msrIndexList);
+    this.featureIndexListBytes = u32Bytes(this.profile.featureMsrs.map((m) => m.index));
   }
 
   /** open(2) of a device path: only /dev/kvm exists here. Returns an fd or -errno. */
@@ -145,7 +148,7 @@ export class Kvm {
 
   msrIo(vcpu: Vcpu | null, op: number): number {
     const a = this.args;
-    return msrIo(this.x86, vcpu, a.dv, a.base, a.avail, op, this.out);
+    return msrIo(this.x86, vcpu, a.dv, a.u32, a.i32, a.base, a.avail, op, this.out);
   }
 
   /** For a real ioctl kvmsr does not model: record it and answer -ENOSYS; else the kernel's default errno. */
@@ -169,6 +172,13 @@ export class Kvm {
     this.files[fd] = f;
     return fd;
   }
+}
+
+function u32Bytes(list: readonly number[]): Uint8Array {
+  const b = new Uint8Array(list.length * 4);
+  const dv = new DataView(b.buffer);
+  list.forEach((v, i) => dv.setUint32(i * 4, v, true));
+  return b;
 }
 
 function isHostProfile(p: unknown): p is HostProfile {

@@ -5,12 +5,14 @@
 //
 // The loop allocates nothing and uses no BigInt: an entry's index and data are read as u32s, and
 // MSRs with a fast-path class (fast-path.ts) are served straight from the vCPU's typed array.
+import { endianness } from 'node:os';
 import { E2BIG, EFAULT } from '../abi/errno.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, MAX_IO_MSRS } from '../abi/layout.js';
 import {
   GET_LOAD,
   GET_LOAD_IF_CAP,
   GET_PV_LOAD,
+  GET_PV_WALL_CLOCK,
   GET_PV_ZERO,
   GET_ZERO,
   SET_CANONICAL,
@@ -18,6 +20,7 @@ import {
   SET_DROP,
   SET_PAT,
   SET_PV_STORE,
+  SET_PV_WALL_CLOCK,
   SET_PV_ZERO_ONLY,
   SET_PV_ZERO_STORE,
   SET_STORE,
@@ -27,13 +30,14 @@ import {
 import { MSR_OK, type MsrValue } from './msr-ret.js';
 import { slotOf } from './msr-slots.js';
 import type { Vcpu } from './vcpu.js';
-import { patValid, type X86 } from './x86.js';
+import { patValid, zero, type X86 } from './x86.js';
 
 export const MSR_IO_GET = 0;
 export const MSR_IO_SET = 1;
 export const MSR_IO_GET_FEATURE = 2;
 
 const ENTRY = KVM_MSR_ENTRY_LAYOUT.size;
+const LITTLE_ENDIAN = endianness() === 'LE';
 const DATA = KVM_MSR_ENTRY_LAYOUT.data;
 
 /**
@@ -41,13 +45,27 @@ const DATA = KVM_MSR_ENTRY_LAYOUT.data;
  * @param base the struct's offset in dv
  * @param avail how many bytes from base are mapped (copy_from_user faults past it)
  */
-export function msrIo(x86: X86, vcpu: Vcpu | null, dv: DataView, base: number, avail: number, op: number, out: MsrValue): number {
+export function msrIo(
+  x86: X86,
+  vcpu: Vcpu | null,
+  dv: DataView,
+  u32: Uint32Array,
+  i32: Int32Array,
+  base: number,
+  avail: number,
+  op: number,
+  out: MsrValue,
+): number {
   if (avail < KVM_MSRS_LAYOUT.size) return -EFAULT;
   const n = dv.getUint32(base + KVM_MSRS_LAYOUT.nmsrs, true);
   if (n >= MAX_IO_MSRS) return -E2BIG;
   if (avail - KVM_MSRS_LAYOUT.size < n * ENTRY) return -EFAULT;
   const first = base + KVM_MSRS_LAYOUT.entries;
-  if (op === MSR_IO_GET) return getLoop(x86, vcpu as Vcpu, dv, first, n, out);
+  if (op === MSR_IO_GET) {
+    // An aligned buffer is read and written as u32s; any other goes through the DataView.
+    if ((first & 3) === 0 && LITTLE_ENDIAN) return getLoopAligned(x86, vcpu as Vcpu, u32, i32, first >>> 2, n, out);
+    return getLoop(x86, vcpu as Vcpu, dv, first, n, out);
+  }
   if (op === MSR_IO_SET) return setLoop(x86, vcpu as Vcpu, dv, first, n);
   return featureLoop(x86, dv, first, n, out);
 }
@@ -56,32 +74,75 @@ function getLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number, out
   const msrs = vcpu.msrs;
   const fast = x86.fastGet;
   for (let i = 0; i < n; i++, off += ENTRY) {
-    const index = dv.getUint32(off, true);
+    const index = dv.getInt32(off, true);
     const s = slotOf(index);
     const k = s >= 0 ? fast[s]! : 0;
-    let lo = 0;
-    let hi = 0;
-    if (
-      k === GET_LOAD ||
-      (k === GET_LOAD_IF_CAP && (vcpu.capBits & x86.capMask[s]!) !== 0) ||
-      (k === GET_PV_LOAD && pvHas(vcpu, x86.pvBit[s]!))
-    ) {
-      lo = msrs[2 * s]!;
-      hi = msrs[2 * s + 1]!;
-    } else if (
-      k !== GET_ZERO &&
-      k !== GET_LOAD_IF_CAP &&
-      !(k === GET_PV_ZERO && pvHas(vcpu, x86.pvBit[s]!))
-    ) {
-      const r = x86.doGetMsr(vcpu, index, out);
+    if (k === GET_LOAD) {
+      dv.setUint32(off + DATA, msrs[2 * s]!, true);
+      dv.setUint32(off + DATA + 4, msrs[2 * s + 1]!, true);
+    } else if (k === GET_ZERO) {
+      dv.setUint32(off + DATA, 0, true);
+      dv.setUint32(off + DATA + 4, 0, true);
+    } else {
+      const r = getOther(x86, vcpu, index, s, k, out);
       // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
       dv.setUint32(off + DATA, out.lo, true);
       dv.setUint32(off + DATA + 4, out.hi, true);
       if (r !== MSR_OK) return i;
-      continue;
     }
-    dv.setUint32(off + DATA, lo, true);
-    dv.setUint32(off + DATA + 4, hi, true);
+  }
+  return n;
+}
+
+/** The gated fast classes, then the full path, for one read. */
+function getOther(x86: X86, vcpu: Vcpu, index: number, s: number, k: number, out: MsrValue): number {
+  switch (k) {
+    case GET_LOAD_IF_CAP:
+      if ((vcpu.capBits & x86.capMask[s]!) !== 0) return load(vcpu, s, out);
+      return zero(out); // unsupported without the capability, but advertised: 0
+    case GET_PV_LOAD:
+      if (pvHas(vcpu, x86.pvBit[s]!)) return load(vcpu, s, out);
+      break;
+    case GET_PV_ZERO:
+      if (pvHas(vcpu, x86.pvBit[s]!)) return zero(out);
+      break;
+    case GET_PV_WALL_CLOCK:
+      if (pvHas(vcpu, x86.pvBit[s]!)) {
+        out.lo = vcpu.vm.wallClockLo;
+        out.hi = vcpu.vm.wallClockHi;
+        return MSR_OK;
+      }
+      break;
+  }
+  return x86.doGetMsr(vcpu, index >>> 0, out);
+}
+
+function load(vcpu: Vcpu, s: number, out: MsrValue): number {
+  out.lo = vcpu.msrs[2 * s]!;
+  out.hi = vcpu.msrs[2 * s + 1]!;
+  return MSR_OK;
+}
+
+/** getLoop over u32 words: w is the word index of the first entry. Loads and zeros stay inline. */
+function getLoopAligned(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, w: number, n: number, out: MsrValue): number {
+  const msrs = vcpu.msrs;
+  const fast = x86.fastGet;
+  for (let i = 0; i < n; i++, w += 4) {
+    const index = i32[w]!;
+    const s = slotOf(index);
+    const k = s >= 0 ? fast[s]! : 0;
+    if (k === GET_LOAD) {
+      u32[w + 2] = msrs[2 * s]!;
+      u32[w + 3] = msrs[2 * s + 1]!;
+    } else if (k === GET_ZERO) {
+      u32[w + 2] = 0;
+      u32[w + 3] = 0;
+    } else {
+      const r = getOther(x86, vcpu, index, s, k, out);
+      u32[w + 2] = out.lo;
+      u32[w + 3] = out.hi;
+      if (r !== MSR_OK) return i;
+    }
   }
   return n;
 }
@@ -90,9 +151,10 @@ function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): nu
   const msrs = vcpu.msrs;
   const fast = x86.fastSet;
   for (let i = 0; i < n; i++, off += ENTRY) {
-    const index = dv.getUint32(off, true);
-    const lo = dv.getUint32(off + DATA, true);
-    let hi = dv.getUint32(off + DATA + 4, true);
+    const index = dv.getInt32(off, true);
+    // int32 halves: see x86.ts on why written values travel signed.
+    const lo = dv.getInt32(off + DATA, true);
+    let hi = dv.getInt32(off + DATA + 4, true);
     const s = slotOf(index);
     const k = s >= 0 ? fast[s]! : 0;
     switch (k) {
@@ -111,26 +173,34 @@ function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): nu
         break;
       case SET_ZERO_ONLY:
         if (lo === 0 && hi === 0) continue;
-        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       case SET_PV_STORE:
         if (pvHas(vcpu, x86.pvBit[s]!)) break;
-        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       case SET_ZERO_STORE:
         if (lo === 0 && hi === 0) break;
-        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       case SET_PV_ZERO_STORE:
         if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
-        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PV_WALL_CLOCK:
+        if (pvHas(vcpu, x86.pvBit[s]!)) {
+          vcpu.vm.wallClockLo = lo;
+          vcpu.vm.wallClockHi = hi;
+          continue;
+        }
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       case SET_PV_ZERO_ONLY:
         if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) continue;
-        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       default:
-        if (x86.doSetMsr(vcpu, index, lo, hi) !== MSR_OK) return i;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
     }
     msrs[2 * s] = lo;

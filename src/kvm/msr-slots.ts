@@ -14,16 +14,21 @@ const R1 = RANGES[1]![1] + RANGES[0]![1];
 const R2 = R1 + RANGES[2]![1];
 const R3 = R2 + RANGES[3]![1];
 
-/** The slot of an MSR index, or -1 when the index is outside every range kvmsr stores. */
+/**
+ * The slot of an MSR index, or -1 when the index is outside every range kvmsr stores. Works in
+ * int32 arithmetic (indices above 0x7fffffff are not small integers in V8): `index | 0` and the
+ * wrapped differences stay small integers on the hot path.
+ */
 export function slotOf(index: number): number {
-  if (index < 0x2000) return index >= 0 ? index : -1;
-  let d = index - 0x40000000;
+  const i = index | 0;
+  if (i >= 0 && i < 0x2000) return i;
+  let d = (i - 0x40000000) | 0;
   if (d >= 0 && d < 0x100) return 0x2000 + d;
-  d = index - 0x4b564d00;
+  d = (i - 0x4b564d00) | 0;
   if (d >= 0 && d < 0x100) return R1 + d;
-  d = index - 0xc0000000;
+  d = (i + 0x40000000) | 0; // 0xc0000000
   if (d >= 0 && d < 0x2000) return R2 + d;
-  d = index - 0xc0010000;
+  d = (i + 0x3fff0000) | 0; // 0xc0010000
   if (d >= 0 && d < 0x2000) return R3 + d;
   return -1;
 }

@@ -10,9 +10,15 @@ const POINTER_AS_INTEGER = 0x7f0000001000;
 
 export class ArgResolver {
   dv: DataView = new DataView(new ArrayBuffer(0));
+  /** The same buffer as u32s (host byte order, little-endian on every platform kvmsr runs on). */
+  u32: Uint32Array = new Uint32Array(0);
+  /** The same words as int32, for MSR indices (they stay small integers in V8). */
+  i32: Int32Array = new Int32Array(0);
+  u8: Uint8Array = new Uint8Array(0);
   base = 0;
   avail = 0;
-  private lastBuffer: ArrayBufferLike | null = null;
+  /** The array last resolved: its views are reused (reading `.buffer` costs more than an ioctl's loop). */
+  private lastBytes: Uint8Array | null = null;
   private readonly ptr: ResolvedPointer = { bytes: new Uint8Array(0), offset: 0, avail: 0 };
 
   constructor(private readonly memory: UserMemory) {}
@@ -57,17 +63,37 @@ export class ArgResolver {
   copyOut(off: number, src: Uint8Array): boolean {
     const room = Math.max(0, this.avail - off);
     const n = Math.min(room, src.length);
-    const bytes = new Uint8Array(this.dv.buffer, this.dv.byteOffset + this.base + off, n);
-    bytes.set(src.subarray(0, n));
+    this.u8.set(n === src.length ? src : src.subarray(0, n), this.base + off);
     return n === src.length;
   }
 
   private setView(bytes: Uint8Array, offset: number, avail: number): void {
-    if (bytes.buffer !== this.lastBuffer) {
-      this.lastBuffer = bytes.buffer;
-      this.dv = new DataView(bytes.buffer);
-    }
-    this.base = bytes.byteOffset + offset;
+    if (bytes !== this.lastBytes) this.switchTo(bytes);
+    this.base = this.byteOffset + offset;
     this.avail = avail;
   }
+
+  /** Views of recently used arrays, so alternating between a few buffers allocates nothing. */
+  private readonly cache: { bytes: Uint8Array; dv: DataView; u32: Uint32Array; i32: Int32Array; u8: Uint8Array }[] = [];
+  private next = 0;
+  private byteOffset = 0;
+
+  private switchTo(bytes: Uint8Array): void {
+    let c = this.cache.find((e) => e.bytes === bytes);
+    if (!c) {
+      const buf = bytes.buffer;
+      const words = buf.byteLength >>> 2;
+      c = { bytes, dv: new DataView(buf), u32: new Uint32Array(buf, 0, words), i32: new Int32Array(buf, 0, words), u8: new Uint8Array(buf) };
+      this.cache[this.next] = c;
+      this.next = (this.next + 1) % VIEW_CACHE_SIZE;
+    }
+    this.lastBytes = bytes;
+    this.dv = c.dv;
+    this.u32 = c.u32;
+    this.i32 = c.i32;
+    this.u8 = c.u8;
+    this.byteOffset = bytes.byteOffset;
+  }
 }
+
+const VIEW_CACHE_SIZE = 8;

@@ -1,9 +1,11 @@
 // The vendor-neutral MSR rules of arch/x86/kvm/x86.c: kvm_do_msr_access, __kvm_get_msr,
 // __kvm_set_msr, do_get_msr/do_set_msr/do_get_feature_msr, kvm_get_msr_common and
-// kvm_set_msr_common. Values move as (lo, hi) u32 halves; nothing here allocates per entry.
+// kvm_set_msr_common. Values move as (lo, hi) 32-bit halves; a value being written travels as
+// int32 halves (a uint32 above 2^31 would be boxed at every call), and rules compare bits, not
+// signs. Nothing here allocates per entry.
 import { uptime } from 'node:os';
 import { CAP, capBitsOf } from './cpuid-caps.js';
-import * as M from './msr-index.js';
+import { M } from './msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
 import {
   FAST_SLOW,
@@ -12,6 +14,7 @@ import {
   GET_LOAD,
   GET_LOAD_IF_CAP,
   GET_PV_LOAD,
+  GET_PV_WALL_CLOCK,
   GET_PV_ZERO,
   GET_ZERO,
   PV_PARAM,
@@ -20,6 +23,7 @@ import {
   SET_DROP,
   SET_PAT,
   SET_PV_STORE,
+  SET_PV_WALL_CLOCK,
   SET_PV_ZERO_ONLY,
   SET_PV_ZERO_STORE,
   SET_STORE,
@@ -95,7 +99,7 @@ export class X86 {
     this.ignoreMsrs = opts.ignoreMsrs ?? yes('kvm.ignore_msrs');
     this.reportIgnoredMsrs = opts.reportIgnoredMsrs ?? yes('kvm.report_ignored_msrs');
     this.log = opts.log ?? (() => undefined);
-    this.now = opts.now ?? (() => performance.now());
+    this.now = opts.now ?? performanceNow;
     const l7 = findCpuid(profile.supportedCpuid, 7, 0);
     const x1 = findCpuid(profile.supportedCpuid, 0x80000001, 0);
     this.hostLa57 = l7 !== undefined && ((l7.ecx >>> 16) & 1) === 1;
@@ -214,9 +218,11 @@ export class X86 {
         return GET_LOAD; // host reads are never gated
       case M.MSR_KVM_ASYNC_PF_ACK:
         return GET_PV_ZERO | PV_PARAM | (M.KVM_FEATURE_ASYNC_PF_INT << 8);
-      case M.MSR_IA32_TSC:
       case M.MSR_KVM_WALL_CLOCK:
+        return GET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE << 8);
       case M.MSR_KVM_WALL_CLOCK_NEW:
+        return GET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE2 << 8);
+      case M.MSR_IA32_TSC:
       case M.MSR_IA32_XSS:
         return FAST_SLOW;
       default:
@@ -255,14 +261,16 @@ export class X86 {
         return SET_PV_ZERO_STORE | PV_PARAM | (pvFeatureOf(index) << 8);
       case M.MSR_KVM_ASYNC_PF_ACK:
         return SET_PV_ZERO_ONLY | PV_PARAM | (M.KVM_FEATURE_ASYNC_PF_INT << 8);
+      case M.MSR_KVM_WALL_CLOCK:
+        return SET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE << 8);
+      case M.MSR_KVM_WALL_CLOCK_NEW:
+        return SET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE2 << 8);
       case M.MSR_EFER:
       case M.MSR_IA32_XSS:
       case M.MSR_IA32_ARCH_CAPABILITIES:
       case M.MSR_IA32_PERF_CAPABILITIES:
       case M.MSR_IA32_TSC_ADJUST:
       case M.MSR_IA32_TSC:
-      case M.MSR_KVM_WALL_CLOCK:
-      case M.MSR_KVM_WALL_CLOCK_NEW:
       case M.MSR_KVM_ASYNC_PF_INT:
       case M.MSR_PLATFORM_INFO:
         return FAST_SLOW;
@@ -329,9 +337,9 @@ export class X86 {
     const top = hi >>> 15;
     return top !== 0 && top !== 0x1ffff;
   }
-  /** __canonical_address(hi) for the upper half: sign-extends from bit 47 (or 56). */
+  /** __canonical_address(hi) for the upper half: sign-extends from bit 47 (or 56); an int32. */
   canonicalHi(hi: number): number {
-    return this.hostLa57 ? ((hi << 7) >> 7) >>> 0 : ((hi << 16) >> 16) >>> 0;
+    return this.hostLa57 ? (hi << 7) >> 7 : (hi << 16) >> 16;
   }
 
   // ---- the guest TSC (kvm_get_msr_common MSR_IA32_TSC, kvm_synchronize_tsc) ----
@@ -351,8 +359,8 @@ export class X86 {
     return MSR_OK;
   }
   writeTsc(vcpu: Vcpu, lo: number, hi: number): void {
-    vcpu.tscBaseLo = lo;
-    vcpu.tscBaseHi = hi;
+    vcpu.tscBaseLo = lo >>> 0;
+    vcpu.tscBaseHi = hi >>> 0;
     vcpu.tscBaseAt = this.now();
   }
 
@@ -412,7 +420,7 @@ export class X86 {
     if (host && lo === 0 && hi === 0 && this.advertised.has(index)) return MSR_OK;
     if (!this.ignoreMsrs) return ret;
     if (this.reportIgnoredMsrs) {
-      this.log(`kvm: ignored ${op}: 0x${(index >>> 0).toString(16)} data 0x${(hi * TWO32 + lo).toString(16)}`);
+      this.log(`kvm: ignored ${op}: 0x${(index >>> 0).toString(16)} data 0x${((hi >>> 0) * TWO32 + (lo >>> 0)).toString(16)}`);
     }
     return MSR_OK;
   }
@@ -426,7 +434,7 @@ export class X86 {
     // Writes to immutable feature MSRs after KVM_RUN must match the current value.
     if (vcpu.hasRun && isImmutableFeatureMsr(index)) {
       const cur = this.scratch;
-      if (this.doGetMsr(vcpu, index, cur) !== MSR_OK || cur.lo !== lo || cur.hi !== hi) return -EINVAL;
+      if (this.doGetMsr(vcpu, index, cur) !== MSR_OK || (cur.lo | 0) !== (lo | 0) || (cur.hi | 0) !== (hi | 0)) return -EINVAL;
       return MSR_OK;
     }
     return this.accessWrite(vcpu, index, true, lo, hi);
@@ -564,7 +572,7 @@ export class X86 {
             // adjust_tsc_offset_guest: the guest's TSC moves by the difference.
             const cur = this.scratch;
             this.load(vcpu, index, cur);
-            this.addToTsc(vcpu, lo - cur.lo, hi - cur.hi);
+            this.addToTsc(vcpu, (lo >>> 0) - cur.lo, (hi >>> 0) - cur.hi);
           }
           this.store(vcpu, index, lo, hi);
         }
@@ -578,8 +586,8 @@ export class X86 {
           this.writeTsc(vcpu, lo, hi);
         } else {
           this.readTsc(vcpu, this.scratch);
-          const dLo = lo - this.scratch.lo;
-          const dHi = hi - this.scratch.hi;
+          const dLo = (lo >>> 0) - this.scratch.lo;
+          const dHi = (hi >>> 0) - this.scratch.hi;
           this.writeTsc(vcpu, lo, hi);
           // The guest's write also moves IA32_TSC_ADJUST by the same amount.
           this.load(vcpu, M.MSR_IA32_TSC_ADJUST, this.scratch);
@@ -621,7 +629,7 @@ export class X86 {
         if (!this.guestPvHas(vcpu, M.KVM_FEATURE_PV_EOI)) return MSR_UNSUPPORTED;
         // kvm_lapic_set_pv_eoi: 4-byte aligned address; when enabled it must be in a memslot.
         if ((lo & 0x2) !== 0) return MSR_ERR;
-        if ((lo & 1) !== 0 && !vcpu.vm.gpaRangeMapped(hi * TWO32 + ((lo & ~1) >>> 0), 1)) return MSR_ERR;
+        if ((lo & 1) !== 0 && !vcpu.vm.gpaRangeMapped((hi >>> 0) * TWO32 + ((lo & ~1) >>> 0), 1)) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_KVM_POLL_CONTROL:
         if (!this.guestPvHas(vcpu, M.KVM_FEATURE_POLL_CONTROL)) return MSR_UNSUPPORTED;
@@ -663,7 +671,7 @@ export class X86 {
       if ((lo & EFER_LME) !== 0 && !this.hasCap(vcpu, CAP.LM)) return MSR_ERR;
       if ((lo & EFER_NX) !== 0 && !this.hasCap(vcpu, CAP.NX)) return MSR_ERR;
     }
-    return this.store(vcpu, M.MSR_EFER, ((lo & ~EFER_LMA) | (cur.lo & EFER_LMA)) >>> 0, 0);
+    return this.store(vcpu, M.MSR_EFER, (lo & ~EFER_LMA) | (cur.lo & EFER_LMA), 0);
   }
 
   /** kvm_pv_enable_async_pf. */
@@ -675,7 +683,7 @@ export class X86 {
     // The value is stored before the GPA is checked, so a failed enable still changes it.
     this.store(vcpu, M.MSR_KVM_ASYNC_PF_EN, lo, hi);
     if ((lo & 1) === 0) return MSR_OK;
-    const gpa = hi * TWO32 + ((lo & ~0x3f) >>> 0);
+    const gpa = (hi >>> 0) * TWO32 + ((lo & ~0x3f) >>> 0);
     return vcpu.vm.gpaRangeMapped(gpa, 8) ? MSR_OK : MSR_ERR;
   }
 
@@ -700,6 +708,10 @@ export function isImmutableFeatureMsr(index: number): boolean {
 }
 
 /** The K7 and P6 PMU MSRs kvm_get/set_msr_common fall back on when the vPMU does not own them. */
+function performanceNow(): number {
+  return performance.now();
+}
+
 function isLegacyPmuMsr(index: number): boolean {
   return (
     (index >= M.MSR_K7_EVNTSEL0 && index <= M.MSR_K7_PERFCTR3) ||

@@ -5,7 +5,7 @@
 // KVM_MSR_RET_UNSUPPORTED for what they do not handle.
 import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE } from '../kvm/fast-path.js';
 import { findCpuid } from '../kvm/profile.js';
-import * as M from '../kvm/msr-index.js';
+import { M } from '../kvm/msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/msr-ret.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VendorOps } from '../kvm/vendor.js';
