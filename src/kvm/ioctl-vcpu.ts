@@ -6,6 +6,7 @@ import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CAP, KVMIO } from '../abi/kvm-ioctls.js';
 import { KVM_CPUID_ENTRY2_LAYOUT, KVM_CPUID2_LAYOUT, KVM_ENABLE_CAP_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './cpuid-caps.js';
+import { completeMsrExit } from './guest-msr.js';
 import type { Kvm } from './kvm.js';
 import { MSR_IO_GET, MSR_IO_SET } from './msr-io.js';
 import { findCpuid } from './profile.js';
@@ -32,7 +33,9 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
     case I.KVM_GET_TSC_KHZ:
       return vcpu.tscKhz;
     case I.KVM_RUN:
-      // kvmsr runs no guest code; what it can know is that the vCPU has now run.
+      // KVM_RUN first completes a pending MSR exit (complete_userspace_io); kvmsr runs no guest
+      // code after that, and what it can know is that the vCPU has now run.
+      completeMsrExit(vcpu);
       vcpu.hasRun = true;
       return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
     default:

@@ -5,6 +5,7 @@ import { ioctlName } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
 import { FD_SYSTEM, FD_VCPU, FD_VM, type KvmFile } from './files.js';
+import { completeMsrExit, guestRdmsr, guestWrmsr, type GuestMsrResult } from './guest-msr.js';
 import { systemIoctl } from './ioctl-system.js';
 import { vfsIoctl } from './ioctl-vfs.js';
 import { vcpuIoctl } from './ioctl-vcpu.js';
@@ -118,6 +119,35 @@ export class Kvm {
     if (f.kind !== FD_VCPU) return -EINVAL;
     f.vcpu.hasRun = true;
     return 0;
+  }
+
+  /** The guest executes RDMSR: the value, a #GP, a userspace exit, or an error from KVM_RUN. */
+  rdmsr(vcpuFd: number, index: number): GuestMsrResult {
+    const v = this.vcpuOf(vcpuFd);
+    if (!v) return { kind: 'error', errno: EBADF };
+    return guestRdmsr(this.x86, v, index >>> 0, this.out);
+  }
+
+  /** The guest executes WRMSR. */
+  wrmsr(vcpuFd: number, index: number, value: bigint): GuestMsrResult {
+    const v = this.vcpuOf(vcpuFd);
+    if (!v) return { kind: 'error', errno: EBADF };
+    return guestWrmsr(this.x86, v, index >>> 0, value);
+  }
+
+  /** The vCPU's kvm_run page (what mmap of the vCPU fd shows at offset 0). */
+  runPage(vcpuFd: number): Uint8Array | undefined {
+    return this.vcpuOf(vcpuFd)?.run;
+  }
+
+  /**
+   * Resumes a vCPU stopped at an MSR exit, as KVM_RUN does before re-entering the guest: reads
+   * run->msr.error (and run->msr.data for RDMSR) and returns what the guest sees. Null when no MSR
+   * exit is pending.
+   */
+  completeMsrExit(vcpuFd: number): GuestMsrResult | null {
+    const v = this.vcpuOf(vcpuFd);
+    return v ? completeMsrExit(v) : null;
   }
 
   /** The vCPU behind an fd, for the guest-path API and tests. */

@@ -22,6 +22,10 @@ export class Vcpu {
   tscBaseLo = 0;
   tscBaseHi = 0;
   tscBaseAt = 0;
+  /** The kvm_run page userspace would mmap from the vCPU fd (the MSR exit fields live here). */
+  readonly run = new Uint8Array(4096);
+  /** KVM_EXIT_X86_RDMSR/WRMSR while an MSR exit waits for userspace to complete it; else 0. */
+  pendingMsrExit = 0;
   /** The vCPU's TSC frequency (KVM_GET_TSC_KHZ); the host's until KVM_SET_TSC_KHZ. */
   tscKhz = 0;
 
