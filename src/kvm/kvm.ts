@@ -15,6 +15,7 @@ import type { MsrValue } from './msr-ret.js';
 import { isValidatedProfile, parseProfile, type HostProfile } from './profile.js';
 import { ArgResolver, type IoctlArg } from './user-arg.js';
 import { Vcpu } from './vcpu.js';
+import type { VendorOps } from './vendor.js';
 import { vendorFor } from './vendors.js';
 import { Vm } from './vm.js';
 import { X86, type X86Options } from './x86.js';
@@ -24,6 +25,8 @@ export interface KvmOptions extends X86Options {
   profile?: HostProfile | unknown;
   /** The emulated user address space pointer arguments resolve through. */
   memory?: UserMemory;
+  /** Vendor rules to use instead of the ones the profile's vendor module names (for experiments and tests). */
+  vendor?: VendorOps;
 }
 
 /** An ioctl kvmsr received but does not model, so it cannot know the kernel's answer. */
@@ -66,7 +69,7 @@ export class Kvm {
   constructor(opts: KvmOptions = {}) {
     const p = opts.profile ?? defaultProfile();
     this.profile = isHostProfile(p) ? p : parseProfile(p);
-    this.x86 = new X86(this.profile, vendorFor(this.profile.host.vendorModule), opts);
+    this.x86 = new X86(this.profile, opts.vendor ?? vendorFor(this.profile.host.vendorModule), opts);
     this.memory = opts.memory ?? new UserMemory();
     this.args = new ArgResolver(this.memory);
     this.msrIndexListBytes = u32Bytes(this.profile.msrIndexList);
