@@ -1,0 +1,139 @@
+// The capture format, kvmsr's own recorder, and replay: a recorded session replays clean; an
+// altered capture is caught at exactly the altered entry; what kvmsr cannot know is counted apart;
+// malformed files get an error naming the file, line and field.
+import { describe, expect, test } from 'vitest';
+import { encodeCpuid2, encodeEnableCap, encodeMsrFilter, encodeMsrList, encodeMsrs } from '../src/abi/codecs.js';
+import * as I from '../src/abi/kvm-ioctls.js';
+import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
+import { KvmRecorder } from '../src/capture/kvm-recorder.js';
+import { CaptureFormatError, parseCapture, recordLine, parseRecord } from '../src/capture/format.js';
+import { replay } from '../src/capture/replay.js';
+import { Kvm } from '../src/kvm/kvm.js';
+
+/** A session like a VMM's save: lists, CPUID, filter, reads, write-back, a run, reads again. */
+function session(): KvmRecorder {
+  const kvm = new Kvm();
+  const rec = new KvmRecorder(kvm);
+  const sys = kvm.open('/dev/kvm');
+  const l0 = encodeMsrList(0);
+  rec.ioctl(sys, I.KVM_GET_MSR_INDEX_LIST, l0);
+  const list = encodeMsrList(64);
+  rec.ioctl(sys, I.KVM_GET_MSR_INDEX_LIST, list);
+  rec.ioctl(sys, I.KVM_GET_MSR_FEATURE_INDEX_LIST, encodeMsrList(8));
+  rec.ioctl(sys, I.KVM_GET_MSRS, encodeMsrs([0x8b, 0x10a, 0x345, 0xce].map((index) => ({ index, data: 0n }))));
+  const vm = rec.ioctl(sys, I.KVM_CREATE_VM, 0);
+  rec.ioctl(vm, I.KVM_CREATE_IRQCHIP, 0);
+  rec.ioctl(vm, I.KVM_ENABLE_CAP, encodeEnableCap(KVM_CAP.X86_USER_SPACE_MSR, [7n]));
+  const bitmap = new Uint8Array(8).fill(0xff);
+  kvm.memory.map(0x50000, bitmap);
+  rec.ioctl(vm, I.KVM_X86_SET_MSR_FILTER, encodeMsrFilter({ flags: 0, ranges: [{ flags: 1, nmsrs: 64, base: 0x270, bitmap: 0x50000n }] }));
+  const vcpus = [0, 1].map((id) => rec.ioctl(vm, I.KVM_CREATE_VCPU, id));
+  const n = kvm.profile.supportedCpuid.length;
+  const cpuid = encodeCpuid2([], n, n);
+  kvm.ioctl(sys, I.KVM_GET_SUPPORTED_CPUID, cpuid);
+  const indices = kvm.profile.msrIndexList;
+  for (const v of vcpus) {
+    rec.ioctl(v, I.KVM_SET_CPUID2, cpuid);
+    const b = encodeMsrs(indices.map((index) => ({ index, data: 0n })));
+    rec.ioctl(v, I.KVM_GET_MSRS, b);
+    rec.ioctl(v, I.KVM_SET_MSRS, b);
+    rec.ioctl(v, I.KVM_SET_MSRS, encodeMsrs([{ index: 0x277, data: 0x0606060606060606n }, { index: 0x12345678, data: 1n }]));
+    rec.ioctl(v, I.KVM_GET_MSRS, encodeMsrs([0x277, 0x12345678, 0x1a0].map((index) => ({ index, data: 7n }))));
+  }
+  rec.ioctl(vcpus[0]!, I.KVM_RUN, 0);
+  // The guest "wrote" PAT while it ran: the real kernel would now read something kvmsr cannot know.
+  kvm.vcpuOf(vcpus[0]!)!.set(0x277, 0x0000000000000007n);
+  rec.ioctl(vcpus[0]!, I.KVM_GET_MSRS, encodeMsrs([0x277, 0x1a0].map((index) => ({ index, data: 0n }))));
+  rec.close(vcpus[1]!);
+  return rec;
+}
+
+describe('capture format', () => {
+  test('records round-trip through their JSON line', () => {
+    const c = parseCapture(session().text(), 's.jsonl');
+    expect(c.error).toBeUndefined();
+    for (const r of c.records) expect(parseRecord(recordLine(r), 'x', 2)).toEqual(r);
+    expect(c.header.vendorModule).toBe('kvm_pvm');
+    expect(c.records.some((r) => r.name === 'KVM_X86_SET_MSR_FILTER' && r.extra?.[0]?.length === 8)).toBe(true);
+  });
+});
+
+describe('replay', () => {
+  test('a kvmsr session replays with no divergence; what kvmsr cannot know is counted apart', () => {
+    const r = replay(parseCapture(session().text(), 's.jsonl'));
+    expect(r.divergences).toEqual([]);
+    expect(r.msrIoctls).toBeGreaterThan(10);
+    expect(r.entries).toBeGreaterThan(80);
+    // The post-run PAT was adopted, not compared, and the output says so.
+    expect(r.adopted).toBe(1);
+    expect(r.rules.some((s) => s.includes('cannot know') && s.includes('the guest ran'))).toBe(true);
+  });
+
+  test('an altered value on a vCPU that never ran is caught at exactly that entry', () => {
+    const lines = session().text().split('\n');
+    // Change the PAT value the kernel "returned" in vCPU 1's last GET (0x277 is entry 0).
+    const i = lines.findLastIndex((l) => l.includes('"KVM_GET_MSRS"') && l.includes('"vcpuId":1'));
+    const rec = JSON.parse(lines[i]!) as { out: string };
+    rec.out = rec.out.slice(0, 32) + '0700000000000000' + rec.out.slice(48);
+    lines[i] = JSON.stringify(rec);
+    const r = replay(parseCapture(lines.join('\n'), 'altered.jsonl'));
+    expect(r.divergences).toHaveLength(1);
+    const d = r.divergences[0]!;
+    expect(d.what).toEqual(['entry 0 differs']);
+    expect(d.entries[0]).toMatchObject({ name: '0x277 IA32_CR_PAT', expected: '0x7', actual: '0x606060606060606', differs: true });
+    expect(d.entries.filter((e) => e.differs)).toHaveLength(1);
+  });
+
+  test('an altered return value is caught even on a vCPU that ran', () => {
+    const lines = session().text().split('\n');
+    const i = lines.findLastIndex((l) => l.includes('"KVM_GET_MSRS"') && l.includes('"vcpuId":0'));
+    lines[i] = lines[i]!.replace('"ret":2', '"ret":1');
+    const r = replay(parseCapture(lines.join('\n'), 'altered.jsonl'), { continueOnDivergence: true });
+    expect(r.divergences.map((d) => d.what[0])).toEqual(['returned 2 where the kernel returned 1']);
+  });
+
+  test('a replay stops at the first divergence unless asked to go on', () => {
+    const lines = session().text().split('\n');
+    const idx = lines.map((l, i) => (l.includes('"KVM_SET_MSRS"') ? i : -1)).filter((i) => i >= 0);
+    for (const i of idx.slice(0, 2)) lines[i] = lines[i]!.replace(/"ret":(\d+)/, (_m, d: string) => `"ret":${Number(d) + 1}`);
+    const text = lines.join('\n');
+    expect(replay(parseCapture(text, 'a')).divergences).toHaveLength(1);
+    expect(replay(parseCapture(text, 'a'), { continueOnDivergence: true }).divergences).toHaveLength(2);
+  });
+});
+
+describe('malformed captures', () => {
+  const good = (): string[] => session().text().split('\n');
+  test.each([
+    ['an empty file', () => '', 1, '(header)'],
+    ['a header that is not JSON', () => '{"format":', 1, '(line)'],
+    ['another format', () => '{"format":"pcap","version":1}', 1, 'format'],
+    ['a future version', () => good()[0]!.replace('"version":1', '"version":9'), 1, 'version'],
+  ])('%s: the header error names file, line and field', (_what, make, line, field) => {
+    try {
+      parseCapture(make(), 'bad.jsonl');
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(CaptureFormatError);
+      expect(e).toMatchObject({ file: 'bad.jsonl', line, field });
+    }
+  });
+  test.each([
+    ['a truncated last line', (l: string[]) => { l[l.length - 2] = l[l.length - 2]!.slice(0, 20); }, '(line)'],
+    ['a bad hex field', (l: string[]) => { const i = l.findIndex((x) => x.includes('"out":"')); l[i] = l[i]!.replace(/"out":"[0-9a-f]{2}/, '"out":"zz'); }, 'out'],
+    ['an unknown fd kind', (l: string[]) => { l[3] = l[3]!.replace('"fdKind":"system"', '"fdKind":"disk"'); }, 'fdKind'],
+    ['a request that is not hex', (l: string[]) => { l[3] = l[3]!.replace(/"request":"0x[0-9a-f]+"/, '"request":"KVM_GET_MSRS"'); }, 'request'],
+    ['seq going backwards', (l: string[]) => { l[4] = l[4]!.replace(/"seq":\d+/, '"seq":0'); }, 'seq'],
+    ['in and out of different lengths', (l: string[]) => { l[3] = l[3]!.replace(/"out":"([0-9a-f]*)"/, '"out":"$100"'); }, 'out'],
+  ])('%s: parsing stops there, keeps what came before, and names line and field', (_what, mutate, field) => {
+    const l = good();
+    mutate(l);
+    const c = parseCapture(l.join('\n'), 'bad.jsonl');
+    expect(c.error).toBeInstanceOf(CaptureFormatError);
+    expect(c.error!.field).toBe(field);
+    expect(c.records.length).toBe(c.error!.line - 2);
+    expect(c.error!.message).toMatch(new RegExp(`^bad\\.jsonl:${c.error!.line}: ${field.replace(/[()]/g, '\\$&')}: `));
+    // Replay of what was kept still runs.
+    expect(() => replay(c)).not.toThrow();
+  });
+});
