@@ -1,6 +1,6 @@
 // The kvmsr command line, run in-process and (when built) as the installed bin.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test, vi } from 'vitest';
@@ -82,5 +82,65 @@ describe('kvmsr CLI', () => {
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)[0].ok).toBe(true);
     expect(spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' }).stdout).toContain('Usage: kvmsr');
+  });
+});
+
+describe('kvmsr replay, decode and record', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kvmsr-cli-cap-'));
+  const make = async (): Promise<string> => {
+    const { Kvm } = await import('../src/kvm/kvm.js');
+    const { KvmRecorder } = await import('../src/capture/kvm-recorder.js');
+    const I = await import('../src/abi/kvm-ioctls.js');
+    const kvm = new Kvm();
+    const rec = new KvmRecorder(kvm);
+    const sys = kvm.open('/dev/kvm');
+    const vm = rec.ioctl(sys, I.KVM_CREATE_VM, 0);
+    const vcpu = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+    const b = encodeMsrs(kvm.profile.msrIndexList.map((index) => ({ index, data: 0n })));
+    rec.ioctl(vcpu, I.KVM_GET_MSRS, b);
+    rec.ioctl(vcpu, I.KVM_SET_MSRS, b);
+    const f = join(dir, `s${Math.random().toString(16).slice(2)}.jsonl`);
+    writeFileSync(f, rec.text());
+    return f;
+  };
+  test('replay says OK with the counts and exits 0; --json carries the same', async () => {
+    const f = await make();
+    const r = run(['replay', f]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^OK: 4 ioctls \(2 MSR ioctls, 82 entries\), 0 divergences/m);
+    expect(r.out).toContain('IA32_TSC compared by rule');
+    const j = JSON.parse(run(['replay', f, '--json']).out) as { divergences: unknown[]; entries: number };
+    expect(j.divergences).toEqual([]);
+    expect(j.entries).toBe(82);
+  });
+  test('replay of an altered capture exits 1 and shows the entry with names and both values', async () => {
+    const f = await make();
+    const lines = readFileSync(f, 'utf8').split('\n');
+    const i = lines.findIndex((l) => l.includes('"KVM_GET_MSRS"'));
+    // Entry 9 is IA32_CR_PAT (0x277): make the kernel have read 0x6.
+    lines[i] = lines[i]!.replace(/"out":"([0-9a-f]*)"/, (_m, hex: string) => `"out":"${hex.slice(0, 8 * 2 + 9 * 32 + 16)}0600000000000000${hex.slice(8 * 2 + 9 * 32 + 32)}"`);
+    writeFileSync(f, lines.join('\n'));
+    const r = run(['replay', f]);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('DIVERGENCE at seq 2: KVM_GET_MSRS on vcpu (vCPU 0)');
+    expect(r.out).toMatch(/> 0x277 IA32_CR_PAT\s+0x6\s+0x7040600070406/);
+  });
+  test('a malformed capture names file, line and field; a missing one is a clear error', async () => {
+    const f = await make();
+    writeFileSync(f, readFileSync(f, 'utf8').replace('"fdKind":"vcpu"', '"fdKind":"gpu"'));
+    const r = run(['replay', f]);
+    expect(r.out).toMatch(new RegExp(`warning: ${f.replace(/[.]/g, '\\.')}:\\d+: fdKind: expected system, vm or vcpu`));
+    expect(run(['replay', join(dir, 'none.jsonl')]).err).toContain('cannot read capture');
+    writeFileSync(join(dir, 'h.jsonl'), '{"format":"kvmsr-capture","version":7}\n');
+    expect(run(['replay', join(dir, 'h.jsonl')]).err).toContain('h.jsonl:1: version: expected 1');
+  });
+  test('decode shows capture records with decoded entries', async () => {
+    const f = await make();
+    const r = run(['decode', f, '--seq', '2']);
+    expect(r.out).toContain('#2 vcpu vcpu 0');
+    expect(r.out).toMatch(/\[9\] 0x277 IA32_CR_PAT\s+0x0 -> 0x7040600070406/);
+  });
+  test('record refuses without a command', () => {
+    expect(run(['record', '-o', join(dir, 'x.jsonl')]).code).not.toBe(0);
   });
 });

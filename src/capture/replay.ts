@@ -27,6 +27,8 @@ export interface ReplayOptions {
 export interface EntryView {
   index: number;
   name: string;
+  /** The index the kernel's bytes hold there, when it is not the one kvmsr's hold. */
+  expectedName?: string;
   expected: string;
   actual: string;
   differs: boolean;
@@ -72,9 +74,9 @@ export function profileForCapture(c: ParsedCapture): HostProfile | undefined {
 }
 
 export function replay(c: ParsedCapture, opts: ReplayOptions = {}): ReplayResult {
-  const t0 = performance.now();
   const profile = opts.profile ?? profileForCapture(c);
   const kvm = new Kvm(profile ? { profile } : {});
+  const t0 = performance.now();
   const fds = new Map<number, number>(); // recorded fd -> kvmsr fd
   const vms = new Map<number, number>(); // recorded VM id -> kvmsr VM fd
   /** vCPUs (kvmsr fds) whose values kvmsr cannot know: the guest ran, or unmodeled state was set. */
@@ -234,13 +236,15 @@ function around(mine: Uint8Array, real: Uint8Array, at: number): EntryView[] {
   for (let i = Math.max(0, at - 3); i < Math.min(a.length, at + 4); i++) {
     const ea = a[i]!;
     const eb = b[i]!;
-    out.push({
+    const v: EntryView = {
       index: ea.index,
       name: msrLabel(ea.index),
       expected: hex64(eb.data),
       actual: hex64(ea.data),
       differs: ea.data !== eb.data || ea.index !== eb.index || ea.reserved !== eb.reserved,
-    });
+    };
+    if (ea.index !== eb.index) v.expectedName = msrLabel(eb.index);
+    out.push(v);
   }
   return out;
 }

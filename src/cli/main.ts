@@ -3,7 +3,13 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { SingleBar, Presets } from 'cli-progress';
+import { gunzipSync } from 'node:zlib';
 import { decodeMsrList, decodeMsrs, encodeMsrList, encodeMsrs } from '../abi/codecs.js';
+import { errnoName } from '../abi/errno.js';
+import { parseCapture, type ParsedCapture } from '../capture/format.js';
+import { recordCommand } from '../capture/recorder-lib.js';
+import { replay } from '../capture/replay.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
@@ -110,7 +116,8 @@ function readHexOrFile(input: string): Uint8Array {
   return fromHex(input);
 }
 
-function cmdDecode(input: string, opts: { json?: boolean; as?: string }): void {
+function cmdDecode(input: string, opts: { json?: boolean; as?: string; seq?: string }): void {
+  if (existsSync(input) && isCaptureFile(input)) return decodeCapture(input, opts);
   const bytes = readHexOrFile(input);
   const kind = opts.as ?? guessKind(bytes);
   if (kind === 'msrs') {
@@ -134,6 +141,34 @@ function cmdDecode(input: string, opts: { json?: boolean; as?: string }): void {
   }
 }
 
+function isCaptureFile(file: string): boolean {
+  const raw = readFileSync(file);
+  if (raw[0] === 0x1f && raw[1] === 0x8b) return true;
+  return raw.subarray(0, 64).toString('utf8').startsWith('{"format":"kvmsr-capture"');
+}
+
+function decodeCapture(file: string, opts: { json?: boolean; seq?: string }): void {
+  const c = readCapture(file);
+  const want = opts.seq === undefined ? undefined : Number(opts.seq);
+  if (want !== undefined && !Number.isInteger(want)) throw new CliError(`--seq takes a record number, not '${opts.seq}'`);
+  const recs = c.records.filter((r) => want === undefined || r.seq === want);
+  const view = recs.map((r) => {
+    const isMsrs = (r.request === I.KVM_GET_MSRS || r.request === I.KVM_SET_MSRS) && r.in && r.in.length >= 8;
+    const entries = isMsrs ? decodeMsrs(r.in!).entries.map((e, i) => ({ index: hex(e.index), name: msrName(e.index) ?? null, in: hex(e.data), out: r.out ? hex(decodeMsrs(r.out).entries[i]?.data ?? 0n) : null })) : undefined;
+    return { seq: r.seq, tid: r.tid, fd: r.fd, fdKind: r.fdKind, vcpuId: r.vcpuId, op: r.op ?? 'ioctl', name: r.name, arg: r.arg, ret: r.ret, errno: r.errno, entries };
+  });
+  print(!!opts.json, { header: c.header, records: view, formatError: c.error?.message ?? null }, () =>
+    [
+      `capture: ${c.header.recorder}; ${c.header.vendorModule} on ${c.header.kernel} (${c.header.cpuModel})`,
+      ...view.flatMap((v) => [
+        `#${v.seq} ${v.fdKind}${v.vcpuId !== undefined ? ` vcpu ${v.vcpuId}` : ''} fd ${v.fd}: ${v.op === 'close' ? 'close' : v.name}${v.arg !== undefined ? `(${v.arg})` : ''} = ${v.ret}${v.errno ? ` (${errnoName(v.errno)})` : ''}`,
+        ...(v.entries ?? []).map((e, i) => `    [${i}] ${msrLabel(Number(e.index)).padEnd(34)} ${e.in} -> ${e.out}`),
+      ]),
+      ...(c.error ? [`warning: ${c.error.message}`] : []),
+    ].join('\n'),
+  );
+}
+
 /** A kvm_msrs buffer is 8 + 16n bytes with nmsrs = n; a kvm_msr_list is 4 + 4n. */
 function guessKind(b: Uint8Array): string {
   if (b.length >= 8) {
@@ -143,6 +178,89 @@ function guessKind(b: Uint8Array): string {
     if ((b.length - 8) % 16 === 0) return 'msrs';
   }
   return 'list';
+}
+
+function readCapture(file: string): ParsedCapture {
+  let raw: Buffer;
+  try {
+    raw = readFileSync(file);
+  } catch (e) {
+    throw new CliError(`cannot read capture ${file}: ${(e as Error).message}`);
+  }
+  let text: string;
+  try {
+    text = (raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw) : raw).toString('utf8');
+  } catch (e) {
+    throw new CliError(`${file}: not a readable gzip file: ${(e as Error).message}`);
+  }
+  try {
+    return parseCapture(text, file);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
+
+function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; profile?: string }): number {
+  const c = readCapture(file);
+  const total = c.records.length;
+  const tty = !opts.json && process.stderr.isTTY === true && total > 2000;
+  const bar = tty ? new SingleBar({ format: 'replay [{bar}] {value}/{total} records', stream: process.stderr }, Presets.shades_classic) : null;
+  bar?.start(total, 0);
+  const r = replay(c, {
+    ...(opts.profile ? { profile: loadProfile(opts.profile) } : {}),
+    continueOnDivergence: !!opts.continue,
+    onProgress: (done) => bar?.update(done),
+  });
+  bar?.stop();
+  const summary = {
+    file,
+    header: c.header,
+    records: total,
+    ioctls: r.ioctls,
+    msrIoctls: r.msrIoctls,
+    entries: r.entries,
+    divergences: r.divergences,
+    comparedByRule: r.byRule,
+    adoptedUnknowable: r.adopted,
+    unknowable: r.unknowable,
+    rules: r.rules,
+    formatError: c.error ? c.error.message : null,
+    ms: Math.round(r.ms),
+    ioctlsPerSecond: Math.round(r.ioctls / Math.max(r.ms / 1000, 1e-9)),
+  };
+  print(!!opts.json, summary, () => {
+    const out: string[] = [];
+    if (c.error) out.push(`warning: ${c.error.message} (replayed the ${total} records before it)`);
+    for (const d of r.divergences) {
+      out.push(`DIVERGENCE at seq ${d.seq}: ${d.name} on ${d.fdKind}${d.vcpuId !== undefined ? ` (vCPU ${d.vcpuId})` : ''}`);
+      for (const w of d.what) out.push(`  ${w}`);
+      if (d.entries.length > 0) {
+        out.push(`  ${'entry'.padEnd(34)} ${'kernel'.padEnd(20)} kvmsr`);
+        for (const e of d.entries) {
+          const idx = e.expectedName ? ` (the kernel's bytes hold ${e.expectedName} here)` : '';
+          out.push(`${e.differs ? '> ' : '  '}${e.name.padEnd(34)} ${e.expected.padEnd(20)} ${e.actual}${idx}`);
+        }
+      }
+    }
+    for (const u of r.rules) out.push(`note: ${u}`);
+    if (r.unknowable.length > 0) out.push(`note: ${r.unknowable.length} ioctls kvmsr does not model, so their effects cannot be checked: ${[...new Set(r.unknowable.map((u) => u.name))].join(', ')}`);
+    out.push(
+      `${r.divergences.length === 0 ? 'OK' : 'DIVERGED'}: ${r.ioctls} ioctls (${r.msrIoctls} MSR ioctls, ${r.entries} entries), ` +
+        `${r.divergences.length} divergences, ${r.byRule} compared by rule, ${r.adopted} values adopted as unknowable; ` +
+        `${summary.ioctlsPerSecond} ioctls/s`,
+    );
+    return out.join('\n');
+  });
+  return r.divergences.length > 0 ? 1 : c.error ? 3 : 0;
+}
+
+function cmdRecord(command: string[], opts: { output: string }): number {
+  if (command.length === 0) throw new CliError('give the command to record after --, e.g. kvmsr record -o qemu.jsonl -- qemu-system-x86_64 ...');
+  try {
+    return recordCommand(opts.output, command);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
 }
 
 function cmdCapture(opts: { output?: string; json?: boolean }): void {
@@ -189,8 +307,27 @@ export function main(argv: string[]): number {
       if (v !== 'msrs' && v !== 'list') throw new InvalidArgumentError('msrs or list');
       return v;
     })
+    .option('--seq <n>', 'for a capture file: only the record with this sequence number')
     .option('--json', 'machine-readable output')
     .action((i: string, o) => cmdDecode(i, o));
+  program
+    .command('replay')
+    .description('replay a capture on kvmsr and compare every return value and byte with the recorded kernel')
+    .argument('<capture>', 'a capture file (JSON Lines, optionally gzipped)')
+    .option('--profile <file>', 'replay on this host profile (default: the one in the capture, else the built-in one)')
+    .option('--continue', 'report every divergence, not just the first')
+    .option('--json', 'machine-readable output')
+    .action((f: string, o) => {
+      status = cmdReplay(f, o);
+    });
+  program
+    .command('record')
+    .description("run a command (a VMM) with the LD_PRELOAD recorder and write its MSR ioctls to a capture")
+    .requiredOption('-o, --output <file>', 'the capture file to append to')
+    .argument('<command...>', 'the command and its arguments (put them after --)')
+    .action((c: string[], o: { output: string }) => {
+      status = cmdRecord(c, o);
+    });
   const profile = program.command('profile').description('host profiles');
   profile
     .command('capture')
