@@ -112,18 +112,32 @@ export class X86 {
     this.tscKhz = profile.tscKhz;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
     this.eferAllowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | vendor.eferExtraBits(this);
-    if (opts.fastPath !== false) this.buildFastClasses();
+    if (opts.fastPath !== false) {
+      // The classes depend only on the profile and the vendor: build them once per pair.
+      let byVendor = FAST_TABLES.get(profile);
+      if (!byVendor) FAST_TABLES.set(profile, (byVendor = new WeakMap()));
+      const cached = byVendor.get(vendor);
+      if (cached) {
+        this.fastGet = cached.fastGet;
+        this.fastSet = cached.fastSet;
+        this.capMask = cached.capMask;
+        this.pvBit = cached.pvBit;
+      } else {
+        this.buildFastClasses();
+        byVendor.set(vendor, { fastGet: this.fastGet, fastSet: this.fastSet, capMask: this.capMask, pvBit: this.pvBit });
+      }
+    }
   }
 
   /** Fast-path class of a host read, per slot (fast-path.ts). */
-  readonly fastGet = new Uint8Array(SLOT_COUNT);
+  readonly fastGet: Uint8Array = new Uint8Array(SLOT_COUNT);
   /** Fast-path class of a host write, per slot, including __kvm_set_msr's checks. */
-  readonly fastSet = new Uint8Array(SLOT_COUNT);
+  readonly fastSet: Uint8Array = new Uint8Array(SLOT_COUNT);
 
   /** Per slot: the capability bit GET_LOAD_IF_CAP tests. */
-  readonly capMask = new Uint32Array(SLOT_COUNT);
+  readonly capMask: Uint32Array = new Uint32Array(SLOT_COUNT);
   /** Per slot: the PV feature bit GET_PV_LOAD/SET_PV_STORE test. */
-  readonly pvBit = new Uint8Array(SLOT_COUNT);
+  readonly pvBit: Uint8Array = new Uint8Array(SLOT_COUNT);
 
   private buildFastClasses(): void {
     for (let s = 0; s < SLOT_COUNT; s++) {
@@ -708,6 +722,14 @@ export function isImmutableFeatureMsr(index: number): boolean {
 }
 
 /** The K7 and P6 PMU MSRs kvm_get/set_msr_common fall back on when the vPMU does not own them. */
+interface FastTables {
+  fastGet: Uint8Array;
+  fastSet: Uint8Array;
+  capMask: Uint32Array;
+  pvBit: Uint8Array;
+}
+const FAST_TABLES = new WeakMap<HostProfile, WeakMap<VendorOps, FastTables>>();
+
 function performanceNow(): number {
   return performance.now();
 }
