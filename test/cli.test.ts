@@ -144,3 +144,13 @@ describe('kvmsr replay, decode and record', () => {
     expect(run(['record', '-o', join(dir, 'x.jsonl')]).code).not.toBe(0);
   });
 });
+
+describe('kvmsr conform', () => {
+  test('refuses, with the reason, where /dev/kvm is absent; rejects bad numbers', () => {
+    expect(run(['conform', '--cases', 'x']).err).toContain("--cases takes a whole number, not 'x'");
+    if (existsSync('/dev/kvm')) return;
+    const r = run(['conform']);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('needs /dev/kvm: /dev/kvm is absent');
+  });
+});

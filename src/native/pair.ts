@@ -3,8 +3,10 @@
 // and the rule is stated in the result.
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
 import * as I from '../abi/kvm-ioctls.js';
-import type { Kvm } from '../kvm/kvm.js';
 import type { RealKvm } from './real-kvm.js';
+
+/** Anything with open/close/ioctl on numbers and byte buffers: the real /dev/kvm or a Kvm. */
+export type KvmLike = RealKvm;
 
 /** A file descriptor on both sides. */
 export interface FdPair {
@@ -27,8 +29,8 @@ const MSR_IA32_TSC = 0x10;
 
 export class Pair {
   constructor(
-    readonly real: RealKvm,
-    readonly emu: Kvm,
+    readonly real: KvmLike,
+    readonly emu: KvmLike,
   ) {}
 
   open(): FdPair {
