@@ -32,6 +32,12 @@ const DEFS = {
   AMD_IBPB: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 12 },
   AMD_SSBD: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 24 },
   VIRT_SSBD: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 25 },
+  // SVM (svm-ops.ts)
+  TSCRATEMSR: { leaf: 0x8000000a, sub: 0, reg: 'edx', bit: 4 },
+  PERFCTR_CORE: { leaf: 0x80000001, sub: 0, reg: 'ecx', bit: 23 },
+  PERFMON_V2: { leaf: 0x80000022, sub: 0, reg: 'eax', bit: 0 },
+  AMD_IBRS: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 14 },
+  AMD_STIBP: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 15 },
 } as const satisfies Record<string, CapDef>;
 
 export type CapName = keyof typeof DEFS;

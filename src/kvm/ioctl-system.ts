@@ -34,13 +34,19 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
       return k.msrIo(null, MSR_IO_GET_FEATURE);
     case I.KVM_GET_SUPPORTED_CPUID:
       return supportedCpuid(k, arg);
+    case I.KVM_X86_GET_MCE_CAP_SUPPORTED: {
+      if (!a.resolve(arg) || a.avail < 8) return -EFAULT;
+      a.dv.setUint32(a.base, k.x86.supportedMceCapLo, true);
+      a.dv.setUint32(a.base + 4, k.x86.supportedMceCapHi, true);
+      return 0;
+    }
     default:
       return k.unmodeledOr(req, 'system', -EINVAL, SYSTEM_UNMODELED);
   }
 }
 
 /** Real system ioctls kvmsr does not model; anything else gets kvm_arch_dev_ioctl's -EINVAL. */
-const SYSTEM_UNMODELED = new Set<number>([I.KVM_GET_EMULATED_CPUID, I.KVM_X86_GET_MCE_CAP_SUPPORTED]);
+const SYSTEM_UNMODELED = new Set<number>([I.KVM_GET_EMULATED_CPUID]);
 
 /** KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST; `list` holds the indices as u32 LE bytes. */
 function msrListIoctl(k: Kvm, arg: IoctlArg, list: Uint8Array): number {

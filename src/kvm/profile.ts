@@ -36,6 +36,8 @@ export interface HostProfile {
   featureMsrs: ProfileMsr[];
   /** KVM_GET_SUPPORTED_CPUID. */
   supportedCpuid: CpuidEntry2[];
+  /** KVM_X86_GET_MCE_CAP_SUPPORTED, when recorded. */
+  mceCapSupported?: bigint;
   /** What each MSR reads on a fresh vCPU (no KVM_SET_CPUID2, no irqchip), one index per ioctl. */
   vcpuReset: ProfileMsr[];
 }
@@ -140,7 +142,7 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
     const f = (k: string): number => r.int(o[k], `supportedCpuid[${i}].${k}`);
     return { function: f('function'), index: f('index'), flags: f('flags'), eax: f('eax'), ebx: f('ebx'), ecx: f('ecx'), edx: f('edx') };
   });
-  return {
+  const p: HostProfile = {
     source,
     notes: typeof top['notes'] === 'string' ? top['notes'] : '',
     host: {
@@ -161,6 +163,8 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
     supportedCpuid: cpuid,
     vcpuReset: r.msrs(top['vcpuReset'], 'vcpuReset'),
   };
+  if (top['mceCapSupported'] !== undefined) p.mceCapSupported = r.u64(top['mceCapSupported'], 'mceCapSupported');
+  return p;
 }
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
@@ -185,6 +189,7 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
       eax: hex(e.eax), ebx: hex(e.ebx), ecx: hex(e.ecx), edx: hex(e.edx),
     })),
     vcpuReset: msrs(p.vcpuReset),
+    ...(p.mceCapSupported !== undefined ? { mceCapSupported: hex(p.mceCapSupported) } : {}),
   };
 }
 

@@ -10,6 +10,8 @@ export interface VendorOps {
   eferExtraBits(x86: X86): number;
   /** Whether the vendor registers TSC_AUX as a user-return MSR (kvm_is_supported_user_return_msr); undefined: the host has RDTSCP or RDPID. */
   readonly tscAuxUserReturn?: boolean;
+  /** kvm_caps.supported_mce_cap after the vendor's hardware_setup; default MCG_CTL_P | MCG_SER_P. */
+  readonly supportedMceCap?: bigint;
   /** False when the vendor cannot offset the guest TSC (PVM), so a host TSC write has no effect. */
   readonly tscOffsetHonored: boolean;
   /** Vendor part of vCPU creation and reset (vmx_vcpu_create/svm_vcpu_create/pvm_vcpu_create). */

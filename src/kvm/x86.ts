@@ -56,8 +56,21 @@ const EFER_NX = 1 << 11;
 const TWO32 = 4294967296;
 /** How long before performance.now()'s origin this machine booted, in ms. */
 const HOST_BOOT_AGO_MS = Math.max(0, uptime() * 1000 - performance.now());
-const PAT_DEFAULT_LO = 0x00070406;
-const PAT_DEFAULT_HI = 0x00070406;
+/** KVM_MAX_MCE_BANKS: a new vCPU's MCG_CAP until KVM_X86_SETUP_MCE. */
+const KVM_MAX_MCE_BANKS = 32;
+const MCG_CTL_P = 1 << 8;
+/** kvm_caps.supported_mce_cap before the vendor adds to it: MCG_CTL_P | MCG_SER_P. */
+const DEFAULT_MCE_CAP = 0x1000100n;
+const MCG_CMCI_P = 1 << 10;
+/** Reset values the kernel sets itself (kvm_arch_vcpu_create, kvm_vcpu_reset). */
+const RESET_DEFAULTS: ReadonlyArray<readonly [number, bigint]> = [
+  [M.MSR_IA32_CR_PAT, 0x0007040600070406n],
+  [M.MSR_IA32_MISC_ENABLE, 0x1800n], // PEBS_UNAVAIL | BTS_UNAVAIL
+  [M.MSR_PLATFORM_INFO, 0x80000000n], // CPUID_FAULT, KVM_X86_QUIRK_STUFF_FEATURE_MSRS
+  [M.MSR_KVM_POLL_CONTROL, 1n],
+  [M.MSR_IA32_MCG_CAP, BigInt(KVM_MAX_MCE_BANKS)],
+  [M.MSR_IA32_SMBASE, 0x30000n],
+];
 
 export class X86 {
   readonly advertised: MsrSet;
@@ -78,6 +91,9 @@ export class X86 {
   readonly tscKhz: number;
   /** The EFER bits set_efer accepts (the complement of efer_reserved_bits). */
   readonly eferAllowed: number;
+  /** kvm_caps.supported_mce_cap (KVM_X86_GET_MCE_CAP_SUPPORTED). */
+  readonly supportedMceCapLo: number;
+  readonly supportedMceCapHi: number;
   /** The guest_cpu_cap_has bits KVM supports (from KVM_GET_SUPPORTED_CPUID). */
   readonly supportedCapBits: number;
   private readonly log: (line: string) => void;
@@ -94,7 +110,18 @@ export class X86 {
     this.advertised = new MsrSet(profile.msrIndexList);
     this.featureList = new MsrSet(profile.featureMsrs.map((m) => m.index));
     for (const m of profile.featureMsrs) storeU64(this.featureValues, m.index, m.value ?? 0n);
-    for (const m of profile.vcpuReset) if (m.value !== null) storeU64(this.resetValues, m.index, m.value);
+    // What kvm_arch_vcpu_create and kvm_vcpu_reset give a new vCPU, then what the profile recorded.
+    for (const [index, v] of RESET_DEFAULTS) storeU64(this.resetValues, index, v);
+    for (const index of [M.MSR_IA32_ARCH_CAPABILITIES, M.MSR_IA32_PERF_CAPABILITIES]) {
+      // KVM_X86_QUIRK_STUFF_FEATURE_MSRS: the vCPU starts with the feature values (hidden until
+      // its CPUID allows reading them).
+      const f = profile.featureMsrs.find((m) => m.index === index);
+      if (f?.value != null) storeU64(this.resetValues, index, f.value);
+    }
+    for (const m of profile.vcpuReset) {
+      const gated = m.index === M.MSR_IA32_ARCH_CAPABILITIES || m.index === M.MSR_IA32_PERF_CAPABILITIES;
+      if (m.value !== null && !gated) storeU64(this.resetValues, m.index, m.value);
+    }
     const yes = (k: string): boolean => ['Y', 'y', '1'].includes(profile.host.moduleParams[k] ?? 'N');
     this.ignoreMsrs = opts.ignoreMsrs ?? yes('kvm.ignore_msrs');
     this.reportIgnoredMsrs = opts.reportIgnoredMsrs ?? yes('kvm.report_ignored_msrs');
@@ -111,6 +138,9 @@ export class X86 {
     this.supportedPerfCapHi = Number(pc >> 32n);
     this.tscKhz = profile.tscKhz;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
+    const mce = profile.mceCapSupported ?? vendor.supportedMceCap ?? DEFAULT_MCE_CAP;
+    this.supportedMceCapLo = Number(mce & 0xffffffffn);
+    this.supportedMceCapHi = Number(mce >> 32n);
     this.eferAllowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | vendor.eferExtraBits(this);
     if (opts.fastPath !== false) {
       // The classes depend only on the profile and the vendor: build them once per pair.
@@ -196,7 +226,14 @@ export class X86 {
   /** Fast-path read classes of what kvm_get_msr_common does for the host. */
   commonFastGetClass(index: number): number {
     if (isLegacyPmuMsr(index)) return GET_ZERO;
+    if (isMceBankMsr(index)) return FAST_SLOW;
     switch (index) {
+      case M.MSR_IA32_SMBASE:
+      case M.MSR_IA32_MCG_CAP:
+        return GET_LOAD;
+      case M.MSR_IA32_P5_MC_ADDR:
+      case M.MSR_IA32_P5_MC_TYPE:
+        return GET_ZERO;
       case M.MSR_IA32_UCODE_REV:
       case M.MSR_IA32_CR_PAT:
       case M.MSR_IA32_TSC_ADJUST:
@@ -247,7 +284,10 @@ export class X86 {
   /** Fast-path write classes of what kvm_set_msr_common does for the host. */
   commonFastSetClass(index: number): number {
     if (isLegacyPmuMsr(index)) return SET_DROP;
+    if (isMceBankMsr(index)) return FAST_SLOW;
     switch (index) {
+      case M.MSR_IA32_SMBASE:
+        return SET_STORE;
       case M.MSR_IA32_MISC_ENABLE:
       case M.MSR_IA32_POWER_CTL:
       case M.MSR_IA32_MCG_STATUS:
@@ -301,11 +341,6 @@ export class X86 {
   // ---- kvm_arch_vcpu_create / kvm_vcpu_reset / kvm_arch_vcpu_postcreate ----
   initVcpu(vcpu: Vcpu): void {
     vcpu.msrs.set(this.resetValues);
-    const s = slotOf(M.MSR_IA32_CR_PAT) * 2;
-    if (vcpu.msrs[s] === 0 && vcpu.msrs[s + 1] === 0) {
-      vcpu.msrs[s] = PAT_DEFAULT_LO;
-      vcpu.msrs[s + 1] = PAT_DEFAULT_HI;
-    }
     vcpu.tscKhz = this.tscKhz;
     this.vendor.vcpuCreate(this, vcpu);
     // kvm_synchronize_tsc(vcpu, NULL): a vCPU created within a second of the VM's first one
@@ -475,7 +510,17 @@ export class X86 {
   getMsrCommon(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
     // Legacy PMU MSRs the vPMU does not own (enable_pmu=N on the hosts kvmsr models) read 0.
     if (isLegacyPmuMsr(index)) return zero(out);
+    if (isMceBankMsr(index)) return this.getMce(vcpu, index, host, out);
     switch (index) {
+      case M.MSR_IA32_SMBASE:
+        // Readable by the host only (CONFIG_KVM_SMM); whether it is listed is the vendor's call.
+        if (!host) return MSR_ERR;
+        return this.load(vcpu, index, out);
+      case M.MSR_IA32_P5_MC_ADDR:
+      case M.MSR_IA32_P5_MC_TYPE:
+        return zero(out);
+      case M.MSR_IA32_MCG_CAP:
+        return this.load(vcpu, index, out);
       case M.MSR_IA32_TSC:
         return this.readTsc(vcpu, out);
       case M.MSR_IA32_UCODE_REV:
@@ -506,8 +551,8 @@ export class X86 {
         // does not model LAPIC timer modes (KVM_SET_LAPIC), so the LVT timer is in its reset mode.
         return zero(out);
       case M.MSR_IA32_MCG_CTL:
-        // get_msr_mce: mcg_cap never has MCG_CTL_P without KVM_X86_SETUP_MCE.
-        if (!host) return MSR_ERR;
+        // get_msr_mce: the guest needs MCG_CTL_P in MCG_CAP.
+        if (!host && (this.mcgCap(vcpu) & MCG_CTL_P) === 0) return MSR_ERR;
         return this.load(vcpu, index, out);
       case M.MSR_PLATFORM_INFO:
         if (!host && !vcpu.vm.guestCanReadPlatformInfo) return MSR_ERR;
@@ -546,7 +591,11 @@ export class X86 {
   setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
     // Legacy PMU MSRs the vPMU does not own: any value is accepted and dropped.
     if (isLegacyPmuMsr(index)) return MSR_OK;
+    if (isMceBankMsr(index)) return this.setMce(vcpu, index, host, lo, hi);
     switch (index) {
+      case M.MSR_IA32_SMBASE:
+        if (!host) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
       case M.MSR_EFER:
         return this.setEfer(vcpu, host, lo, hi);
       case M.MSR_IA32_XSS:
@@ -652,8 +701,9 @@ export class X86 {
       case M.MSR_IA32_MCG_STATUS:
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_MCG_CTL:
-        // set_msr_mce without MCG_CTL_P: only the host, and only 0.
-        if (lo !== 0 || hi !== 0 || !host) return MSR_ERR;
+        // set_msr_mce: without MCG_CTL_P only the host may write, and only 0; then 0 or all-ones.
+        if ((this.mcgCap(vcpu) & MCG_CTL_P) === 0 && (lo !== 0 || hi !== 0 || !host)) return MSR_ERR;
+        if ((lo !== 0 || hi !== 0) && (lo !== -1 || hi !== -1) && ((lo >>> 0) !== 0xffffffff || (hi >>> 0) !== 0xffffffff)) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_PLATFORM_INFO: {
         if (!host) return MSR_ERR;
@@ -673,6 +723,61 @@ export class X86 {
       default:
         return MSR_UNSUPPORTED;
     }
+  }
+
+  private mcgCap(vcpu: Vcpu): number {
+    return vcpu.msrs[slotOf(M.MSR_IA32_MCG_CAP) * 2]!;
+  }
+
+  /** get_msr_mce for the banks: MCi_CTL/STATUS/ADDR/MISC (0x400..) and MCi_CTL2 (0x280..). */
+  private getMce(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
+    const cap = this.mcgCap(vcpu);
+    const banks = cap & 0xff;
+    if (index < M.MSR_IA32_MC0_CTL) {
+      if (index > M.MSR_IA32_MC0_CTL2 + banks - 1) return MSR_ERR;
+      if ((cap & MCG_CMCI_P) === 0 && !host) return MSR_ERR;
+      return this.load(vcpu, index, out);
+    }
+    if (index > M.MSR_IA32_MC0_CTL + 4 * banks - 1) return MSR_ERR;
+    return this.load(vcpu, index, out);
+  }
+
+  /** set_msr_mce for the banks. */
+  private setMce(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
+    const cap = this.mcgCap(vcpu);
+    const banks = cap & 0xff;
+    const nonzero = lo !== 0 || hi !== 0;
+    if (index < M.MSR_IA32_MC0_CTL) {
+      if (index > M.MSR_IA32_MC0_CTL2 + banks - 1) return MSR_ERR;
+      if ((cap & MCG_CMCI_P) === 0 && (nonzero || !host)) return MSR_ERR;
+      // Only CMCI_EN (bit 30) and the threshold (bits 14:0) exist.
+      if (hi !== 0 || (lo & ~(0x40000000 | 0x7fff)) !== 0) return MSR_ERR;
+      return this.store(vcpu, index, lo, hi);
+    }
+    if (index > M.MSR_IA32_MC0_CTL + 4 * banks - 1) return MSR_ERR;
+    const reg = (index - M.MSR_IA32_MC0_CTL) & 3;
+    // MCi_CTL: 0 or all-ones, where bits 10 and 0 may be clear (old Linux and UnixWare quirks).
+    if (reg === 0 && nonzero && ((lo | 0x401) !== -1 || hi !== -1)) return MSR_ERR;
+    // MCi_STATUS: the guest may write non-zero only on AMD with HWCR.McStatusWrEn.
+    if (reg === 1 && !host && nonzero) {
+      const hwcr = vcpu.msrs[slotOf(M.MSR_K7_HWCR) * 2]!;
+      if (!vcpu.amdCompatible || (hwcr & (1 << 18)) === 0) return MSR_ERR;
+    }
+    return this.store(vcpu, index, lo, hi);
+  }
+
+  /** kvm_vcpu_ioctl_x86_setup_mce. Returns 0 or -EINVAL. */
+  setupMce(vcpu: Vcpu, capLo: number, capHi: number): number {
+    const banks = capLo & 0xff;
+    if (banks === 0 || banks > KVM_MAX_MCE_BANKS) return -EINVAL;
+    if ((capLo & ~(this.supportedMceCapLo | 0xff | 0xff0000)) !== 0 || (capHi & ~this.supportedMceCapHi) !== 0) return -EINVAL;
+    this.store(vcpu, M.MSR_IA32_MCG_CAP, capLo, capHi);
+    if ((capLo & MCG_CTL_P) !== 0) this.store(vcpu, M.MSR_IA32_MCG_CTL, -1, -1);
+    for (let b = 0; b < banks; b++) {
+      this.store(vcpu, M.MSR_IA32_MC0_CTL + 4 * b, -1, -1);
+      if ((capLo & MCG_CMCI_P) !== 0) this.store(vcpu, M.MSR_IA32_MC0_CTL2 + b, 0, 0);
+    }
+    return 0;
   }
 
   /** set_efer: reserved bits fail (host too); LMA keeps its current value. */
@@ -719,6 +824,12 @@ export function isImmutableFeatureMsr(index: number): boolean {
     index === M.MSR_IA32_PERF_CAPABILITIES ||
     index === M.MSR_PLATFORM_INFO
   );
+}
+
+/** The machine-check bank MSRs get_msr_mce/set_msr_mce handle: MCi_CTL2 and MCi_CTL/STATUS/ADDR/MISC. */
+function isMceBankMsr(index: number): boolean {
+  return (index >= M.MSR_IA32_MC0_CTL2 && index < M.MSR_IA32_MC0_CTL2 + KVM_MAX_MCE_BANKS) ||
+    (index >= M.MSR_IA32_MC0_CTL && index < M.MSR_IA32_MC0_CTL + 4 * KVM_MAX_MCE_BANKS);
 }
 
 /** The K7 and P6 PMU MSRs kvm_get/set_msr_common fall back on when the vPMU does not own them. */

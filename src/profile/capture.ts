@@ -86,6 +86,8 @@ export function captureProfile(real: RealKvm): HostProfile {
     new DataView(cpuidBuf.buffer).setUint32(0, KVM_MAX_CPUID_ENTRIES, true);
     must(real.ioctl(sys, I.KVM_GET_SUPPORTED_CPUID, cpuidBuf), 'KVM_GET_SUPPORTED_CPUID');
     const supportedCpuid: CpuidEntry2[] = decodeCpuid2(cpuidBuf).entries;
+    const mceBuf = new Uint8Array(8);
+    const mceOk = real.ioctl(sys, I.KVM_X86_GET_MCE_CAP_SUPPORTED, mceBuf) === 0;
 
     const vm = must(real.ioctl(sys, I.KVM_CREATE_VM, 0), 'KVM_CREATE_VM');
     fds.push(vm);
@@ -126,6 +128,7 @@ export function captureProfile(real: RealKvm): HostProfile {
       featureMsrs,
       supportedCpuid,
       vcpuReset,
+      ...(mceOk ? { mceCapSupported: new DataView(mceBuf.buffer).getBigUint64(0, true) } : {}),
     };
     // Round-trip through the JSON form so a capture is exactly what a saved file loads as.
     return parseProfile(JSON.parse(JSON.stringify(profileToJson(profile))), 'capture');
