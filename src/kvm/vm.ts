@@ -34,8 +34,15 @@ export class Vm {
   wallClockLo = 0;
   wallClockHi = 0;
   readonly memSlots: MemSlot[] = [];
-  /** Time (performance.now() ms) of the first vCPU's TSC sync: later vCPUs match it (kvm_synchronize_tsc). */
-  tscSyncAt = -1;
+  /** The VM's TSC generation (kvm->arch.cur_tsc_offset): its value at tscGenerationAt (ms); -1 before any. */
+  tscGenerationLo = 0;
+  tscGenerationHi = 0;
+  tscGenerationAt = -1;
+  /** kvm->arch.last_tsc_write, last_tsc_nsec (as ms), last_tsc_khz and user_set_tsc. */
+  lastTscWrite = 0;
+  lastTscWriteAt = 0;
+  lastTscKhz = 0;
+  userSetTsc = false;
 
   constructor(readonly type: number) {}
 

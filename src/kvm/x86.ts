@@ -343,18 +343,9 @@ export class X86 {
     vcpu.msrs.set(this.resetValues);
     vcpu.tscKhz = this.tscKhz;
     this.vendor.vcpuCreate(this, vcpu);
-    // kvm_synchronize_tsc(vcpu, NULL): a vCPU created within a second of the VM's first one
-    // matches its TSC (the "synchronized" case); otherwise it starts at 0.
-    const now = this.now();
-    const vm = vcpu.vm;
-    if (vm.tscSyncAt >= 0 && now - vm.tscSyncAt < 1000) {
-      vcpu.tscBaseLo = 0;
-      vcpu.tscBaseHi = 0;
-      vcpu.tscBaseAt = vm.tscSyncAt;
-    } else {
-      vm.tscSyncAt = now;
-      vcpu.tscBaseAt = now;
-    }
+    // kvm_synchronize_tsc(vcpu, NULL) writes 0, which always synchronizes: a new vCPU joins the
+    // VM's TSC generation, and the first one starts it at 0.
+    this.synchronizeTsc(vcpu, 0, 0, false);
   }
 
   // ---- helpers on the vCPU's typed array ----
@@ -411,6 +402,42 @@ export class X86 {
     vcpu.tscBaseLo = lo >>> 0;
     vcpu.tscBaseHi = hi >>> 0;
     vcpu.tscBaseAt = this.now();
+  }
+
+  /**
+   * kvm_synchronize_tsc for a host write of (lo, hi), or for vCPU creation (user = false, value 0).
+   * A write of 0, or (after a user write) a value within a second of where the last write's TSC
+   * would be now, joins the VM's current TSC generation instead of setting the value; anything
+   * else starts a new generation at the value.
+   */
+  synchronizeTsc(vcpu: Vcpu, lo: number, hi: number, user: boolean): void {
+    const vm = vcpu.vm;
+    const now = this.now();
+    const data = (hi >>> 0) * TWO32 + (lo >>> 0);
+    let synchronizing = false;
+    if (data === 0) {
+      synchronizing = true;
+    } else if (vm.userSetTsc) {
+      const expected = vm.lastTscWrite + (now - vm.lastTscWriteAt) * vcpu.tscKhz;
+      const hz = vcpu.tscKhz * 1000;
+      synchronizing = data < expected + hz && data + hz > expected;
+    }
+    if (user) vm.userSetTsc = true;
+    if (synchronizing && vm.tscGenerationAt >= 0 && vcpu.tscKhz === vm.lastTscKhz) {
+      vcpu.tscBaseLo = vm.tscGenerationLo;
+      vcpu.tscBaseHi = vm.tscGenerationHi;
+      vcpu.tscBaseAt = vm.tscGenerationAt;
+    } else {
+      vcpu.tscBaseLo = lo >>> 0;
+      vcpu.tscBaseHi = hi >>> 0;
+      vcpu.tscBaseAt = now;
+      vm.tscGenerationLo = vcpu.tscBaseLo;
+      vm.tscGenerationHi = vcpu.tscBaseHi;
+      vm.tscGenerationAt = now;
+    }
+    vm.lastTscWrite = data;
+    vm.lastTscWriteAt = now;
+    vm.lastTscKhz = vcpu.tscKhz;
   }
 
   // ---- __kvm_get_msr / __kvm_set_msr ----
@@ -646,7 +673,7 @@ export class X86 {
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_TSC:
         if (host) {
-          this.writeTsc(vcpu, lo, hi);
+          this.synchronizeTsc(vcpu, lo, hi, true);
         } else {
           this.readTsc(vcpu, this.scratch);
           const dLo = (lo >>> 0) - this.scratch.lo;

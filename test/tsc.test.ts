@@ -1,0 +1,118 @@
+// IA32_TSC and IA32_TSC_ADJUST (kvm_synchronize_tsc, kvm_set_msr_common), on a vendor that can
+// offset the guest TSC (kvm_amd), with a controlled clock; and on PVM, which cannot.
+import { describe, expect, test } from 'vitest';
+import { encodeCpuid2 } from '../src/abi/codecs.js';
+import * as I from '../src/abi/kvm-ioctls.js';
+import { Kvm } from '../src/kvm/kvm.js';
+import { builtinProfile } from '../src/profiles.js';
+import { datas, msrs } from './helpers.js';
+
+function setup(profile = builtinProfile('svm-amd-derived')) {
+  let t = 1000;
+  const kvm = new Kvm({ profile, now: () => t });
+  const sys = kvm.open('/dev/kvm');
+  const vm = kvm.ioctlOrThrow(sys, I.KVM_CREATE_VM, 0);
+  const vcpu = (id: number): number => kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, id);
+  const get = (fd: number, i: number): bigint => {
+    const b = msrs([i]);
+    kvm.ioctlOrThrow(fd, I.KVM_GET_MSRS, b);
+    return datas(b)[0]!;
+  };
+  const set = (fd: number, i: number, v: bigint): number => kvm.ioctl(fd, I.KVM_SET_MSRS, msrs([[i, v]]));
+  const khz = BigInt(kvm.profile.tscKhz);
+  const cpuid = (fd: number): void => {
+    const n = kvm.profile.supportedCpuid.length;
+    const c = encodeCpuid2([], n, n);
+    kvm.ioctlOrThrow(sys, I.KVM_GET_SUPPORTED_CPUID, c);
+    kvm.ioctlOrThrow(fd, I.KVM_SET_CPUID2, c);
+  };
+  return { kvm, vcpu, get, set, khz, cpuid, advance: (ms: number) => (t += ms) };
+}
+
+describe('kvm_synchronize_tsc (kvm_amd profile)', () => {
+  test('a new vCPU starts at 0 and counts at the TSC rate; a later vCPU joins the same generation', () => {
+    const s = setup();
+    const a = s.vcpu(0);
+    expect(s.get(a, 0x10)).toBe(0n);
+    s.advance(5000);
+    expect(s.get(a, 0x10)).toBe(5000n * s.khz);
+    const b = s.vcpu(1); // 5 s later: still synchronized (a write of 0 always is)
+    expect(s.get(b, 0x10)).toBe(s.get(a, 0x10));
+  });
+  test('a host write sets the TSC; writing 0 joins the VM generation instead of resetting', () => {
+    const s = setup();
+    const a = s.vcpu(0);
+    const b = s.vcpu(1);
+    s.advance(3000);
+    expect(s.set(a, 0x10, 1n << 40n)).toBe(1);
+    expect(s.get(a, 0x10)).toBe(1n << 40n);
+    s.advance(10);
+    expect(s.get(a, 0x10)).toBe((1n << 40n) + 10n * s.khz);
+    // b writes 0: it joins a's generation.
+    expect(s.set(b, 0x10, 0n)).toBe(1);
+    expect(s.get(b, 0x10)).toBe(s.get(a, 0x10));
+  });
+  test('after a user write, a value within a second of the expected one synchronizes; one further away does not', () => {
+    const s = setup();
+    const a = s.vcpu(0);
+    const b = s.vcpu(1);
+    s.set(a, 0x10, 1n << 40n);
+    s.advance(100);
+    const expected = (1n << 40n) + 100n * s.khz;
+    s.set(b, 0x10, expected + 500n * s.khz); // half a second off: matched to a's generation
+    expect(s.get(b, 0x10)).toBe(s.get(a, 0x10));
+    s.set(b, 0x10, expected + 3000n * s.khz); // three seconds off: a new generation
+    expect(s.get(b, 0x10)).toBe(expected + 3000n * s.khz);
+  });
+});
+
+describe('tsc_msrs_test.c (host side, kvm_amd profile)', () => {
+  const UNITY = 1n << 30n;
+  const round = (v: bigint): bigint => ((v + UNITY / 2n) / UNITY) * UNITY;
+  test('host writes: TSC moves TSC, TSC_ADJUST moves only TSC_ADJUST', () => {
+    const s = setup();
+    const v = s.vcpu(0);
+    s.cpuid(v); // TSC_ADJUST is stored only with the CPUID bit
+    const HOST_ADJUST = UNITY * 64n;
+    const val = UNITY * 2n;
+    s.set(v, 0x3b, val);
+    s.set(v, 0x10, HOST_ADJUST + val);
+    expect(round(s.get(v, 0x10))).toBe(HOST_ADJUST + val);
+    expect(round(s.get(v, 0x3b))).toBe(val);
+    s.set(v, 0x3b, UNITY * 123456n);
+    expect(round(s.get(v, 0x10))).toBe(HOST_ADJUST + val);
+    expect(s.get(v, 0x3b)).toBe(UNITY * 123456n);
+    s.set(v, 0x3b, val);
+    expect(round(s.get(v, 0x10))).toBe(HOST_ADJUST + val);
+    expect(round(s.get(v, 0x3b))).toBe(val);
+  });
+  test('guest writes: WRMSR TSC moves TSC_ADJUST by the same amount; WRMSR TSC_ADJUST moves the TSC', () => {
+    const s = setup();
+    const v = s.vcpu(0);
+    s.cpuid(v);
+    const val = UNITY * 2n;
+    expect(s.kvm.wrmsr(v, 0x10, val).kind).toBe('ok');
+    expect(round(s.get(v, 0x10))).toBe(val);
+    expect(round(s.get(v, 0x3b))).toBe(val);
+    expect(s.kvm.wrmsr(v, 0x3b, UNITY * 3n).kind).toBe('ok');
+    expect(round(s.get(v, 0x10))).toBe(UNITY * 3n);
+    expect(round(s.get(v, 0x3b))).toBe(UNITY * 3n);
+  });
+  test('without the TSC_ADJUST CPUID bit a host TSC_ADJUST write is dropped', () => {
+    const s = setup();
+    const v = s.vcpu(0);
+    expect(s.set(v, 0x3b, 5n)).toBe(1);
+    expect(s.get(v, 0x3b)).toBe(0n);
+  });
+});
+
+describe('PVM: the guest reads the host TSC', () => {
+  test('a host write does not move it (pvm_write_tsc_offset forces the offset to 0)', () => {
+    const s = setup(builtinProfile('pvm-amd-epyc-6.18'));
+    const v = s.vcpu(0);
+    const before = s.get(v, 0x10);
+    expect(before).toBeGreaterThan(0n);
+    expect(s.set(v, 0x10, 5n)).toBe(1);
+    expect(s.get(v, 0x10)).toBe(before);
+  });
+});
