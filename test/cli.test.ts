@@ -154,3 +154,25 @@ describe('kvmsr conform', () => {
     expect(r.err).toContain('needs /dev/kvm: /dev/kvm is absent');
   });
 });
+
+describe('kvmsr check', () => {
+  test('reports a partial batch the VMM did not retry, exits 1; --json carries the findings', async () => {
+    const { Kvm } = await import('../src/kvm/kvm.js');
+    const { KvmRecorder } = await import('../src/capture/kvm-recorder.js');
+    const I = await import('../src/abi/kvm-ioctls.js');
+    const kvm = new Kvm();
+    const rec = new KvmRecorder(kvm);
+    const sys = kvm.open('/dev/kvm');
+    const vm = rec.ioctl(sys, I.KVM_CREATE_VM, 0);
+    const vcpu = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+    rec.ioctl(vcpu, I.KVM_GET_MSRS, encodeMsrs([0x277, 0x12345678].map((index) => ({ index, data: 0n }))));
+    const f = join(mkdtempSync(join(tmpdir(), 'kvmsr-check-')), 'save.jsonl');
+    writeFileSync(f, rec.text());
+    const r = run(['check', f]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^kvmsr check: 1 errors, \d+ warnings/);
+    expect(r.out).toMatch(/ERROR   \[partial\] vm\d+\/vcpu0: save KVM_GET_MSRS \(seq 2\) processed 1 of 2 entries: it stopped at 0x12345678/);
+    const j = JSON.parse(run(['check', f, '--json']).out) as { findings: { kind: string }[] };
+    expect(j.findings.some((x) => x.kind === 'partial')).toBe(true);
+  });
+});

@@ -12,6 +12,7 @@ import { parseCapture, type ParsedCapture } from '../capture/format.js';
 import { recordCommand } from '../capture/recorder-lib.js';
 import { replay } from '../capture/replay.js';
 import { caseFile, Conformance } from '../conform/conform.js';
+import { checkCaptures } from '../check/check.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
@@ -256,6 +257,24 @@ function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; pro
   return r.divergences.length > 0 ? 1 : c.error ? 3 : 0;
 }
 
+function cmdCheck(save: string, restore: string | undefined, opts: { json?: boolean; profile?: string }): number {
+  const r = checkCaptures(readCapture(save), restore ? readCapture(restore) : undefined, opts.profile ? loadProfile(opts.profile) : undefined);
+  const errors = r.findings.filter((f) => f.severity === 'error').length;
+  print(!!opts.json, r, () => {
+    const out: string[] = [];
+    const counts = (sev: string): number => r.findings.filter((f) => f.severity === sev).length;
+    out.push(`kvmsr check: ${errors} errors, ${counts('warning')} warnings`);
+    for (const f of r.findings) out.push(`${f.severity.toUpperCase().padEnd(7)} [${f.kind}] ${f.vcpu}: ${f.message}`);
+    if (r.coverage.length > 0) {
+      out.push('', '| vCPU | listed MSRs | saved | not saved |', '|---|---:|---:|---|');
+      for (const c of r.coverage) out.push(`| ${c.vcpu} | ${c.listed} | ${c.saved} | ${c.missing.slice(0, 6).join(', ')}${c.missing.length > 6 ? ', ...' : ''} |`);
+    }
+    for (const n of r.notes) out.push(`note: ${n}`);
+    return out.join('\n');
+  });
+  return errors > 0 ? 1 : 0;
+}
+
 function cmdRecord(command: string[], opts: { output: string }): number {
   if (command.length === 0) throw new CliError('give the command to record after --, e.g. kvmsr record -o qemu.jsonl -- qemu-system-x86_64 ...');
   try {
@@ -371,6 +390,16 @@ export function main(argv: string[]): number {
     .option('--json', 'machine-readable output')
     .action((f: string, o) => {
       status = cmdReplay(f, o);
+    });
+  program
+    .command('check')
+    .description("find MSR save/restore mistakes in a VMM's captured traffic")
+    .argument('<save>', 'a capture of the save (e.g. a migration to a file)')
+    .argument('[restore]', 'a capture of the restore')
+    .option('--profile <file>', 'the host profile (default: the one in the capture, else the built-in one)')
+    .option('--json', 'machine-readable output')
+    .action((sv: string, rs: string | undefined, o) => {
+      status = cmdCheck(sv, rs, o);
     });
   program
     .command('record')

@@ -1,0 +1,107 @@
+// kvmsr check: each finding kind triggered by a small hand-made capture, and none by a clean one.
+import { describe, expect, test } from 'vitest';
+import { encodeMsrs, type MsrEntry } from '../src/abi/codecs.js';
+import * as I from '../src/abi/kvm-ioctls.js';
+import { KvmRecorder } from '../src/capture/kvm-recorder.js';
+import { parseCapture } from '../src/capture/format.js';
+import { checkCaptures } from '../src/check/check.js';
+import { Kvm } from '../src/kvm/kvm.js';
+
+/** A VMM-like session on kvmsr, recorded: `body` gets the recorder and a vCPU fd. */
+function capture(body: (rec: KvmRecorder, vcpu: number, kvm: Kvm) => void) {
+  const kvm = new Kvm();
+  const rec = new KvmRecorder(kvm);
+  const sys = kvm.open('/dev/kvm');
+  const vm = rec.ioctl(sys, I.KVM_CREATE_VM, 0);
+  rec.ioctl(vm, I.KVM_CREATE_IRQCHIP, 0);
+  const vcpu = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+  body(rec, vcpu, kvm);
+  return parseCapture(rec.text(), 'c.jsonl');
+}
+const list = (): number[] => new Kvm().profile.msrIndexList;
+const get = (rec: KvmRecorder, v: number, idx: number[]): void => void rec.ioctl(v, I.KVM_GET_MSRS, encodeMsrs(idx.map((index) => ({ index, data: 0n }))));
+const set = (rec: KvmRecorder, v: number, e: MsrEntry[]): void => void rec.ioctl(v, I.KVM_SET_MSRS, encodeMsrs(e));
+
+/** A save that reads every listed MSR, and a restore that writes back exactly that. */
+function cleanPair() {
+  let values: MsrEntry[] = [];
+  const save = capture((rec, v, kvm) => {
+    const b = encodeMsrs(list().map((index) => ({ index, data: 0n })));
+    rec.ioctl(v, I.KVM_GET_MSRS, b);
+    values = [...new Kvm().profile.msrIndexList].map((index, i) => ({ index, data: new DataView(b.buffer).getBigUint64(16 + 16 * i, true) }));
+    void kvm;
+  });
+  const restore = capture((rec, v) => {
+    set(rec, v, values);
+    get(rec, v, list());
+  });
+  return { save, restore, values };
+}
+
+describe('kvmsr check', () => {
+  test('a clean save and restore has no findings', () => {
+    const { save, restore } = cleanPair();
+    const r = checkCaptures(save, restore);
+    expect(r.findings).toEqual([]);
+    expect(r.coverage[0]).toMatchObject({ listed: 41, saved: 41, missing: [] });
+    expect(r.roundTrip.length).toBe(41);
+  });
+  test('partial: a batch stopped by an unknown MSR, and the VMM went on (error)', () => {
+    const save = capture((rec, v) => {
+      get(rec, v, [0x277, 0x12345678, 0x1a0]);
+      get(rec, v, list());
+    });
+    const r = checkCaptures(save);
+    const p = r.findings.filter((f) => f.kind === 'partial');
+    expect(p).toHaveLength(1);
+    expect(p[0]!.severity).toBe('error');
+    expect(p[0]!.message).toContain('processed 1 of 3 entries: it stopped at 0x12345678: KVM has no handler for this MSR and does not list it');
+    expect(p[0]!.message).toContain('went on without retrying');
+  });
+  test('partial: a refused write that the VMM retried without the entry is a warning', () => {
+    const save = capture((rec, v) => {
+      set(rec, v, [{ index: 0x277, data: 2n }, { index: 0x1a0, data: 0x1800n }]);
+      set(rec, v, [{ index: 0x1a0, data: 0x1800n }]);
+      get(rec, v, list());
+    });
+    const p = checkCaptures(save).findings.filter((f) => f.kind === 'partial');
+    expect(p).toHaveLength(1);
+    expect(p[0]!.severity).toBe('warning');
+    expect(p[0]!.message).toContain('stopped at 0x277 IA32_CR_PAT = 0x2: the value is invalid');
+    expect(p[0]!.message).toContain('retried without the refused entry');
+  });
+  test('unlisted and not-saved: MSRs off the host list, and listed MSRs the save skipped', () => {
+    const save = capture((rec, v) => get(rec, v, [...list().filter((i) => i !== 0x277), 0x179]));
+    const r = checkCaptures(save);
+    expect(r.findings.filter((f) => f.kind === 'unlisted').map((f) => f.msr)).toEqual(['0x179 IA32_MCG_CAP']);
+    expect(r.findings.filter((f) => f.kind === 'not-saved').map((f) => f.msr)).toEqual(['0x277 IA32_CR_PAT']);
+    expect(r.coverage[0]!.missing).toEqual(['0x277 IA32_CR_PAT']);
+  });
+  test('round trip: not restored, restored different, restored but not saved, read back different', () => {
+    const { save, values } = cleanPair();
+    const restore = capture((rec, v) => {
+      const changed = values
+        .filter((e) => e.index !== 0x1a0) // not restored
+        .map((e) => (e.index === 0x277 ? { index: 0x277, data: 0x0606060606060606n } : e)); // different
+      set(rec, v, [...changed, { index: 0x9e, data: 0x30000n }]); // restored, never saved
+      set(rec, v, [{ index: 0xc0010117, data: 0x1000n }]); // HSAVE_PA: accepted, reads back 0
+      get(rec, v, [...list(), 0xc0010117]);
+    });
+    const r = checkCaptures(save, restore);
+    const kinds = (k: string): (string | undefined)[] => r.findings.filter((f) => f.kind === k).map((f) => f.msr);
+    expect(kinds('not-restored')).toEqual(['0x1a0 IA32_MISC_ENABLE']);
+    expect(kinds('restored-different')).toEqual(['0x277 IA32_CR_PAT', '0xc0010117 VM_HSAVE_PA']);
+    expect(kinds('restored-not-saved')).toEqual(['0x9e IA32_SMBASE']);
+    expect(kinds('read-back-different')).toEqual(['0xc0010117 VM_HSAVE_PA']);
+    expect(r.findings[0]!.severity).toBe('error');
+  });
+  test('order hazard: MISC_FEATURES_ENABLES before PLATFORM_INFO gives CPUID faulting up', () => {
+    const { save } = cleanPair();
+    const restore = capture((rec, v) => {
+      // Sorted by index PLATFORM_INFO (0xce) comes before MISC_FEATURES_ENABLES (0x140); here it is after.
+      set(rec, v, [{ index: 0xce, data: 0n }, { index: 0x140, data: 1n }, { index: 0xce, data: 0x80000000n }]);
+    });
+    const hz = checkCaptures(save, restore).findings.filter((f) => f.kind === 'order-hazard');
+    expect(hz.map((f) => f.msr)).toContain('0x140 MISC_FEATURES_ENABLES');
+  });
+});
