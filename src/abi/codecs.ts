@@ -161,12 +161,16 @@ export function encodeCpuid2(entries: CpuidEntry2[], capacity = entries.length, 
 }
 export function decodeCpuid2(buf: Uint8Array): { nent: number; entries: CpuidEntry2[] } {
   if (buf.length < KVM_CPUID2_LAYOUT.size) throw new RangeError(`kvm_cpuid2 needs 8 bytes, got ${buf.length}`);
-  const dv = view(buf);
-  const nent = dv.getUint32(KVM_CPUID2_LAYOUT.nent, true);
-  const n = Math.min(nent, Math.floor((buf.length - KVM_CPUID2_LAYOUT.size) / KVM_CPUID_ENTRY2_LAYOUT.size));
+  const nent = view(buf).getUint32(KVM_CPUID2_LAYOUT.nent, true);
+  return { nent, entries: decodeCpuidEntries(buf.subarray(KVM_CPUID2_LAYOUT.entries), nent) };
+}
+/** An array of kvm_cpuid_entry2 (what follows the kvm_cpuid2 header), up to `max` entries. */
+export function decodeCpuidEntries(bytes: Uint8Array, max = Infinity): CpuidEntry2[] {
+  const dv = view(bytes);
+  const n = Math.min(max, Math.floor(bytes.length / KVM_CPUID_ENTRY2_LAYOUT.size));
   const entries: CpuidEntry2[] = [];
   for (let i = 0; i < n; i++) {
-    const o = KVM_CPUID2_LAYOUT.entries + i * KVM_CPUID_ENTRY2_LAYOUT.size;
+    const o = i * KVM_CPUID_ENTRY2_LAYOUT.size;
     entries.push({
       function: dv.getUint32(o + KVM_CPUID_ENTRY2_LAYOUT.function, true),
       index: dv.getUint32(o + KVM_CPUID_ENTRY2_LAYOUT.index, true),
@@ -177,7 +181,7 @@ export function decodeCpuid2(buf: Uint8Array): { nent: number; entries: CpuidEnt
       edx: dv.getUint32(o + KVM_CPUID_ENTRY2_LAYOUT.edx, true),
     });
   }
-  return { nent, entries };
+  return entries;
 }
 
 // ---- kvm_enable_cap ----

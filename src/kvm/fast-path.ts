@@ -14,6 +14,8 @@ export const GET_PV_LOAD = 4;
 export const GET_PV_ZERO = 5;
 /** Read the VM-wide kvmclock wall clock when guest_pv_has(pvBit[slot]); otherwise the full path. */
 export const GET_PV_WALL_CLOCK = 6;
+/** IA32_TSC: computed from the clock (X86.readTsc). */
+export const GET_TSC = 7;
 export const SET_STORE = 1;
 export const SET_DROP = 2;
 /** Refuse a non-canonical value (is_noncanonical_msr_address), else store. */

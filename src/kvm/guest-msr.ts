@@ -60,12 +60,14 @@ function userSpaceExit(vcpu: Vcpu, index: number, exitReason: number, data: bigi
 }
 
 export function guestRdmsr(x86: X86, vcpu: Vcpu, index: number, out: MsrValue): GuestMsrResult {
+  x86.clockMs = NaN;
   const r = msrAllowed(vcpu, index, FILTER_READ) ? x86.accessRead(vcpu, index, false, out) : MSR_FILTERED;
   if (r === MSR_OK) return { kind: 'ok', value: (BigInt(out.hi >>> 0) << 32n) | BigInt(out.lo >>> 0) };
   return userSpaceExit(vcpu, index, KVM_EXIT_X86_RDMSR, 0n, r) ?? { kind: 'gp' };
 }
 
 export function guestWrmsr(x86: X86, vcpu: Vcpu, index: number, value: bigint): GuestMsrResult {
+  x86.clockMs = NaN;
   const v = BigInt.asUintN(64, value);
   const lo = Number(v & 0xffffffffn) | 0;
   const hi = Number(v >> 32n) | 0;

@@ -1,5 +1,5 @@
 // kvm_vcpu_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c): a vCPU fd.
-import { decodeCpuid2, decodeEnableCap } from '../abi/codecs.js';
+import { decodeCpuidEntries, decodeEnableCap } from '../abi/codecs.js';
 import { E2BIG, EFAULT, EINVAL } from '../abi/errno.js';
 import { _IOC_TYPE } from '../abi/ioc.js';
 import * as I from '../abi/kvm-ioctls.js';
@@ -75,12 +75,7 @@ function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
     const same = nent === vcpu.cpuidNent && raw.every((b, i) => b === vcpu.cpuidBytes[i]);
     return same ? 0 : -EINVAL;
   }
-  const hdr = new Uint8Array(KVM_CPUID2_LAYOUT.size);
-  new DataView(hdr.buffer).setUint32(0, nent, true);
-  const joined = new Uint8Array(KVM_CPUID2_LAYOUT.size + len);
-  joined.set(hdr);
-  joined.set(raw, KVM_CPUID2_LAYOUT.size);
-  const { entries } = decodeCpuid2(joined);
+  const entries = decodeCpuidEntries(raw);
   vcpu.cpuidBytes = raw;
   vcpu.cpuidNent = nent;
   vcpu.capBits = capBitsOf(entries) & k.x86.supportedCapBits;

@@ -14,6 +14,7 @@ import {
   GET_PV_LOAD,
   GET_PV_WALL_CLOCK,
   GET_PV_ZERO,
+  GET_TSC,
   GET_ZERO,
   SET_CANONICAL,
   SET_CANONICALIZE,
@@ -60,6 +61,7 @@ export function msrIo(
   const n = dv.getUint32(base + KVM_MSRS_LAYOUT.nmsrs, true);
   if (n >= MAX_IO_MSRS) return -E2BIG;
   if (avail - KVM_MSRS_LAYOUT.size < n * ENTRY) return -EFAULT;
+  x86.clockMs = NaN; // each ioctl reads the clock afresh, at most once
   const first = base + KVM_MSRS_LAYOUT.entries;
   if (op === MSR_IO_GET) {
     // An aligned buffer is read and written as u32s; any other goes through the DataView.
@@ -106,6 +108,8 @@ function getOther(x86: X86, vcpu: Vcpu, index: number, s: number, k: number, out
     case GET_PV_ZERO:
       if (pvHas(vcpu, x86.pvBit[s]!)) return zero(out);
       break;
+    case GET_TSC:
+      return x86.readTsc(vcpu, out);
     case GET_PV_WALL_CLOCK:
       if (pvHas(vcpu, x86.pvBit[s]!)) {
         out.lo = vcpu.vm.wallClockLo;
@@ -137,6 +141,9 @@ function getLoopAligned(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array,
     } else if (k === GET_ZERO) {
       u32[w + 2] = 0;
       u32[w + 3] = 0;
+    } else if (k === GET_PV_LOAD && (!vcpu.enforcePvCpuid || ((vcpu.pvFeatures >>> x86.pvBit[s]!) & 1) === 1)) {
+      u32[w + 2] = msrs[2 * s]!;
+      u32[w + 3] = msrs[2 * s + 1]!;
     } else {
       const r = getOther(x86, vcpu, index, s, k, out);
       u32[w + 2] = out.lo;

@@ -22,6 +22,8 @@ export class Vcpu {
   tscBaseLo = 0;
   tscBaseHi = 0;
   tscBaseAt = 0;
+  /** The vendor module's own per-vCPU state (not MSR values), set by its vcpuCreate. */
+  vendorState: unknown = undefined;
   /** The kvm_run page userspace would mmap from the vCPU fd (the MSR exit fields live here). */
   readonly run = new Uint8Array(4096);
   /** KVM_EXIT_X86_RDMSR/WRMSR while an MSR exit waits for userspace to complete it; else 0. */

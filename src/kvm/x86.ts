@@ -16,6 +16,7 @@ import {
   GET_PV_LOAD,
   GET_PV_WALL_CLOCK,
   GET_PV_ZERO,
+  GET_TSC,
   GET_ZERO,
   PV_PARAM,
   SET_CANONICAL,
@@ -99,6 +100,8 @@ export class X86 {
   private readonly log: (line: string) => void;
   readonly now: () => number;
   private readonly scratch: MsrValue = { lo: 0, hi: 0 };
+  /** The vendor module's own host-wide state, built on first use. */
+  vendorHost: unknown = undefined;
   /** A scratch value for vendor code (never the caller's output). */
   readonly scratchOut: MsrValue = { lo: 0, hi: 0 };
 
@@ -274,6 +277,7 @@ export class X86 {
       case M.MSR_KVM_WALL_CLOCK_NEW:
         return GET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE2 << 8);
       case M.MSR_IA32_TSC:
+        return GET_TSC;
       case M.MSR_IA32_XSS:
         return FAST_SLOW;
       default:
@@ -383,15 +387,26 @@ export class X86 {
   }
 
   // ---- the guest TSC (kvm_get_msr_common MSR_IA32_TSC, kvm_synchronize_tsc) ----
+  /**
+   * The clock reading for the current ioctl (NaN: not read yet). Reading a clock costs more than
+   * an entry, so all TSC entries of one KVM_GET_MSRS share one reading.
+   */
+  clockMs = NaN;
+  private clock(): number {
+    let t = this.clockMs;
+    if (t !== t) t = this.clockMs = this.now();
+    return t;
+  }
+
   readTsc(vcpu: Vcpu, out: MsrValue): number {
     if (!this.vendor.tscOffsetHonored) {
       // The guest sees the host TSC: cycles since the host booted, estimated from this machine's uptime.
-      const cycles = Math.floor((HOST_BOOT_AGO_MS + this.now()) * vcpu.tscKhz);
+      const cycles = Math.floor((HOST_BOOT_AGO_MS + this.clock()) * vcpu.tscKhz);
       out.hi = Math.floor(cycles / TWO32) >>> 0;
       out.lo = (cycles - Math.floor(cycles / TWO32) * TWO32) >>> 0;
       return MSR_OK;
     }
-    const cycles = Math.floor((this.now() - vcpu.tscBaseAt) * vcpu.tscKhz);
+    const cycles = Math.floor((this.clock() - vcpu.tscBaseAt) * vcpu.tscKhz);
     const addHi = Math.floor(cycles / TWO32);
     const lo = vcpu.tscBaseLo + (cycles - addHi * TWO32);
     out.lo = lo >>> 0;

@@ -8,7 +8,7 @@
 //  - the AMD PMU: counter i's event select and count live in the F15H_PERF_CTLi/CTRi slots, and
 //    the K7 indices alias counters 0-3 (get_gp_pmc_amd), so both names see one value.
 // What is not an MSR value (the vPMU shape, the guest family/model, MAXPHYADDR) is kept per vCPU
-// in a WeakMap, recomputed at vCPU creation and KVM_SET_CPUID2.
+// on the vCPU (vendorState), recomputed at vCPU creation and KVM_SET_CPUID2.
 import { CAP } from '../kvm/cpuid-caps.js';
 import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE, UNHANDLED } from '../kvm/fast-path.js';
 import { M } from '../kvm/msr-index.js';
@@ -70,8 +70,6 @@ interface SvmVcpu {
   maxPhyAddr: number;
 }
 
-const hosts = new WeakMap<X86, SvmHost>();
-const vcpus = new WeakMap<Vcpu, SvmVcpu>();
 
 function param(x86: X86, key: string, dflt: boolean): boolean {
   const v = x86.profile.host.moduleParams[key];
@@ -84,7 +82,7 @@ function cpuidBit(x86: X86, fn: number, reg: 'eax' | 'ebx' | 'ecx' | 'edx', bit:
 }
 
 function hostOf(x86: X86): SvmHost {
-  let h = hosts.get(x86);
+  let h = (x86.vendorHost as SvmHost | undefined);
   if (h !== undefined) return h;
   const pmu = param(x86, 'kvm.enable_pmu', true);
   // svm_set_cpu_caps: PERFCTR_CORE needs >= 6 host counters, PERFMON_V2 reports the count.
@@ -111,15 +109,15 @@ function hostOf(x86: X86): SvmHost {
     tscRatioLo: scaling ? 0 : 1,
     tscRatioHi: scaling ? 1 : 0,
   };
-  hosts.set(x86, h);
+  x86.vendorHost = h;
   return h;
 }
 
 function vcpuState(vcpu: Vcpu): SvmVcpu {
-  let s = vcpus.get(vcpu);
+  let s = (vcpu.vendorState as SvmVcpu | undefined);
   if (s === undefined) {
     s = { pmuVersion: 0, nrGp: 0, icCfg: -1, maxPhyAddr: 36 };
-    vcpus.set(vcpu, s);
+    vcpu.vendorState = s;
   }
   return s;
 }
