@@ -32,9 +32,15 @@ test.skipIf(!gc)(`1,000,000 entries: no GC, heap within 1 MiB${gc ? '' : ' (skip
   let collections = 0;
   const obs = new PerformanceObserver((l) => (collections += l.getEntries().length));
   obs.observe({ entryTypes: ['gc'] });
-  const before = process.memoryUsage().heapUsed;
-  run(1_000_000);
-  const growth = process.memoryUsage().heapUsed - before;
+  // Three measured rounds; the smallest growth counts (a one-off JIT or feedback allocation can
+  // land in any single round, a per-entry allocation would be in every one).
+  const growths: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const before = process.memoryUsage().heapUsed;
+    run(1_000_000);
+    growths.push(process.memoryUsage().heapUsed - before);
+  }
+  const growth = Math.min(...growths);
   await new Promise((r) => setTimeout(r, 50));
   obs.disconnect();
   expect(collections).toBe(0);

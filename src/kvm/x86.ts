@@ -344,6 +344,7 @@ export class X86 {
 
   // ---- kvm_arch_vcpu_create / kvm_vcpu_reset / kvm_arch_vcpu_postcreate ----
   initVcpu(vcpu: Vcpu): void {
+    this.clockMs = NaN;
     vcpu.msrs.set(this.resetValues);
     vcpu.tscKhz = this.tscKhz;
     this.vendor.vcpuCreate(this, vcpu);
@@ -416,7 +417,7 @@ export class X86 {
   writeTsc(vcpu: Vcpu, lo: number, hi: number): void {
     vcpu.tscBaseLo = lo >>> 0;
     vcpu.tscBaseHi = hi >>> 0;
-    vcpu.tscBaseAt = this.now();
+    vcpu.tscBaseAt = this.clock();
   }
 
   /**
@@ -426,8 +427,10 @@ export class X86 {
    * else starts a new generation at the value.
    */
   synchronizeTsc(vcpu: Vcpu, lo: number, hi: number, user: boolean): void {
+    // A vendor that cannot offset the TSC (PVM) ignores it all.
+    if (!this.vendor.tscOffsetHonored) return;
     const vm = vcpu.vm;
-    const now = this.now();
+    const now = this.clock();
     const data = (hi >>> 0) * TWO32 + (lo >>> 0);
     let synchronizing = false;
     if (data === 0) {
