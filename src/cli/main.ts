@@ -19,13 +19,18 @@ import { Kvm } from '../kvm/kvm.js';
 import { parseProfile, profileToJson, type HostProfile } from '../kvm/profile.js';
 import { loadRealKvm, realKvmStatus } from '../native/real-kvm.js';
 import { captureProfile } from '../profile/capture.js';
-import { defaultProfile } from '../profiles.js';
+import { BUILTIN_PROFILES, builtinProfile, defaultProfile, type BuiltinProfileName } from '../profiles.js';
 import { KVMSR_VERSION } from '../version.js';
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
 
 function loadProfile(file: string | undefined): HostProfile {
   if (!file) return defaultProfile();
+  if (file.startsWith('builtin:')) {
+    const name = file.slice('builtin:'.length);
+    if (!(name in BUILTIN_PROFILES)) throw new CliError(`no built-in profile '${name}' (there are: ${Object.keys(BUILTIN_PROFILES).join(', ')})`);
+    return builtinProfile(name as BuiltinProfileName);
+  }
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -358,7 +363,7 @@ export function main(argv: string[]): number {
     .command('list')
     .description('the MSR index list and feature MSR list, with names')
     .option('--json', 'machine-readable output')
-    .option('--profile <file>', 'a host profile (default: the built-in one)')
+    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18)')
     .action((o) => cmdList(o));
   program
     .command('get')
@@ -366,7 +371,7 @@ export function main(argv: string[]): number {
     .argument('[msr...]', 'MSR numbers (0x10) or names (IA32_TSC)')
     .option('--all', 'every MSR on the index list')
     .option('--json', 'machine-readable output')
-    .option('--profile <file>', 'a host profile (default: the built-in one)')
+    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18)')
     .action((m: string[], o) => {
       status = cmdGet(m, o);
     });
