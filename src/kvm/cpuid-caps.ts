@@ -38,6 +38,10 @@ const DEFS = {
   PERFMON_V2: { leaf: 0x80000022, sub: 0, reg: 'eax', bit: 0 },
   AMD_IBRS: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 14 },
   AMD_STIBP: { leaf: 0x80000008, sub: 0, reg: 'ebx', bit: 15 },
+  // CET and AMX (common code)
+  SHSTK: { leaf: 7, sub: 0, reg: 'ecx', bit: 7 },
+  IBT: { leaf: 7, sub: 0, reg: 'edx', bit: 20 },
+  XFD: { leaf: 0xd, sub: 1, reg: 'eax', bit: 4 },
 } as const satisfies Record<string, CapDef>;
 
 export type CapName = keyof typeof DEFS;

@@ -4,6 +4,7 @@
 // int32 halves (a uint32 above 2^31 would be boxed at every call), and rules compare bits, not
 // signs. Nothing here allocates per entry.
 import { uptime } from 'node:os';
+import { decodeCpuidEntries } from '../abi/codecs.js';
 import { CAP, capBitsOf } from './cpuid-caps.js';
 import { M } from './msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
@@ -175,6 +176,8 @@ export class X86 {
   private buildFastClasses(): void {
     for (let s = 0; s < SLOT_COUNT; s++) {
       const index = indexOfSlot(s);
+      // CET MSRs pass the gates of __kvm_get/set_msr first: always the full path.
+      if (isCetMsr(index)) continue;
       const advertised = this.advertised.has(index);
       const g = this.vendor.fastGetClass(this, index);
       switch (g & 0xff) {
@@ -279,6 +282,8 @@ export class X86 {
       case M.MSR_IA32_TSC:
         return GET_TSC;
       case M.MSR_IA32_XSS:
+      case M.MSR_IA32_XFD:
+      case M.MSR_IA32_XFD_ERR:
         return FAST_SLOW;
       default:
         return UNHANDLED;
@@ -325,6 +330,8 @@ export class X86 {
         return SET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE2 << 8);
       case M.MSR_EFER:
       case M.MSR_IA32_XSS:
+      case M.MSR_IA32_XFD:
+      case M.MSR_IA32_XFD_ERR:
       case M.MSR_IA32_ARCH_CAPABILITIES:
       case M.MSR_IA32_PERF_CAPABILITIES:
       case M.MSR_IA32_TSC_ADJUST:
@@ -463,8 +470,30 @@ export class X86 {
     if (index === M.MSR_TSC_AUX) {
       if (!this.tscAuxSupported) return MSR_ERR;
       if (!host && !this.hasCap(vcpu, CAP.RDTSCP) && !this.hasCap(vcpu, CAP.RDPID)) return MSR_ERR;
+    } else if (isCetMsr(index)) {
+      const r = this.cetGate(vcpu, index, host);
+      if (r !== MSR_OK) return r;
     }
     return this.vendor.getMsr(this, vcpu, index, host, out);
+  }
+
+  /** The CET gates of __kvm_get_msr/__kvm_set_msr (6.18): the MSRs exist only with SHSTK/IBT. */
+  private cetGate(vcpu: Vcpu, index: number, host: boolean): number {
+    const shstk = this.hasCap(vcpu, CAP.SHSTK);
+    if (index === M.MSR_IA32_U_CET || index === M.MSR_IA32_S_CET) return shstk || this.hasCap(vcpu, CAP.IBT) ? MSR_OK : MSR_UNSUPPORTED;
+    if (index === M.MSR_KVM_INTERNAL_GUEST_SSP && !host) return MSR_ERR;
+    if (!shstk) return MSR_UNSUPPORTED;
+    if (index === M.MSR_IA32_INT_SSP_TAB && !this.hasCap(vcpu, CAP.LM)) return MSR_UNSUPPORTED;
+    return MSR_OK;
+  }
+
+  /** kvm_is_valid_u_s_cet. */
+  private validUSCet(vcpu: Vcpu, lo: number, hi: number): boolean {
+    if ((lo & 0x3c0) !== 0) return false; // reserved bits 9:6
+    if (!this.hasCap(vcpu, CAP.SHSTK) && (lo & 0x3) !== 0) return false;
+    if (!this.hasCap(vcpu, CAP.IBT) && ((lo & 0x3c) !== 0 || (lo & ~0x3ff) !== 0 || hi !== 0)) return false;
+    if ((lo & 0x3000) !== 0) return false; // the legacy bitmap base (bits 63:12) is 4-byte aligned
+    return !((lo & (1 << 10)) !== 0 && (lo & (1 << 11)) !== 0); // SUPPRESS with WAIT_ENDBR
   }
 
   setMsr(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
@@ -486,6 +515,26 @@ export class X86 {
         if (!vcpu.amdCompatible && hi !== 0) return MSR_ERR;
         hi = 0;
         break;
+      case M.MSR_IA32_U_CET:
+      case M.MSR_IA32_S_CET: {
+        const r = this.cetGate(vcpu, index, host);
+        if (r !== MSR_OK) return r;
+        if (!this.validUSCet(vcpu, lo, hi)) return MSR_ERR;
+        break;
+      }
+      case M.MSR_IA32_PL0_SSP:
+      case M.MSR_IA32_PL0_SSP + 1:
+      case M.MSR_IA32_PL0_SSP + 2:
+      case M.MSR_IA32_PL3_SSP:
+      case M.MSR_IA32_INT_SSP_TAB:
+      case M.MSR_KVM_INTERNAL_GUEST_SSP: {
+        const r = this.cetGate(vcpu, index, host);
+        if (r !== MSR_OK) return r;
+        if (this.isNoncanonical(hi)) return MSR_ERR;
+        // PLx_SSP (and the internal SSP) must be 4-byte aligned.
+        if (index !== M.MSR_IA32_INT_SSP_TAB && (lo & 3) !== 0) return MSR_ERR;
+        break;
+      }
     }
     return this.vendor.setMsr(this, vcpu, index, host, lo, hi);
   }
@@ -627,6 +676,16 @@ export class X86 {
       case M.MSR_IA32_XSS:
         if (!host && !this.hasCap(vcpu, CAP.XSAVES)) return MSR_ERR;
         return this.load(vcpu, index, out);
+      case M.MSR_IA32_XFD:
+      case M.MSR_IA32_XFD_ERR:
+        if (!host && !this.hasCap(vcpu, CAP.XFD)) return MSR_ERR;
+        return this.load(vcpu, index, out);
+      case M.MSR_IA32_U_CET:
+      case M.MSR_IA32_PL0_SSP:
+      case M.MSR_IA32_PL0_SSP + 1:
+      case M.MSR_IA32_PL0_SSP + 2:
+      case M.MSR_IA32_PL3_SSP:
+        return this.load(vcpu, index, out);
       default:
         return MSR_UNSUPPORTED;
     }
@@ -643,10 +702,28 @@ export class X86 {
         return this.store(vcpu, index, lo, hi);
       case M.MSR_EFER:
         return this.setEfer(vcpu, host, lo, hi);
-      case M.MSR_IA32_XSS:
-        // 6.18: unsupported without XSAVES in the vCPU model; kvmsr's vendors support no XSS bits.
+      case M.MSR_IA32_XSS: {
+        // 6.18: unsupported without XSAVES; then only the bits the guest CPUID and KVM both have.
         if (!this.hasCap(vcpu, CAP.XSAVES)) return MSR_UNSUPPORTED;
-        return lo === 0 && hi === 0 ? this.store(vcpu, index, 0, 0) : MSR_ERR;
+        const ok = this.guestSupported(vcpu, 0xd, 1, 'ecx', 'edx');
+        if ((lo & ~ok.lo) !== 0 || (hi & ~ok.hi) !== 0) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      }
+      case M.MSR_IA32_XFD:
+      case M.MSR_IA32_XFD_ERR: {
+        if (!host && !this.hasCap(vcpu, CAP.XFD)) return MSR_ERR;
+        // kvm_guest_supported_xfd: the dynamic user states (XTILEDATA, bit 18) of guest_supported_xcr0.
+        const x = this.guestSupported(vcpu, 0xd, 0, 'eax', 'edx');
+        if ((lo & ~(x.lo & (1 << 18))) !== 0 || hi !== 0) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
+      }
+      case M.MSR_IA32_U_CET:
+      case M.MSR_IA32_PL0_SSP:
+      case M.MSR_IA32_PL0_SSP + 1:
+      case M.MSR_IA32_PL0_SSP + 2:
+      case M.MSR_IA32_PL3_SSP:
+        // XSAVE-managed state (kvm_set_xstate_msr): the checks ran in __kvm_set_msr.
+        return this.store(vcpu, index, lo, hi);
       case M.MSR_VM_HSAVE_PA:
         return MSR_OK; // accepted and dropped
       case M.MSR_IA32_UCODE_REV:
@@ -770,6 +847,14 @@ export class X86 {
     }
   }
 
+  /** (guest CPUID leaf.sub) & (KVM's supported leaf.sub), two registers as a u64's halves. */
+  private guestSupported(vcpu: Vcpu, leaf: number, sub: number, loReg: 'eax' | 'ecx', hiReg: 'edx'): { lo: number; hi: number } {
+    const g = findCpuid(decodeCpuidEntries(vcpu.cpuidBytes), leaf, sub);
+    const k = findCpuid(this.profile.supportedCpuid, leaf, sub);
+    if (!g || !k) return { lo: 0, hi: 0 };
+    return { lo: g[loReg] & k[loReg], hi: g[hiReg] & k[hiReg] };
+  }
+
   private mcgCap(vcpu: Vcpu): number {
     return vcpu.msrs[slotOf(M.MSR_IA32_MCG_CAP) * 2]!;
   }
@@ -869,6 +954,11 @@ export function isImmutableFeatureMsr(index: number): boolean {
     index === M.MSR_IA32_PERF_CAPABILITIES ||
     index === M.MSR_PLATFORM_INFO
   );
+}
+
+/** The CET MSRs whose existence __kvm_get_msr/__kvm_set_msr gate on SHSTK/IBT (6.18). */
+function isCetMsr(index: number): boolean {
+  return (index >= M.MSR_IA32_U_CET && index <= M.MSR_IA32_INT_SSP_TAB && index !== 0x6a1 && index !== 0x6a3) || index === M.MSR_KVM_INTERNAL_GUEST_SSP;
 }
 
 /** The machine-check bank MSRs get_msr_mce/set_msr_mce handle: MCi_CTL2 and MCi_CTL/STATUS/ADDR/MISC. */

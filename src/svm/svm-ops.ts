@@ -324,6 +324,11 @@ export const svmOps: VendorOps = {
 
   getMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
     switch (index) {
+      // CET state the vendor keeps in the VMCS/VMCB; __kvm_get_msr already applied the CET gates.
+      case M.MSR_IA32_S_CET:
+      case M.MSR_IA32_INT_SSP_TAB:
+      case M.MSR_KVM_INTERNAL_GUEST_SSP:
+        return x86.load(vcpu, index, out);
       case M.MSR_AMD64_TSC_RATIO:
         if (!host && !x86.hasCap(vcpu, CAP.TSCRATEMSR)) return MSR_ERR;
         return x86.load(vcpu, index, out);
@@ -378,6 +383,10 @@ export const svmOps: VendorOps = {
 
   setMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
     switch (index) {
+      case M.MSR_IA32_S_CET:
+      case M.MSR_IA32_INT_SSP_TAB:
+      case M.MSR_KVM_INTERNAL_GUEST_SSP:
+        return x86.store(vcpu, index, lo, hi);
       case M.MSR_AMD64_TSC_RATIO: {
         if (!x86.hasCap(vcpu, CAP.TSCRATEMSR)) {
           if (!host) return MSR_ERR;

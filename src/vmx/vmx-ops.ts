@@ -350,6 +350,11 @@ export const vmxOps: VendorOps = {
 
   getMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
     switch (index) {
+      // CET state the vendor keeps in the VMCS/VMCB; __kvm_get_msr already applied the CET gates.
+      case M.MSR_IA32_S_CET:
+      case M.MSR_IA32_INT_SSP_TAB:
+      case M.MSR_KVM_INTERNAL_GUEST_SSP:
+        return x86.load(vcpu, index, out);
       case M.MSR_FS_BASE:
       case M.MSR_GS_BASE:
       case M.MSR_KERNEL_GS_BASE:
@@ -400,6 +405,10 @@ export const vmxOps: VendorOps = {
 
   setMsr(x86: X86, vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
     switch (index) {
+      case M.MSR_IA32_S_CET:
+      case M.MSR_IA32_INT_SSP_TAB:
+      case M.MSR_KVM_INTERNAL_GUEST_SSP:
+        return x86.store(vcpu, index, lo, hi);
       case M.MSR_EFER:
         // set_efer; vmx_set_efer changes nothing visible.
         return x86.setMsrCommon(vcpu, index, host, lo, hi);
