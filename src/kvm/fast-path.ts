@@ -36,6 +36,10 @@ export const SET_PV_ZERO_STORE = 9;
 export const SET_PV_ZERO_ONLY = 10;
 /** Store the VM-wide wall clock when guest_pv_has(pvBit[slot]); otherwise the full path. */
 export const SET_PV_WALL_CLOCK = 11;
+/** Store when the vCPU has the capability in capMask[slot]; otherwise accept and drop. */
+export const SET_STORE_IF_CAP_ELSE_DROP = 12;
+/** Store when the vCPU has the capability; otherwise advertised-but-unsupported: 0 passes, the rest takes the full path. */
+export const SET_STORE_IF_CAP_ELSE_ZERO_ONLY = 13;
 
 // What the vendor and common classifiers may also answer; X86 turns these into the classes above.
 /** The accessor has no case for the index: KVM_MSR_RET_UNSUPPORTED. */
@@ -44,5 +48,7 @@ export const UNHANDLED = 0x40;
 export const GATED_CAP = 0x41;
 /** Access gated on a KVM PV feature: (GATED_PV | featureBit << 8). */
 export const GATED_PV = 0x42;
-/** As GATED_PV, for a class other than load/store: (cls | GATED_PV_OTHER | featureBit << 8). */
+/** As GATED_PV, for a class other than load/store: (cls | PV_PARAM | featureBit << 8). */
 export const PV_PARAM = 0x80;
+/** A class whose parameter is a capability bit: (cls | CAP_PARAM | capBitIndex << 8). */
+export const CAP_PARAM = 0x20; // classes stay below 0x20

@@ -25,6 +25,8 @@ import {
   SET_PV_ZERO_ONLY,
   SET_PV_ZERO_STORE,
   SET_STORE,
+  SET_STORE_IF_CAP_ELSE_DROP,
+  SET_STORE_IF_CAP_ELSE_ZERO_ONLY,
   SET_ZERO_ONLY,
   SET_ZERO_STORE,
 } from './fast-path.js';
@@ -156,7 +158,7 @@ function getLoopAligned(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array,
 
 function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): number {
   const msrs = vcpu.msrs;
-  const fast = x86.fastSet;
+  const fast = vcpu.hasRun ? x86.fastSetRan : x86.fastSet;
   for (let i = 0; i < n; i++, off += ENTRY) {
     const index = dv.getInt32(off, true);
     // int32 halves: see x86.ts on why written values travel signed.
@@ -192,6 +194,14 @@ function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): nu
         continue;
       case SET_PV_ZERO_STORE:
         if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_STORE_IF_CAP_ELSE_DROP:
+        if ((vcpu.capBits & x86.capMask[s]!) !== 0) break;
+        continue;
+      case SET_STORE_IF_CAP_ELSE_ZERO_ONLY:
+        if ((vcpu.capBits & x86.capMask[s]!) !== 0) break;
+        if (lo === 0 && hi === 0) continue;
         if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       case SET_PV_WALL_CLOCK:

@@ -31,6 +31,9 @@ import {
   SET_STORE,
   SET_ZERO_ONLY,
   SET_ZERO_STORE,
+  SET_STORE_IF_CAP_ELSE_DROP,
+  SET_STORE_IF_CAP_ELSE_ZERO_ONLY,
+  CAP_PARAM,
   UNHANDLED,
 } from './fast-path.js';
 import { indexOfSlot, MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
@@ -154,11 +157,13 @@ export class X86 {
       if (cached) {
         this.fastGet = cached.fastGet;
         this.fastSet = cached.fastSet;
+        this.fastSetRan = cached.fastSetRan;
         this.capMask = cached.capMask;
         this.pvBit = cached.pvBit;
       } else {
         this.buildFastClasses();
-        byVendor.set(vendor, { fastGet: this.fastGet, fastSet: this.fastSet, capMask: this.capMask, pvBit: this.pvBit });
+        this.buildFastSetRan();
+        byVendor.set(vendor, { fastGet: this.fastGet, fastSet: this.fastSet, fastSetRan: this.fastSetRan, capMask: this.capMask, pvBit: this.pvBit });
       }
     }
   }
@@ -198,8 +203,6 @@ export class X86 {
           this.fastGet[s] = g & 0x7f;
           if ((g & PV_PARAM) !== 0) this.pvBit[s] = g >>> 8;
       }
-      // Immutable feature MSRs depend on whether the vCPU has run: writes always take the full path.
-      if (isImmutableFeatureMsr(index)) continue;
       const v = this.vendor.fastSetClass(this, index);
       switch (index) {
         case M.MSR_FS_BASE:
@@ -218,6 +221,14 @@ export class X86 {
         default:
           if ((v & 0xff) === UNHANDLED) {
             this.fastSet[s] = advertised ? SET_ZERO_ONLY : FAST_SLOW;
+          } else if ((v & 0xff) === GATED_CAP) {
+            if (advertised) {
+              this.fastSet[s] = SET_STORE_IF_CAP_ELSE_ZERO_ONLY;
+              this.capMask[s] = 2 ** (v >>> 8);
+            }
+          } else if ((v & CAP_PARAM) !== 0 && (v & 0xc0) === 0) {
+            this.fastSet[s] = v & 0x1f;
+            this.capMask[s] = 2 ** (v >>> 8);
           } else if ((v & 0xff) === GATED_PV) {
             this.fastSet[s] = SET_PV_STORE;
             this.pvBit[s] = v >>> 8;
@@ -227,6 +238,17 @@ export class X86 {
           }
       }
     }
+  }
+
+  /**
+   * fastSet for a vCPU that has run: immutable feature MSRs then take only their current value
+   * (do_set_msr), so their writes go down the full path.
+   */
+  readonly fastSetRan: Uint8Array = new Uint8Array(SLOT_COUNT);
+
+  private buildFastSetRan(): void {
+    this.fastSetRan.set(this.fastSet);
+    for (let s = 0; s < SLOT_COUNT; s++) if (isImmutableFeatureMsr(indexOfSlot(s))) this.fastSetRan[s] = FAST_SLOW;
   }
 
   /** Fast-path read classes of what kvm_get_msr_common does for the host. */
@@ -328,14 +350,20 @@ export class X86 {
         return SET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE << 8);
       case M.MSR_KVM_WALL_CLOCK_NEW:
         return SET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE2 << 8);
+      case M.MSR_IA32_ARCH_CAPABILITIES:
+        // Stored with the CPUID bit; without it, advertised-but-unsupported (writes of 0 pass).
+        return GATED_CAP | (capIndex(CAP.ARCH_CAPABILITIES) << 8);
+      case M.MSR_IA32_TSC_ADJUST:
+        // A host write is stored with the CPUID bit and dropped without; it never moves the TSC.
+        return SET_STORE_IF_CAP_ELSE_DROP | CAP_PARAM | (capIndex(CAP.TSC_ADJUST) << 8);
+      case M.MSR_IA32_TSC:
+        // A vendor that cannot offset the TSC ignores host writes (kvm_synchronize_tsc returns early).
+        return this.vendor.tscOffsetHonored ? FAST_SLOW : SET_DROP;
       case M.MSR_EFER:
       case M.MSR_IA32_XSS:
       case M.MSR_IA32_XFD:
       case M.MSR_IA32_XFD_ERR:
-      case M.MSR_IA32_ARCH_CAPABILITIES:
       case M.MSR_IA32_PERF_CAPABILITIES:
-      case M.MSR_IA32_TSC_ADJUST:
-      case M.MSR_IA32_TSC:
       case M.MSR_KVM_ASYNC_PF_INT:
       case M.MSR_PLATFORM_INFO:
         return FAST_SLOW;
@@ -971,6 +999,7 @@ function isMceBankMsr(index: number): boolean {
 interface FastTables {
   fastGet: Uint8Array;
   fastSet: Uint8Array;
+  fastSetRan: Uint8Array;
   capMask: Uint32Array;
   pvBit: Uint8Array;
 }
