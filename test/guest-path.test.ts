@@ -145,3 +145,20 @@ describe('KVM_CAP_X86_USER_SPACE_MSR exits (kvm_msr_user_space)', () => {
     expect(m.kvm.rdmsr(m.vcpu, 0x12345678)).toEqual({ kind: 'ok', value: 0n });
   });
 });
+
+describe('__kvm_valid_efer (guest WRMSR EFER)', () => {
+  test('the guest needs LM for LME, NX for NX, SVM for SVME; the host only the reserved-bit check', async () => {
+    const { builtinProfile } = await import('../src/profiles.js');
+    const { Kvm } = await import('../src/kvm/kvm.js');
+    const { encodeCpuid2 } = await import('../src/abi/codecs.js');
+    const kvm = new Kvm({ profile: builtinProfile('svm-amd-derived') });
+    const sys = kvm.open('/dev/kvm');
+    const vm = kvm.ioctlOrThrow(sys, I.KVM_CREATE_VM, 0);
+    const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    expect(kvm.wrmsr(v, 0xc0000080, 0x100n)).toEqual({ kind: 'gp' }); // LME, no CPUID yet
+    expect(kvm.ioctl(v, I.KVM_SET_MSRS, msrs([[0xc0000080, 0x1100n]]))).toBe(1); // the host may
+    kvm.ioctlOrThrow(v, I.KVM_SET_CPUID2, encodeCpuid2(kvm.profile.supportedCpuid));
+    expect(kvm.wrmsr(v, 0xc0000080, 0x901n).kind).toBe('ok'); // SCE | LME | NX
+    expect(kvm.wrmsr(v, 0xc0000080, 0x1901n).kind).toBe('ok'); // + SVME: the supported CPUID has SVM
+  });
+});

@@ -42,10 +42,15 @@ const DEFS = {
   SHSTK: { leaf: 7, sub: 0, reg: 'ecx', bit: 7 },
   IBT: { leaf: 7, sub: 0, reg: 'edx', bit: 20 },
   XFD: { leaf: 0xd, sub: 1, reg: 'eax', bit: 4 },
+  // EFER bits (__kvm_valid_efer)
+  FXSR_OPT: { leaf: 0x80000001, sub: 0, reg: 'edx', bit: 25 },
+  AUTOIBRS: { leaf: 0x80000021, sub: 0, reg: 'eax', bit: 8 },
 } as const satisfies Record<string, CapDef>;
 
 export type CapName = keyof typeof DEFS;
 export const CAP_NAMES = Object.keys(DEFS) as CapName[];
+// Capability bits are tested with 32-bit `&`: there must be at most 31 of them.
+if (CAP_NAMES.length > 31) throw new Error(`too many CPUID capabilities (${CAP_NAMES.length}) for one int32`);
 /** The bit of a capability in Vcpu.capBits. */
 export const CAP: Readonly<Record<CapName, number>> = Object.fromEntries(
   CAP_NAMES.map((n, i) => [n, 2 ** i]),

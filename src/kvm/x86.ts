@@ -944,8 +944,11 @@ export class X86 {
     const cur = this.scratch;
     this.load(vcpu, M.MSR_EFER, cur);
     if (!host) {
-      // __kvm_valid_efer and the paging rule need CR0/CPUID state kvmsr does not model for guests.
-      if ((lo & EFER_LME) !== 0 && !this.hasCap(vcpu, CAP.LM)) return MSR_ERR;
+      // __kvm_valid_efer. (The "no LME change while paging" rule needs CR0, which kvmsr does not model.)
+      if ((lo & (1 << 21)) !== 0 && !this.hasCap(vcpu, CAP.AUTOIBRS)) return MSR_ERR;
+      if ((lo & (1 << 14)) !== 0 && !this.hasCap(vcpu, CAP.FXSR_OPT)) return MSR_ERR;
+      if ((lo & (1 << 12)) !== 0 && !this.hasCap(vcpu, CAP.SVM)) return MSR_ERR;
+      if ((lo & (EFER_LME | EFER_LMA)) !== 0 && !this.hasCap(vcpu, CAP.LM)) return MSR_ERR;
       if ((lo & EFER_NX) !== 0 && !this.hasCap(vcpu, CAP.NX)) return MSR_ERR;
     }
     return this.store(vcpu, M.MSR_EFER, (lo & ~EFER_LMA) | (cur.lo & EFER_LMA), 0);
