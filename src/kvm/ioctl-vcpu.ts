@@ -80,6 +80,8 @@ function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   vcpu.cpuidNent = nent;
   vcpu.capBits = capBitsOf(entries) & k.x86.supportedCapBits;
   vcpu.amdCompatible = isAmdCompatibleVendor(cpuidVendor(entries));
+  const addr = findCpuid(entries, 0x80000008, 0);
+  vcpu.maxPhyAddr = addr ? addr.eax & 0xff : 36;
   // kvm_get_hypervisor_cpuid(vcpu, KVM_SIGNATURE): the PV features leaf follows the signature.
   const sig = findCpuid(entries, 0x40000000, 0);
   const isKvm = sig !== undefined && sig.ebx === 0x4b4d564b && sig.ecx === 0x564b4d56 && sig.edx === 0x4d;

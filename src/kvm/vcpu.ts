@@ -16,6 +16,8 @@ export class Vcpu {
   /** vcpu->arch.pv_cpuid: KVM_CPUID_FEATURES eax and KVM_CAP_ENFORCE_PV_FEATURE_CPUID. */
   pvFeatures = 0;
   enforcePvCpuid = false;
+  /** cpuid_maxphyaddr: 0x80000008 EAX[7:0] of the guest CPUID, 36 without one. */
+  maxPhyAddr = 36;
   /** guest_cpu_cap_has bits (see cpuid-caps.ts); 0 until KVM_SET_CPUID2. */
   capBits = 0;
   /** Guest TSC = tscBase + cycles elapsed since tscBaseAt (performance.now() ms). */

@@ -254,7 +254,7 @@ export class X86 {
   /** Fast-path read classes of what kvm_get_msr_common does for the host. */
   commonFastGetClass(index: number): number {
     if (isLegacyPmuMsr(index)) return GET_ZERO;
-    if (isMceBankMsr(index)) return FAST_SLOW;
+    if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
       case M.MSR_IA32_SMBASE:
       case M.MSR_IA32_MCG_CAP:
@@ -315,7 +315,7 @@ export class X86 {
   /** Fast-path write classes of what kvm_set_msr_common does for the host. */
   commonFastSetClass(index: number): number {
     if (isLegacyPmuMsr(index)) return SET_DROP;
-    if (isMceBankMsr(index)) return FAST_SLOW;
+    if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
       case M.MSR_IA32_SMBASE:
         return SET_STORE;
@@ -633,6 +633,7 @@ export class X86 {
     // Legacy PMU MSRs the vPMU does not own (enable_pmu=N on the hosts kvmsr models) read 0.
     if (isLegacyPmuMsr(index)) return zero(out);
     if (isMceBankMsr(index)) return this.getMce(vcpu, index, host, out);
+    if (isMtrrRange(index)) return this.getMtrr(vcpu, index, out);
     switch (index) {
       case M.MSR_IA32_SMBASE:
         // Readable by the host only (CONFIG_KVM_SMM); whether it is listed is the vendor's call.
@@ -724,6 +725,7 @@ export class X86 {
     // Legacy PMU MSRs the vPMU does not own: any value is accepted and dropped.
     if (isLegacyPmuMsr(index)) return MSR_OK;
     if (isMceBankMsr(index)) return this.setMce(vcpu, index, host, lo, hi);
+    if (isMtrrRange(index)) return this.setMtrr(vcpu, index, lo, hi);
     switch (index) {
       case M.MSR_IA32_SMBASE:
         if (!host) return MSR_ERR;
@@ -875,6 +877,38 @@ export class X86 {
     }
   }
 
+  /** kvm_mtrr_get_msr: MTRRcap is fixed (WC, FIX, 8 variable ranges); the rest are stored. */
+  private getMtrr(vcpu: Vcpu, index: number, out: MsrValue): number {
+    if (index === M.MSR_MTRRcap) {
+      out.lo = 0x500 | KVM_NR_VAR_MTRR;
+      out.hi = 0;
+      return MSR_OK;
+    }
+    return isMtrr(index) ? this.load(vcpu, index, out) : MSR_ERR;
+  }
+
+  /** kvm_mtrr_set_msr and kvm_mtrr_valid. */
+  private setMtrr(vcpu: Vcpu, index: number, lo: number, hi: number): number {
+    if (index === M.MSR_MTRRcap) return MSR_UNSUPPORTED; // read-only: kvm_set_msr_common has no case
+    if (!isMtrr(index)) return MSR_ERR;
+    if (index === M.MSR_MTRRdefType) {
+      if ((lo & ~0xcff) !== 0 || hi !== 0 || !validMtrrType(lo & 0xff)) return MSR_ERR;
+    } else if (index >= M.MSR_MTRRfix64K_00000) {
+      for (let b = 0; b < 4; b++) if (!validMtrrType((lo >>> (8 * b)) & 0xff) || !validMtrrType((hi >>> (8 * b)) & 0xff)) return MSR_ERR;
+    } else {
+      // Variable ranges: no bits at or above the guest's MAXPHYADDR; base has a type, mask bits 10:0 clear.
+      const maxPhy = vcpu.maxPhyAddr;
+      const hiReserved = maxPhy >= 64 ? 0 : maxPhy <= 32 ? -1 : ~((1 << (maxPhy - 32)) - 1);
+      if ((hi & hiReserved) !== 0) return MSR_ERR;
+      if ((index & 1) === 0) {
+        if (!validMtrrType(lo & 0xff) || (lo & 0xf00) !== 0) return MSR_ERR;
+      } else if ((lo & 0x7ff) !== 0) {
+        return MSR_ERR;
+      }
+    }
+    return this.store(vcpu, index, lo, hi);
+  }
+
   /** (guest CPUID leaf.sub) & (KVM's supported leaf.sub), two registers as a u64's halves. */
   private guestSupported(vcpu: Vcpu, leaf: number, sub: number, loReg: 'eax' | 'ecx', hiReg: 'edx'): { lo: number; hi: number } {
     const g = findCpuid(decodeCpuidEntries(vcpu.cpuidBytes), leaf, sub);
@@ -985,6 +1019,27 @@ export function isImmutableFeatureMsr(index: number): boolean {
     index === M.MSR_IA32_PERF_CAPABILITIES ||
     index === M.MSR_PLATFORM_INFO
   );
+}
+
+const KVM_NR_VAR_MTRR = 8;
+/** The indices kvm_get/set_msr_common send to the MTRR code: MTRRcap, 0x200-0x26f, MTRRdefType. */
+function isMtrrRange(index: number): boolean {
+  return index === M.MSR_MTRRcap || index === M.MSR_MTRRdefType || (index >= M.MSR_MTRRphysBase0 && index <= M.MSR_MTRRfix4K_F8000);
+}
+/** find_mtrr: the MSRs that are MTRRs (variable pairs, the fixed ranges, the default type). */
+function isMtrr(index: number): boolean {
+  return (
+    (index >= M.MSR_MTRRphysBase0 && index < M.MSR_MTRRphysBase0 + 2 * KVM_NR_VAR_MTRR) ||
+    index === M.MSR_MTRRfix64K_00000 ||
+    index === M.MSR_MTRRfix64K_00000 + 8 ||
+    index === M.MSR_MTRRfix64K_00000 + 9 ||
+    (index >= M.MSR_MTRRfix4K_F8000 - 7 && index <= M.MSR_MTRRfix4K_F8000) ||
+    index === M.MSR_MTRRdefType
+  );
+}
+/** valid_mtrr_type: UC, WC, WT, WP, WB. */
+function validMtrrType(t: number): boolean {
+  return t < 8 && ((1 << t) & 0x73) !== 0;
 }
 
 /** The CET MSRs whose existence __kvm_get_msr/__kvm_set_msr gate on SHSTK/IBT (6.18). */
