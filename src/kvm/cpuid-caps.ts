@@ -45,6 +45,7 @@ const DEFS = {
   // EFER bits (__kvm_valid_efer)
   FXSR_OPT: { leaf: 0x80000001, sub: 0, reg: 'edx', bit: 25 },
   AUTOIBRS: { leaf: 0x80000021, sub: 0, reg: 'eax', bit: 8 },
+  X2APIC: { leaf: 1, sub: 0, reg: 'ecx', bit: 21 },
 } as const satisfies Record<string, CapDef>;
 
 export type CapName = keyof typeof DEFS;

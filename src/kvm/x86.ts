@@ -256,6 +256,8 @@ export class X86 {
     if (isLegacyPmuMsr(index)) return GET_ZERO;
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
+      case M.MSR_IA32_APICBASE:
+        return GET_LOAD;
       case M.MSR_IA32_SMBASE:
       case M.MSR_IA32_MCG_CAP:
         return GET_LOAD;
@@ -317,6 +319,8 @@ export class X86 {
     if (isLegacyPmuMsr(index)) return SET_DROP;
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
+      case M.MSR_IA32_APICBASE:
+        return FAST_SLOW;
       case M.MSR_IA32_SMBASE:
         return SET_STORE;
       case M.MSR_IA32_MISC_ENABLE:
@@ -381,6 +385,8 @@ export class X86 {
   initVcpu(vcpu: Vcpu): void {
     this.clockMs = NaN;
     vcpu.msrs.set(this.resetValues);
+    // kvm_lapic_reset: the APIC is enabled at its default base; vCPU 0 is the BSP (bsp_vcpu_id 0).
+    this.store(vcpu, M.MSR_IA32_APICBASE, APIC_DEFAULT_PHYS_BASE | APICBASE_ENABLE | (vcpu.id === 0 ? APICBASE_BSP : 0), 0);
     vcpu.tscKhz = this.tscKhz;
     this.vendor.vcpuCreate(this, vcpu);
     // kvm_synchronize_tsc(vcpu, NULL) writes 0, which always synchronizes: a new vCPU joins the
@@ -635,6 +641,8 @@ export class X86 {
     if (isMceBankMsr(index)) return this.getMce(vcpu, index, host, out);
     if (isMtrrRange(index)) return this.getMtrr(vcpu, index, out);
     switch (index) {
+      case M.MSR_IA32_APICBASE:
+        return this.load(vcpu, index, out);
       case M.MSR_IA32_SMBASE:
         // Readable by the host only (CONFIG_KVM_SMM); whether it is listed is the vendor's call.
         if (!host) return MSR_ERR;
@@ -727,6 +735,8 @@ export class X86 {
     if (isMceBankMsr(index)) return this.setMce(vcpu, index, host, lo, hi);
     if (isMtrrRange(index)) return this.setMtrr(vcpu, index, lo, hi);
     switch (index) {
+      case M.MSR_IA32_APICBASE:
+        return this.setApicBase(vcpu, host, lo, hi);
       case M.MSR_IA32_SMBASE:
         if (!host) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
@@ -877,6 +887,27 @@ export class X86 {
     }
   }
 
+  /**
+   * kvm_apic_set_base: reserved bits (above MAXPHYADDR, 7:0 and 9, and x2APIC without the CPUID
+   * bit) and the invalid mode (x2APIC without enable) fail; a guest may not leave x2APIC for xAPIC
+   * or go from disabled straight to x2APIC. kvmsr keeps the value; the LAPIC itself is not modelled.
+   */
+  private setApicBase(vcpu: Vcpu, host: boolean, lo: number, hi: number): number {
+    const maxPhy = vcpu.maxPhyAddr;
+    const hiReserved = maxPhy >= 64 ? 0 : maxPhy <= 32 ? -1 : ~((1 << (maxPhy - 32)) - 1);
+    const x2 = this.hasCap(vcpu, CAP.X2APIC) ? 0 : APICBASE_X2APIC;
+    if ((hi & hiReserved) !== 0 || (lo & (0x2ff | x2)) !== 0) return MSR_ERR;
+    const mode = (lo >>> 10) & 3; // 0 disabled, 1 invalid, 2 xAPIC, 3 x2APIC
+    if (mode === 1) return MSR_ERR;
+    if (!host) {
+      const cur = this.scratch;
+      this.load(vcpu, M.MSR_IA32_APICBASE, cur);
+      const old = (cur.lo >>> 10) & 3;
+      if ((old === 3 && mode === 2) || (old === 0 && mode === 3)) return MSR_ERR;
+    }
+    return this.store(vcpu, M.MSR_IA32_APICBASE, lo, hi);
+  }
+
   /** kvm_mtrr_get_msr: MTRRcap is fixed (WC, FIX, 8 variable ranges); the rest are stored. */
   private getMtrr(vcpu: Vcpu, index: number, out: MsrValue): number {
     if (index === M.MSR_MTRRcap) {
@@ -1022,6 +1053,10 @@ export function isImmutableFeatureMsr(index: number): boolean {
 }
 
 const KVM_NR_VAR_MTRR = 8;
+const APIC_DEFAULT_PHYS_BASE = 0xfee00000 | 0;
+const APICBASE_BSP = 1 << 8;
+const APICBASE_X2APIC = 1 << 10;
+const APICBASE_ENABLE = 1 << 11;
 /** The indices kvm_get/set_msr_common send to the MTRR code: MTRRcap, 0x200-0x26f, MTRRdefType. */
 function isMtrrRange(index: number): boolean {
   return index === M.MSR_MTRRcap || index === M.MSR_MTRRdefType || (index >= M.MSR_MTRRphysBase0 && index <= M.MSR_MTRRfix4K_F8000);
