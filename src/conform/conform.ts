@@ -148,7 +148,7 @@ export class Conformance {
       const steps: Step[] = [];
       const m = Math.min(20, n - b);
       for (let k = 0; k < m; k++) steps.push(this.randomBatch(rnd, list, setup.vcpus));
-      // Then read every listed MSR on every vCPU: any state the batches left different shows here.
+      // Then read every listed MSR on every vCPU, so every state the batches left different shows.
       for (let v = 0; v < setup.vcpus; v++) steps.push({ on: v, request: I.KVM_GET_MSRS, arg: msrs(list.map((index) => ({ index, data: 0n }))) });
       const r = this.checkAll('random', setup, steps);
       agreed += Math.min(m, r.agreed);

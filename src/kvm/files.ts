@@ -21,6 +21,3 @@ export interface VcpuFile {
 }
 export type KvmFile = SystemFile | VmFile | VcpuFile;
 
-export function fdKindName(kind: FdKind): 'system' | 'vm' | 'vcpu' {
-  return kind === FD_SYSTEM ? 'system' : kind === FD_VM ? 'vm' : 'vcpu';
-}

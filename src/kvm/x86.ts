@@ -730,7 +730,7 @@ export class X86 {
 
   // ---- kvm_set_msr_common ----
   setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
-    // Legacy PMU MSRs the vPMU does not own: any value is accepted and dropped.
+    // Legacy PMU MSRs the vPMU does not own accept every value and drop it.
     if (isLegacyPmuMsr(index)) return MSR_OK;
     if (isMceBankMsr(index)) return this.setMce(vcpu, index, host, lo, hi);
     if (isMtrrRange(index)) return this.setMtrr(vcpu, index, lo, hi);
