@@ -2,7 +2,7 @@
 // kvmsr stores, in several vCPU states, with several values, a KVM_GET_MSRS/KVM_SET_MSRS through
 // the fast path and one with the fast path turned off give the same return, bytes and state.
 import { describe, expect, test } from 'vitest';
-import { encodeCpuid2, encodeEnableCap } from '../src/abi/codecs.js';
+import { encodeCpuid2, encodeEnableCap, encodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
@@ -31,5 +31,33 @@ describe('fast path equals the full path', () => {
   test.each(STATES)('every slot, %s', (name, irqchip, setup) => {
     const checked = expectFastPathEqualsFullPath({ ignoreMsrs: name === 'ignore_msrs' }, irqchip, setup, VALUES);
     expect(checked).toBeGreaterThan(30);
+  });
+});
+
+describe('fast-path classes that depend on other MSRs', () => {
+  test('PLATFORM_INFO may not drop CPUID_FAULT while MISC_FEATURES_ENABLES has faulting on (fast and full path)', () => {
+    for (const fastPath of [true, false]) {
+      const kvm = new Kvm({ fastPath });
+      const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+      const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+      const set = (i: number, d: bigint): number => kvm.ioctl(v, I.KVM_SET_MSRS, encodeMsrs([{ index: i, data: d }]));
+      expect(set(0x140, 1n), `fastPath ${fastPath}`).toBe(1);
+      expect(set(0xce, 0n), `fastPath ${fastPath}`).toBe(0);
+      expect(set(0xce, 0x80000000n), `fastPath ${fastPath}`).toBe(1);
+      expect(set(0x140, 0n)).toBe(1);
+      expect(set(0xce, 0n)).toBe(1);
+    }
+  });
+  test('ASYNC_PF_INT takes a vector only with an irqchip (fast and full path)', () => {
+    for (const fastPath of [true, false]) {
+      for (const irqchip of [false, true]) {
+        const kvm = new Kvm({ fastPath });
+        const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+        if (irqchip) kvm.ioctlOrThrow(vm, I.KVM_CREATE_IRQCHIP, 0);
+        const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+        expect(kvm.ioctl(v, I.KVM_SET_MSRS, encodeMsrs([{ index: 0x4b564d06, data: 0xecn }])), `fast ${fastPath} irqchip ${irqchip}`).toBe(irqchip ? 1 : 0);
+        expect(kvm.ioctl(v, I.KVM_SET_MSRS, encodeMsrs([{ index: 0x4b564d06, data: 0x1ecn }]))).toBe(0);
+      }
+    }
   });
 });

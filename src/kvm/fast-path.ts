@@ -40,6 +40,14 @@ export const SET_PV_WALL_CLOCK = 11;
 export const SET_STORE_IF_CAP_ELSE_DROP = 12;
 /** Store when the vCPU has the capability; otherwise advertised-but-unsupported: 0 passes, the rest takes the full path. */
 export const SET_STORE_IF_CAP_ELSE_ZERO_ONLY = 13;
+/** KVM_POLL_CONTROL: 0 or 1 stored when guest_pv_has(pvBit[slot]); otherwise the full path. */
+export const SET_PV_BIT0_STORE = 14;
+/** KVM_ASYNC_PF_INT: a vector (bits 7:0) stored when guest_pv_has and the VM has an irqchip; otherwise the full path. */
+export const SET_PV_BYTE_STORE_IF_IRQCHIP = 15;
+/** PLATFORM_INFO: stored unless it clears CPUID_FAULT while CPUID faulting is on (then the full path). */
+export const SET_PLATFORM_INFO = 16;
+/** A write of 0 stored when the vCPU has the capability in capMask[slot], accepted as advertised-unsupported without it. */
+export const SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY = 17;
 
 // What the vendor and common classifiers may also answer; X86 turns these into the classes above.
 /** The accessor has no case for the index: KVM_MSR_RET_UNSUPPORTED. */

@@ -27,6 +27,10 @@ import {
   SET_STORE,
   SET_STORE_IF_CAP_ELSE_DROP,
   SET_STORE_IF_CAP_ELSE_ZERO_ONLY,
+  SET_PV_BIT0_STORE,
+  SET_PV_BYTE_STORE_IF_IRQCHIP,
+  SET_PLATFORM_INFO,
+  SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY,
   SET_ZERO_ONLY,
   SET_ZERO_STORE,
 } from './fast-path.js';
@@ -40,6 +44,9 @@ export const MSR_IO_SET = 1;
 export const MSR_IO_GET_FEATURE = 2;
 
 const ENTRY = KVM_MSR_ENTRY_LAYOUT.size;
+const PLATFORM_INFO_CPUID_FAULT = 0x80000000 | 0;
+/** The u32 word of MISC_FEATURES_ENABLES (0x140) in a vCPU's MSR array. */
+const MISC_FEATURES_SLOT = 2 * slotOf(0x140);
 const LITTLE_ENDIAN = endianness() === 'LE';
 const DATA = KVM_MSR_ENTRY_LAYOUT.data;
 
@@ -194,6 +201,25 @@ function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): nu
         continue;
       case SET_PV_ZERO_STORE:
         if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PV_BIT0_STORE:
+        if (hi === 0 && (lo & ~1) === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PV_BYTE_STORE_IF_IRQCHIP:
+        if (hi === 0 && lo >>> 8 === 0 && vcpu.vm.irqchip && pvHas(vcpu, x86.pvBit[s]!)) break;
+        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
+        continue;
+      case SET_PLATFORM_INFO:
+        // Refused only when CPUID_FAULT is cleared while MISC_FEATURES_ENABLES has faulting on.
+        if ((lo & PLATFORM_INFO_CPUID_FAULT) !== 0 || (msrs[MISC_FEATURES_SLOT]! & 1) === 0) break;
+        return i;
+      case SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY:
+        if (lo === 0 && hi === 0) {
+          if ((vcpu.capBits & x86.capMask[s]!) !== 0) break;
+          continue;
+        }
         if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
         continue;
       case SET_STORE_IF_CAP_ELSE_DROP:

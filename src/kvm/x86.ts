@@ -33,6 +33,10 @@ import {
   SET_ZERO_STORE,
   SET_STORE_IF_CAP_ELSE_DROP,
   SET_STORE_IF_CAP_ELSE_ZERO_ONLY,
+  SET_PV_BIT0_STORE,
+  SET_PV_BYTE_STORE_IF_IRQCHIP,
+  SET_PLATFORM_INFO,
+  SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY,
   CAP_PARAM,
   UNHANDLED,
 } from './fast-path.js';
@@ -346,8 +350,15 @@ export class X86 {
       case M.MSR_KVM_ASYNC_PF_EN:
       case M.MSR_KVM_STEAL_TIME:
       case M.MSR_KVM_PV_EOI_EN:
-      case M.MSR_KVM_POLL_CONTROL:
         return SET_PV_ZERO_STORE | PV_PARAM | (pvFeatureOf(index) << 8);
+      case M.MSR_KVM_POLL_CONTROL:
+        return SET_PV_BIT0_STORE | PV_PARAM | (pvFeatureOf(index) << 8);
+      case M.MSR_KVM_ASYNC_PF_INT:
+        return SET_PV_BYTE_STORE_IF_IRQCHIP | PV_PARAM | (pvFeatureOf(index) << 8);
+      case M.MSR_PLATFORM_INFO:
+        return SET_PLATFORM_INFO;
+      case M.MSR_IA32_PERF_CAPABILITIES:
+        return SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY | CAP_PARAM | (capIndex(CAP.PDCM) << 8);
       case M.MSR_KVM_ASYNC_PF_ACK:
         return SET_PV_ZERO_ONLY | PV_PARAM | (M.KVM_FEATURE_ASYNC_PF_INT << 8);
       case M.MSR_KVM_WALL_CLOCK:
@@ -367,9 +378,6 @@ export class X86 {
       case M.MSR_IA32_XSS:
       case M.MSR_IA32_XFD:
       case M.MSR_IA32_XFD_ERR:
-      case M.MSR_IA32_PERF_CAPABILITIES:
-      case M.MSR_KVM_ASYNC_PF_INT:
-      case M.MSR_PLATFORM_INFO:
         return FAST_SLOW;
       default:
         return UNHANDLED;
