@@ -116,3 +116,30 @@ describe('PVM: the guest reads the host TSC', () => {
     expect(s.get(v, 0x10)).toBe(before);
   });
 });
+
+describe('KVM_SET_TSC_KHZ (kvm_set_tsc_khz)', () => {
+  test('kvm_amd profile (TSC scaling): any rate; KVM_GET_TSC_KHZ reports it and the TSC counts at it', () => {
+    const s = setup();
+    const v = s.vcpu(0);
+    const khz = Number(s.khz);
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz / 2)).toBe(0);
+    expect(s.kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(khz / 2);
+    const t0 = s.get(v, 0x10);
+    s.advance(1000);
+    expect(s.get(v, 0x10) - t0).toBe(BigInt(khz / 2) * 1000n);
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, 0)).toBe(0); // 0: the host rate
+    expect(s.kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(khz);
+  });
+  test('PVM (no TSC scaling): within tolerance or faster is accepted, slower is EINVAL; the host TSC is still read', () => {
+    const s = setup(builtinProfile('pvm-amd-epyc-6.18'));
+    const v = s.vcpu(0);
+    const khz = Number(s.khz);
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz + 100)).toBe(0); // 48 ppm
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz * 2)).toBe(0); // faster: catch-up
+    expect(s.kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(khz * 2);
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz / 2)).toBe(-22);
+    const t0 = s.get(v, 0x10);
+    s.advance(1000);
+    expect(s.get(v, 0x10) - t0).toBe(s.khz * 1000n);
+  });
+});

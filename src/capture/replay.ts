@@ -63,7 +63,6 @@ export interface ReplayResult {
 const UNKNOWABLE: ReadonlyMap<number, string> = new Map([
   [I.KVM_SET_SREGS, 'KVM_SET_SREGS (EFER, APIC base and segment bases change MSR answers)'],
   [I.KVM_SET_LAPIC, 'KVM_SET_LAPIC (TSC deadline mode and x2APIC state)'],
-  [I.KVM_SET_TSC_KHZ, 'KVM_SET_TSC_KHZ (the TSC rate)'],
 ]);
 
 const hex64 = (v: bigint): string => '0x' + v.toString(16);

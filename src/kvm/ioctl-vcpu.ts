@@ -32,6 +32,8 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       return enableCap(k, vcpu, req, arg);
     case I.KVM_GET_TSC_KHZ:
       return vcpu.tscKhz;
+    case I.KVM_SET_TSC_KHZ:
+      return k.x86.setTscKhz(vcpu, a.intValue(arg));
     case I.KVM_X86_SETUP_MCE: {
       if (!a.resolve(arg) || a.avail < 8) return -EFAULT;
       return k.x86.setupMce(vcpu, a.dv.getInt32(a.base, true), a.dv.getInt32(a.base + 4, true));
@@ -54,7 +56,6 @@ const VCPU_UNMODELED = new Set<number>([
   I.KVM_RUN,
   I.KVM_SET_SREGS,
   I.KVM_SET_LAPIC,
-  I.KVM_SET_TSC_KHZ,
   I.KVM_GET_REGS,
   I.KVM_SET_REGS,
   I.KVM_GET_SREGS,

@@ -54,7 +54,7 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
 }
 
 /** Real VM ioctls kvmsr does not model (they do not change what an MSR ioctl answers). */
-const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR]);
+const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR, I.KVM_SET_TSC_KHZ, I.KVM_GET_TSC_KHZ]);
 
 function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
   const a = k.args;

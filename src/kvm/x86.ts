@@ -451,7 +451,7 @@ export class X86 {
   readTsc(vcpu: Vcpu, out: MsrValue): number {
     if (!this.vendor.tscOffsetHonored) {
       // The guest sees the host TSC: cycles since the host booted, estimated from this machine's uptime.
-      const cycles = Math.floor((HOST_BOOT_AGO_MS + this.clock()) * vcpu.tscKhz);
+      const cycles = Math.floor((HOST_BOOT_AGO_MS + this.clock()) * this.tscKhz);
       out.hi = Math.floor(cycles / TWO32) >>> 0;
       out.lo = (cycles - Math.floor(cycles / TWO32) * TWO32) >>> 0;
       return MSR_OK;
@@ -916,6 +916,29 @@ export class X86 {
     return this.store(vcpu, M.MSR_IA32_APICBASE, lo, hi);
   }
 
+  /**
+   * KVM_SET_TSC_KHZ (kvm_set_tsc_khz, set_tsc_khz): 0 means the host rate. Within
+   * kvm.tsc_tolerance_ppm of the host rate nothing needs scaling. Otherwise a host with TSC scaling
+   * (KVM_CAP_TSC_CONTROL) scales, and one without accepts only a faster rate (by catch-up) and
+   * refuses a slower one. Returns 0 or -EINVAL.
+   */
+  setTscKhz(vcpu: Vcpu, arg: number): number {
+    const khz = arg % TWO32 === 0 ? this.tscKhz : arg % TWO32; // (u32)arg
+    const ppm = Number(this.profile.host.moduleParams['kvm.tsc_tolerance_ppm'] ?? '250');
+    const lo = Math.floor((this.tscKhz * (1e6 - ppm)) / 1e6);
+    const hi = Math.floor((this.tscKhz * (1e6 + ppm)) / 1e6);
+    const ext = this.profile.extensions;
+    const scaling = (ext.vm[KVM_CAP_TSC_CONTROL] ?? ext.system[KVM_CAP_TSC_CONTROL] ?? 0) > 0;
+    if (khz < lo || khz > hi) {
+      if (!scaling && khz < this.tscKhz) return -EINVAL;
+    }
+    // Bring the TSC to the new rate from its current value.
+    this.readTsc(vcpu, this.scratch);
+    vcpu.tscKhz = khz;
+    if (this.vendor.tscOffsetHonored) this.writeTsc(vcpu, this.scratch.lo, this.scratch.hi);
+    return 0;
+  }
+
   /** kvm_mtrr_get_msr: MTRRcap is fixed (WC, FIX, 8 variable ranges); the rest are stored. */
   private getMtrr(vcpu: Vcpu, index: number, out: MsrValue): number {
     if (index === M.MSR_MTRRcap) {
@@ -1061,6 +1084,7 @@ export function isImmutableFeatureMsr(index: number): boolean {
 }
 
 const KVM_NR_VAR_MTRR = 8;
+const KVM_CAP_TSC_CONTROL = 60;
 const APIC_DEFAULT_PHYS_BASE = 0xfee00000 | 0;
 const APICBASE_BSP = 1 << 8;
 const APICBASE_X2APIC = 1 << 10;

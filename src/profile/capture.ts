@@ -55,7 +55,7 @@ function cpuInfo(): { vendor: string; model: string } {
 function moduleParams(vendor: VendorModule): Record<string, string> {
   const out: Record<string, string> = {};
   const want: Record<string, string[]> = {
-    kvm: ['ignore_msrs', 'report_ignored_msrs', 'enable_pmu', 'force_emulation_prefix'],
+    kvm: ['ignore_msrs', 'report_ignored_msrs', 'enable_pmu', 'force_emulation_prefix', 'tsc_tolerance_ppm'],
     [vendor]: ['nested', 'pt_mode', 'lbrv', 'enable_pmu', 'vnmi'],
   };
   for (const [mod, params] of Object.entries(want)) {
