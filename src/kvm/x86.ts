@@ -324,6 +324,8 @@ export class X86 {
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
       case M.MSR_IA32_APICBASE:
+      case M.MSR_IA32_PRED_CMD:
+      case M.MSR_IA32_FLUSH_CMD:
         return FAST_SLOW;
       case M.MSR_IA32_SMBASE:
         return SET_STORE;
@@ -745,6 +747,13 @@ export class X86 {
     switch (index) {
       case M.MSR_IA32_APICBASE:
         return this.setApicBase(vcpu, host, lo, hi);
+      case M.MSR_IA32_PRED_CMD:
+        return this.setPredCmd(vcpu, host, lo, hi);
+      case M.MSR_IA32_FLUSH_CMD:
+        // Write-only: L1D_FLUSH (bit 0) on a host that has it; the guest needs FLUSH_L1D too.
+        if (!host && !this.hasCap(vcpu, CAP.FLUSH_L1D)) return MSR_ERR;
+        if (!this.hostHas('FLUSH_L1D') || hi !== 0 || (lo & ~1) !== 0) return MSR_ERR;
+        return MSR_OK;
       case M.MSR_IA32_SMBASE:
         if (!host) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
@@ -937,6 +946,33 @@ export class X86 {
     vcpu.tscKhz = khz;
     if (this.vendor.tscOffsetHonored) this.writeTsc(vcpu, this.scratch.lo, this.scratch.hi);
     return 0;
+  }
+
+  /** Whether the host has a feature, as KVM_GET_SUPPORTED_CPUID reports it (boot_cpu_has). */
+  private hostHas(f: 'IBPB' | 'SBPB' | 'FLUSH_L1D'): boolean {
+    const c = this.profile.supportedCpuid;
+    const bit = (leaf: number, reg: 'eax' | 'ebx' | 'edx', b: number): boolean => {
+      const e = findCpuid(c, leaf, 0);
+      return e !== undefined && ((e[reg] >>> b) & 1) === 1;
+    };
+    if (f === 'IBPB') return bit(7, 'edx', 26) || bit(0x80000008, 'ebx', 12);
+    if (f === 'SBPB') return bit(0x80000021, 'eax', 27);
+    return bit(7, 'edx', 28);
+  }
+
+  /** MSR_IA32_PRED_CMD (write-only): IBPB (bit 0) and SBPB (bit 7), each if the host and (for a guest) its CPUID have it. */
+  private setPredCmd(vcpu: Vcpu, host: boolean, lo: number, hi: number): number {
+    let reserved = ~(1 | (1 << 7));
+    if (!host) {
+      // guest_has_pred_cmd_msr (kvmsr tracks no SBPB capability, so a guest never gets SBPB).
+      const ibpb = this.hasCap(vcpu, CAP.SPEC_CTRL) || this.hasCap(vcpu, CAP.AMD_IBPB);
+      if (!ibpb) return MSR_ERR;
+      reserved |= 1 << 7;
+    }
+    if (!this.hostHas('IBPB')) reserved |= 1;
+    if (!this.hostHas('SBPB')) reserved |= 1 << 7;
+    if (hi !== 0 || (lo & reserved) !== 0) return MSR_ERR;
+    return MSR_OK;
   }
 
   /** kvm_mtrr_get_msr: MTRRcap is fixed (WC, FIX, 8 variable ranges); the rest are stored. */
