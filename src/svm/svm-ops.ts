@@ -70,7 +70,6 @@ interface SvmVcpu {
   maxPhyAddr: number;
 }
 
-
 function param(x86: X86, key: string, dflt: boolean): boolean {
   const v = x86.profile.host.moduleParams[key];
   return v === undefined ? dflt : ['Y', 'y', '1'].includes(v);
@@ -82,7 +81,7 @@ function cpuidBit(x86: X86, fn: number, reg: 'eax' | 'ebx' | 'ecx' | 'edx', bit:
 }
 
 function hostOf(x86: X86): SvmHost {
-  let h = (x86.vendorHost as SvmHost | undefined);
+  let h = x86.vendorHost as SvmHost | undefined;
   if (h !== undefined) return h;
   const pmu = param(x86, 'kvm.enable_pmu', true);
   // svm_set_cpu_caps: PERFCTR_CORE needs >= 6 host counters, PERFMON_V2 reports the count.
@@ -114,7 +113,7 @@ function hostOf(x86: X86): SvmHost {
 }
 
 function vcpuState(vcpu: Vcpu): SvmVcpu {
-  let s = (vcpu.vendorState as SvmVcpu | undefined);
+  let s = vcpu.vendorState as SvmVcpu | undefined;
   if (s === undefined) {
     s = { pmuVersion: 0, nrGp: 0, icCfg: -1, maxPhyAddr: 36 };
     vcpu.vendorState = s;

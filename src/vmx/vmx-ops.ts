@@ -150,9 +150,8 @@ interface VmxHost {
   familyModel: number;
 }
 
-
 function hostOf(x86: X86): VmxHost {
-  let h = (x86.vendorHost as VmxHost | undefined);
+  let h = x86.vendorHost as VmxHost | undefined;
   if (h === undefined) {
     h = makeHost(x86);
     x86.vendorHost = h;
@@ -221,9 +220,8 @@ class VmxVcpu {
   readonly pmu = new IntelPmu();
 }
 
-
 function stateOf(vcpu: Vcpu): VmxVcpu {
-  let s = (vcpu.vendorState as VmxVcpu | undefined);
+  let s = vcpu.vendorState as VmxVcpu | undefined;
   if (s === undefined) {
     s = new VmxVcpu();
     vcpu.vendorState = s;
