@@ -176,3 +176,12 @@ describe('kvmsr check', () => {
     expect(j.findings.some((x) => x.kind === 'partial')).toBe(true);
   });
 });
+
+describe('usage errors', () => {
+  test('an unknown command or a missing required option is status 2; help and version are 0', () => {
+    expect(run(['bogus']).code).toBe(2);
+    expect(run(['record']).code).toBe(2);
+    expect(run(['--help']).code).toBe(0);
+    expect(run(['--version']).code).toBe(0);
+  });
+});

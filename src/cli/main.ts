@@ -434,7 +434,10 @@ export function main(argv: string[]): number {
   try {
     program.parse(argv, { from: 'user' });
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof CommanderError) {
+      // Help and version end well; every usage error (commander already printed it) is status 2.
+      return e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version' ? 0 : 2;
+    }
     process.stderr.write(`kvmsr: ${(e as Error).message}\n`);
     return 2;
   }
