@@ -51,6 +51,15 @@ describe.skipIf(why !== '')(`UAPI layout against /usr/include/linux/kvm.h${why ?
     for (const [ours, theirs] of Object.entries(fields)) expect(layout[ours], `${name}.${theirs}`).toBe(get(`offset ${name}.${theirs}`));
   });
 
+  test('struct kvm_sregs: the fields that carry MSR state', () => {
+    expect(L.KVM_SREGS_LAYOUT.size).toBe(get('size kvm_sregs'));
+    expect(L.KVM_SREGS_LAYOUT.fs).toBe(get('offset kvm_sregs.fs'));
+    expect(L.KVM_SREGS_LAYOUT.gs).toBe(get('offset kvm_sregs.gs'));
+    expect(L.KVM_SREGS_LAYOUT.efer).toBe(get('offset kvm_sregs.efer'));
+    expect(L.KVM_SREGS_LAYOUT.apicBase).toBe(get('offset kvm_sregs.apic_base'));
+    expect(get('offset kvm_segment.base')).toBe(0);
+  });
+
   test('struct kvm_run: the MSR exit fields', () => {
     expect(L.KVM_RUN_LAYOUT.exitReason).toBe(get('offset kvm_run.exit_reason'));
     expect(L.KVM_RUN_LAYOUT.msrError).toBe(get('offset kvm_run.msr.error'));

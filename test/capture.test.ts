@@ -137,3 +137,50 @@ describe('malformed captures', () => {
     expect(() => replay(c)).not.toThrow();
   });
 });
+
+describe('KVM_SET_SREGS in a capture', () => {
+  function sregsCapture(profileName: 'svm-amd-derived' | 'pvm-amd-epyc-6.18', efer: bigint) {
+    return import('../src/profiles.js').then(({ builtinProfile }) => {
+      const kvm = new Kvm({ profile: builtinProfile(profileName) });
+      const rec = new KvmRecorder(kvm);
+      const sys = kvm.open('/dev/kvm');
+      const vm = rec.ioctl(sys, I.KVM_CREATE_VM, 0);
+      const v = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+      const sregs = new Uint8Array(312);
+      const dv = new DataView(sregs.buffer);
+      dv.setBigUint64(264, efer, true);
+      dv.setBigUint64(272, 0xfee00900n, true);
+      dv.setBigUint64(72, 0x7f0000001000n, true);
+      rec.ioctl(v, I.KVM_SET_SREGS, sregs); // kvmsr answers ENOSYS; fix the record to what a kernel says
+      rec.ioctl(v, I.KVM_GET_MSRS, encodeMsrs([0xc0000080, 0xc0000100].map((index) => ({ index, data: 0n }))));
+      const lines = rec.text().split('\n');
+      const i = lines.findIndex((l) => l.includes('"request":"0x4138ae84"'));
+      lines[i] = lines[i]!.replace('"ret":-1', '"ret":0').replace(/"errno":\d+/, '"errno":0');
+      // What the kernel read back after the SET_SREGS: its EFER and FS base.
+      const j = lines.findLastIndex((l) => l.includes('"KVM_GET_MSRS"'));
+      const r = JSON.parse(lines[j]!) as { out: string };
+      const out = Buffer.from(r.out, 'hex');
+      out.writeBigUInt64LE(efer, 16);
+      out.writeBigUInt64LE(0x7f0000001000n, 32);
+      r.out = out.toString('hex');
+      lines[j] = JSON.stringify(r);
+      return lines.join('\n');
+    });
+  }
+  test('on kvm_amd its EFER and FS base are applied from the capture, then compared, and a change is still caught', async () => {
+    const text = await sregsCapture('svm-amd-derived', 0xd01n);
+    const r = replay(parseCapture(text, 's.jsonl'));
+    expect(r.divergences).toEqual([]);
+    expect(r.adopted).toBe(0);
+    expect(r.rules.some((x) => x.startsWith('KVM_SET_SREGS that the kernel accepted is applied'))).toBe(true);
+    const altered = text.replace(/("KVM_GET_MSRS".*"out":")([0-9a-f]{32})010d/, '$1$20109');
+    expect(replay(parseCapture(altered, 'a.jsonl')).divergences).toHaveLength(1);
+  });
+  test('on PVM it stays unknowable and the later values are adopted and counted', async () => {
+    const text = await sregsCapture('pvm-amd-epyc-6.18', 0xd01n);
+    const r = replay(parseCapture(text, 's.jsonl'));
+    expect(r.divergences).toEqual([]);
+    expect(r.unknowable.map((u) => u.name)).toEqual(['KVM_SET_SREGS']);
+    expect(r.adopted).toBe(2);
+  });
+});

@@ -19,6 +19,8 @@ export const KVM_CPUID_ENTRY2_LAYOUT = {
 } as const;
 export const KVM_CPUID2_LAYOUT = { size: 8, nent: 0, padding: 4, entries: 8 } as const;
 export const KVM_ENABLE_CAP_LAYOUT = { size: 104, cap: 0, flags: 4, args: 8, pad: 40 } as const;
+/** struct kvm_sregs: the fields that carry MSR state (segment bases are kvm_segment.base, at +0). */
+export const KVM_SREGS_LAYOUT = { size: 312, fs: 72, gs: 96, efer: 264, apicBase: 272 } as const;
 /** The part of struct kvm_run that MSR exits use (exit_reason and the `msr` member of the exit union). */
 export const KVM_RUN_LAYOUT = {
   exitReason: 8,

@@ -7,7 +7,7 @@
 import { decodeMsrs, encodeMsrFilter, decodeMsrFilter } from '../abi/codecs.js';
 import { errnoName } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
-import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
+import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, KVM_SREGS_LAYOUT } from '../abi/layout.js';
 import { msrLabel } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
 import { M } from '../kvm/msr-index.js';
@@ -61,7 +61,7 @@ export interface ReplayResult {
 
 /** Ioctls that change MSR answers but that kvmsr does not model. */
 const UNKNOWABLE: ReadonlyMap<number, string> = new Map([
-  [I.KVM_SET_SREGS, 'KVM_SET_SREGS (EFER, APIC base and segment bases change MSR answers)'],
+  [I.KVM_SET_SREGS, 'KVM_SET_SREGS on PVM (besides EFER, APIC base and segment bases, pvm.c may rewrite STAR and EFER.SCE)'],
   [I.KVM_SET_LAPIC, 'KVM_SET_LAPIC (TSC deadline mode and x2APIC state)'],
 ]);
 
@@ -117,6 +117,13 @@ export function replay(c: ParsedCapture, opts: ReplayOptions = {}): ReplayResult
     res.ioctls++;
     const fd = fdFor(rec);
     const req = rec.request >>> 0;
+    if (req === I.KVM_SET_SREGS && rec.fdKind === 'vcpu' && rec.ret >= 0 && rec.in && rec.in.length >= KVM_SREGS_LAYOUT.size && kvm.profile.host.vendorModule !== 'kvm_pvm') {
+      // kvmsr does not model KVM_SET_SREGS, but on VMX and SVM its MSR effects are plain: EFER,
+      // the APIC base and the FS/GS bases become what the kernel accepted. Applied from the capture.
+      applySregs(kvm, fd, rec.in);
+      rules.add('KVM_SET_SREGS that the kernel accepted is applied from the capture (EFER, APIC base, FS/GS base); its other effects are not modelled');
+      continue;
+    }
     const why = UNKNOWABLE.get(req);
     if (why !== undefined) {
       res.unknowable.push({ seq: rec.seq, name: rec.name, why: `kvmsr does not model ${why}` });
@@ -245,6 +252,16 @@ function around(mine: Uint8Array, real: Uint8Array, at: number): EntryView[] {
     out.push(v);
   }
   return out;
+}
+
+function applySregs(kvm: Kvm, fd: number, sregs: Uint8Array): void {
+  const v = kvm.vcpuOf(fd);
+  if (!v) return;
+  const dv = new DataView(sregs.buffer, sregs.byteOffset, sregs.byteLength);
+  v.set(M.MSR_EFER, dv.getBigUint64(KVM_SREGS_LAYOUT.efer, true));
+  v.set(M.MSR_IA32_APICBASE, dv.getBigUint64(KVM_SREGS_LAYOUT.apicBase, true));
+  v.set(M.MSR_FS_BASE, dv.getBigUint64(KVM_SREGS_LAYOUT.fs, true));
+  v.set(M.MSR_GS_BASE, dv.getBigUint64(KVM_SREGS_LAYOUT.gs, true));
 }
 
 /** Maps recorded filter bitmaps into kvmsr's user memory and points the filter copy at them. */
