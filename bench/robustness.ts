@@ -7,20 +7,10 @@ import * as I from '../src/abi/kvm-ioctls.js';
 import { parseCapture, CaptureFormatError } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 import { Kvm } from '../src/kvm/kvm.js';
+import { prng } from '../src/util/prng.js';
 
 const KERNEL_ERRNOS = new Set([1, 5, 7, 9, 12, 14, 16, 17, 22, 25, 38, 95]);
 const REQUESTS = [...Object.values(I.KVM_IOCTLS), 0x5421, 0x5450, 0x5451, 0x5452, 0x5460, 0x2, 0x541b];
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const program = new Command()
   .option('--seed <n>', 'seed', '1')

@@ -7,12 +7,19 @@ export class NaiveMsrs {
     for (const [i, v] of initial) this.values.set(i, v);
   }
 
-  getMsrs(buf: Uint8Array): number {
-    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  /** The entries of a kvm_msrs buffer as objects, or null for nmsrs >= 256 (E2BIG). */
+  private entries(dv: DataView): { index: number; data: bigint }[] | null {
     const n = dv.getUint32(0, true);
-    if (n >= 256) return -7;
+    if (n >= 256) return null;
     const entries: { index: number; data: bigint }[] = [];
     for (let i = 0; i < n; i++) entries.push({ index: dv.getUint32(8 + 16 * i, true), data: dv.getBigUint64(16 + 16 * i, true) });
+    return entries;
+  }
+
+  getMsrs(buf: Uint8Array): number {
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    const entries = this.entries(dv);
+    if (!entries) return -7;
     let done = 0;
     for (const e of entries) {
       const v = this.values.get(e.index);
@@ -28,11 +35,8 @@ export class NaiveMsrs {
   }
 
   setMsrs(buf: Uint8Array): number {
-    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-    const n = dv.getUint32(0, true);
-    if (n >= 256) return -7;
-    const entries: { index: number; data: bigint }[] = [];
-    for (let i = 0; i < n; i++) entries.push({ index: dv.getUint32(8 + 16 * i, true), data: dv.getBigUint64(16 + 16 * i, true) });
+    const entries = this.entries(new DataView(buf.buffer, buf.byteOffset, buf.byteLength));
+    if (!entries) return -7;
     let done = 0;
     for (const e of entries) {
       if (!this.values.has(e.index)) break;

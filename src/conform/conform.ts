@@ -9,6 +9,7 @@ import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel } from '../abi/msr-names.js';
 import type { HostProfile } from '../kvm/profile.js';
 import { Pair, type FdPair, type KvmLike } from '../native/pair.js';
+import { prng } from '../util/prng.js';
 
 /** One ioctl of a case, replayable on a fresh VM and vCPUs. */
 export interface Step {
@@ -76,18 +77,6 @@ export function msrGroup(index: number): string {
   if (index === 0x8b || index === 0x10a || index === 0xce || index === 0xc0011029) return 'feature';
   if (index >= 0xc0010000) return 'AMD';
   return 'other';
-}
-
-/** mulberry32: a small seeded PRNG, so a seed reproduces a run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const msrs = (entries: MsrEntry[]): Uint8Array => encodeMsrs(entries);
