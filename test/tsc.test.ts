@@ -143,3 +143,24 @@ describe('KVM_SET_TSC_KHZ (kvm_set_tsc_khz)', () => {
     expect(s.get(v, 0x10) - t0).toBe(s.khz * 1000n);
   });
 });
+
+describe('the VM-wide KVM_SET_TSC_KHZ and virtual_tsc_khz', () => {
+  test('a VM default applies to vCPUs created later, and is refused once a vCPU exists', () => {
+    const kvm = new Kvm({ profile: builtinProfile('svm-amd-derived') });
+    const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const khz = kvm.profile.tscKhz;
+    expect(kvm.ioctl(vm, I.KVM_GET_TSC_KHZ, 0)).toBe(khz);
+    expect(kvm.ioctl(vm, I.KVM_SET_TSC_KHZ, 1000000)).toBe(0);
+    expect(kvm.ioctl(vm, I.KVM_GET_TSC_KHZ, 0)).toBe(1000000);
+    const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    expect(kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(1000000);
+    expect(kvm.ioctl(vm, I.KVM_SET_TSC_KHZ, 2000000)).toBe(-22);
+  });
+  test('a refused slower rate still changes what KVM_GET_TSC_KHZ reports (virtual_tsc_khz is set first)', () => {
+    const kvm = new Kvm({ profile: builtinProfile('pvm-amd-epyc-6.18') });
+    const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    expect(kvm.ioctl(v, I.KVM_SET_TSC_KHZ, 1000)).toBe(-22);
+    expect(kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(1000);
+  });
+});

@@ -31,7 +31,7 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
     case I.KVM_ENABLE_CAP:
       return enableCap(k, vcpu, req, arg);
     case I.KVM_GET_TSC_KHZ:
-      return vcpu.tscKhz;
+      return vcpu.virtualTscKhz;
     case I.KVM_SET_TSC_KHZ:
       return k.x86.setTscKhz(vcpu, a.intValue(arg));
     case I.KVM_X86_SETUP_MCE: {

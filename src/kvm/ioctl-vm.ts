@@ -48,13 +48,22 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       return setMsrFilter(k, vm, arg);
     case I.KVM_SET_USER_MEMORY_REGION:
       return setMemoryRegion(k, vm, arg);
+    case I.KVM_SET_TSC_KHZ: {
+      // The default for vCPUs created later; refused once any vCPU exists.
+      const khz = a.intValue(arg) % 0x100000000;
+      if (vm.createdVcpus > 0) return -EINVAL;
+      vm.defaultTscKhz = khz === 0 ? k.x86.tscKhz : khz;
+      return 0;
+    }
+    case I.KVM_GET_TSC_KHZ:
+      return vm.defaultTscKhz === 0 ? k.x86.tscKhz : vm.defaultTscKhz;
     default:
       return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
   }
 }
 
 /** Real VM ioctls kvmsr does not model (they do not change what an MSR ioctl answers). */
-const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR, I.KVM_SET_TSC_KHZ, I.KVM_GET_TSC_KHZ]);
+const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR]);
 
 function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
   const a = k.args;

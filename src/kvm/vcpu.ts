@@ -32,6 +32,8 @@ export class Vcpu {
   pendingMsrExit = 0;
   /** The vCPU's TSC frequency (KVM_GET_TSC_KHZ); the host's until KVM_SET_TSC_KHZ. */
   tscKhz = 0;
+  /** vcpu->arch.virtual_tsc_khz: what KVM_GET_TSC_KHZ reports (set even when the rate could not be). */
+  virtualTscKhz = 0;
 
   constructor(
     readonly id: number,

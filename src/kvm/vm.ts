@@ -34,6 +34,8 @@ export class Vm {
   wallClockLo = 0;
   wallClockHi = 0;
   readonly memSlots: MemSlot[] = [];
+  /** kvm->arch.default_tsc_khz (the VM-wide KVM_SET_TSC_KHZ); 0: the host rate. */
+  defaultTscKhz = 0;
   /** The VM's TSC generation (kvm->arch.cur_tsc_offset): its value at tscGenerationAt (ms); -1 before any. */
   tscGenerationLo = 0;
   tscGenerationHi = 0;

@@ -398,6 +398,9 @@ export class X86 {
     // kvm_lapic_reset: the APIC is enabled at its default base; vCPU 0 is the BSP (bsp_vcpu_id 0).
     this.store(vcpu, M.MSR_IA32_APICBASE, APIC_DEFAULT_PHYS_BASE | APICBASE_ENABLE | (vcpu.id === 0 ? APICBASE_BSP : 0), 0);
     vcpu.tscKhz = this.tscKhz;
+    vcpu.virtualTscKhz = this.tscKhz;
+    // kvm_arch_vcpu_create: kvm_set_tsc_khz(vcpu, kvm->arch.default_tsc_khz), result ignored.
+    if (vcpu.vm.defaultTscKhz !== 0 && vcpu.vm.defaultTscKhz !== this.tscKhz) this.setTscKhz(vcpu, vcpu.vm.defaultTscKhz);
     this.vendor.vcpuCreate(this, vcpu);
     // kvm_synchronize_tsc(vcpu, NULL) writes 0, which always synchronizes: a new vCPU joins the
     // VM's TSC generation, and the first one starts it at 0.
@@ -932,20 +935,30 @@ export class X86 {
    * refuses a slower one. Returns 0 or -EINVAL.
    */
   setTscKhz(vcpu: Vcpu, arg: number): number {
-    const khz = arg % TWO32 === 0 ? this.tscKhz : arg % TWO32; // (u32)arg
+    const khz = arg % TWO32 === 0 ? this.tscKhz : arg % TWO32; // (u32)arg; 0 is the host rate
+    if (this.hasTscScaling() && khz >= MAX_GUEST_TSC_KHZ) return -EINVAL;
     const ppm = Number(this.profile.host.moduleParams['kvm.tsc_tolerance_ppm'] ?? '250');
     const lo = Math.floor((this.tscKhz * (1e6 - ppm)) / 1e6);
     const hi = Math.floor((this.tscKhz * (1e6 + ppm)) / 1e6);
-    const ext = this.profile.extensions;
-    const scaling = (ext.vm[KVM_CAP_TSC_CONTROL] ?? ext.system[KVM_CAP_TSC_CONTROL] ?? 0) > 0;
-    if (khz < lo || khz > hi) {
-      if (!scaling && khz < this.tscKhz) return -EINVAL;
+    // virtual_tsc_khz changes first: KVM_GET_TSC_KHZ reports it even when the rate cannot follow.
+    vcpu.virtualTscKhz = khz;
+    let rate = khz;
+    if (khz >= lo && khz <= hi) {
+      rate = this.tscKhz; // no scaling needed
+    } else if (!this.hasTscScaling() && khz < this.tscKhz) {
+      return -EINVAL; // "user requested TSC rate below hardware speed"
     }
     // Bring the TSC to the new rate from its current value.
     this.readTsc(vcpu, this.scratch);
-    vcpu.tscKhz = khz;
+    vcpu.tscKhz = rate;
     if (this.vendor.tscOffsetHonored) this.writeTsc(vcpu, this.scratch.lo, this.scratch.hi);
     return 0;
+  }
+
+  /** KVM_CAP_TSC_CONTROL: the host can scale the guest TSC. */
+  hasTscScaling(): boolean {
+    const ext = this.profile.extensions;
+    return (ext.vm[KVM_CAP_TSC_CONTROL] ?? ext.system[KVM_CAP_TSC_CONTROL] ?? 0) > 0;
   }
 
   /** Whether the host has a feature, as KVM_GET_SUPPORTED_CPUID reports it (boot_cpu_has). */
@@ -1121,6 +1134,8 @@ export function isImmutableFeatureMsr(index: number): boolean {
 
 const KVM_NR_VAR_MTRR = 8;
 const KVM_CAP_TSC_CONTROL = 60;
+/** kvm_caps.max_guest_tsc_khz on hosts with TSC scaling, capped at u32 (not in profiles; a documented bound). */
+const MAX_GUEST_TSC_KHZ = 0xffffffff;
 const APIC_DEFAULT_PHYS_BASE = 0xfee00000 | 0;
 const APICBASE_BSP = 1 << 8;
 const APICBASE_X2APIC = 1 << 10;
