@@ -5,7 +5,6 @@ export * from './abi/errno.js';
 export * from './abi/layout.js';
 export * from './abi/codecs.js';
 export * from './abi/user-memory.js';
-export * from './abi/u64.js';
 export { msrName, msrLabel, parseMsr } from './abi/msr-names.js';
 export { Kvm, KvmError, type KvmOptions, type UnmodeledCall } from './kvm/kvm.js';
 export { parseProfile, profileToJson, ProfileError, type HostProfile, type ProfileMsr, type VendorModule } from './kvm/profile.js';

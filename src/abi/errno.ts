@@ -40,7 +40,3 @@ const NAMES: Readonly<Record<number, string>> = {
 export function errnoName(errno: number): string {
   return NAMES[errno] ?? `E${errno}`;
 }
-export function errnoByName(name: string): number | undefined {
-  for (const [k, v] of Object.entries(NAMES)) if (v === name) return Number(k);
-  return undefined;
-}
