@@ -78,6 +78,7 @@ function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   }
   const entries = decodeCpuidEntries(raw);
   vcpu.cpuidBytes = raw;
+  vcpu.cpuid = entries;
   vcpu.cpuidNent = nent;
   vcpu.capBits = capBitsOf(entries) & k.x86.supportedCapBits;
   vcpu.amdCompatible = isAmdCompatibleVendor(cpuidVendor(entries));

@@ -173,78 +173,71 @@ function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): nu
     let hi = dv.getInt32(off + DATA + 4, true);
     const s = slotOf(index);
     const k = s >= 0 ? fast[s]! : 0;
-    switch (k) {
-      case SET_STORE:
-        break;
-      case SET_DROP:
-        continue;
-      case SET_CANONICAL:
-        if (x86.isNoncanonical(hi)) return i;
-        break;
-      case SET_CANONICALIZE:
-        hi = x86.canonicalHi(hi);
-        break;
-      case SET_PAT:
-        if (!patValid(lo, hi)) return i;
-        break;
-      case SET_ZERO_ONLY:
-        if (lo === 0 && hi === 0) continue;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PV_STORE:
-        if (pvHas(vcpu, x86.pvBit[s]!)) break;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_ZERO_STORE:
-        if (lo === 0 && hi === 0) break;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PV_ZERO_STORE:
-        if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PV_BIT0_STORE:
-        if (hi === 0 && (lo & ~1) === 0 && pvHas(vcpu, x86.pvBit[s]!)) break;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PV_BYTE_STORE_IF_IRQCHIP:
-        if (hi === 0 && lo >>> 8 === 0 && vcpu.vm.irqchip && pvHas(vcpu, x86.pvBit[s]!)) break;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PLATFORM_INFO:
-        // Refused only when CPUID_FAULT is cleared while MISC_FEATURES_ENABLES has faulting on.
-        if ((lo & PLATFORM_INFO_CPUID_FAULT) !== 0 || (msrs[MISC_FEATURES_SLOT]! & 1) === 0) break;
-        return i;
-      case SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY:
-        if (lo === 0 && hi === 0) {
-          if ((vcpu.capBits & x86.capMask[s]!) !== 0) break;
+    // Each fast case either stores (`break store`), drops (`continue`), refuses
+    // (`return i`) or leaves the switch for the one slow path below it.
+    store: {
+      switch (k) {
+        case SET_STORE:
+          break store;
+        case SET_DROP:
           continue;
-        }
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_STORE_IF_CAP_ELSE_DROP:
-        if ((vcpu.capBits & x86.capMask[s]!) !== 0) break;
-        continue;
-      case SET_STORE_IF_CAP_ELSE_ZERO_ONLY:
-        if ((vcpu.capBits & x86.capMask[s]!) !== 0) break;
-        if (lo === 0 && hi === 0) continue;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PV_WALL_CLOCK:
-        if (pvHas(vcpu, x86.pvBit[s]!)) {
-          vcpu.vm.wallClockLo = lo;
-          vcpu.vm.wallClockHi = hi;
+        case SET_CANONICAL:
+          if (x86.isNoncanonical(hi)) return i;
+          break store;
+        case SET_CANONICALIZE:
+          hi = x86.canonicalHi(hi);
+          break store;
+        case SET_PAT:
+          if (!patValid(lo, hi)) return i;
+          break store;
+        case SET_PLATFORM_INFO:
+          // Refused only when CPUID_FAULT is cleared while MISC_FEATURES_ENABLES has faulting on.
+          if ((lo & PLATFORM_INFO_CPUID_FAULT) !== 0 || (msrs[MISC_FEATURES_SLOT]! & 1) === 0) break store;
+          return i;
+        case SET_ZERO_ONLY:
+          if (lo === 0 && hi === 0) continue;
+          break;
+        case SET_ZERO_STORE:
+          if (lo === 0 && hi === 0) break store;
+          break;
+        case SET_PV_STORE:
+          if (pvHas(vcpu, x86.pvBit[s]!)) break store;
+          break;
+        case SET_PV_ZERO_STORE:
+          if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          break;
+        case SET_PV_ZERO_ONLY:
+          if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) continue;
+          break;
+        case SET_PV_BIT0_STORE:
+          if (hi === 0 && (lo & ~1) === 0 && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          break;
+        case SET_PV_BYTE_STORE_IF_IRQCHIP:
+          if (hi === 0 && lo >>> 8 === 0 && vcpu.vm.irqchip && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          break;
+        case SET_PV_WALL_CLOCK:
+          if (pvHas(vcpu, x86.pvBit[s]!)) {
+            vcpu.vm.wallClockLo = lo;
+            vcpu.vm.wallClockHi = hi;
+            continue;
+          }
+          break;
+        case SET_STORE_IF_CAP_ELSE_DROP:
+          if ((vcpu.capBits & x86.capMask[s]!) !== 0) break store;
           continue;
-        }
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      case SET_PV_ZERO_ONLY:
-        if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) continue;
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
-      default:
-        if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
-        continue;
+        case SET_STORE_IF_CAP_ELSE_ZERO_ONLY:
+          if ((vcpu.capBits & x86.capMask[s]!) !== 0) break store;
+          if (lo === 0 && hi === 0) continue;
+          break;
+        case SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY:
+          if (lo === 0 && hi === 0) {
+            if ((vcpu.capBits & x86.capMask[s]!) !== 0) break store;
+            continue;
+          }
+          break;
+      }
+      if (x86.doSetMsr(vcpu, index >>> 0, lo, hi) !== MSR_OK) return i;
+      continue;
     }
     msrs[2 * s] = lo;
     msrs[2 * s + 1] = hi;

@@ -196,5 +196,8 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
 /** Finds a CPUID leaf in a list of entries (function/index match as kvm_find_cpuid_entry_index). */
 export function findCpuid(entries: readonly CpuidEntry2[], fn: number, index = 0): CpuidEntry2 | undefined {
   // KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1): only then does the index have to match.
-  return entries.find((e) => e.function === fn && ((e.flags & 1) === 0 || e.index === index));
+  for (const e of entries) {
+    if (e.function === fn && ((e.flags & 1) === 0 || e.index === index)) return e;
+  }
+  return undefined;
 }

@@ -2,6 +2,7 @@
 // capabilities, "has run") that KVM's MSR rules consult.
 import { SLOT_COUNT, slotOf } from './msr-slots.js';
 import type { Vm } from './vm.js';
+import type { CpuidEntry2 } from '../abi/codecs.js';
 
 export class Vcpu {
   /** Two u32 halves per slot: [lo, hi]. */
@@ -9,6 +10,8 @@ export class Vcpu {
   /** Raw kvm_cpuid_entry2 bytes as KVM_SET_CPUID2 copied them in (KVM_GET_CPUID2 returns them). */
   cpuidBytes = new Uint8Array(0);
   cpuidNent = 0;
+  /** The same entries decoded once at KVM_SET_CPUID2, for kvm_find_cpuid_entry. */
+  cpuid: readonly CpuidEntry2[] = [];
   /** kvm_vcpu_has_run(): set by KVM_RUN, or by Kvm.markRan() since kvmsr runs no guest code. */
   hasRun = false;
   /** !guest_cpuid_is_intel_compatible: computed from the vendor string at KVM_SET_CPUID2 only. */

@@ -4,7 +4,6 @@
 // int32 halves (a uint32 above 2^31 would be boxed at every call), and rules compare bits, not
 // signs. Nothing here allocates per entry.
 import { uptime } from 'node:os';
-import { decodeCpuidEntries } from '../abi/codecs.js';
 import { CAP, capBitsOf } from './cpuid-caps.js';
 import { M } from './msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
@@ -765,16 +764,17 @@ export class X86 {
       case M.MSR_IA32_XSS: {
         // 6.18: unsupported without XSAVES; then only the bits the guest CPUID and KVM both have.
         if (!this.hasCap(vcpu, CAP.XSAVES)) return MSR_UNSUPPORTED;
-        const ok = this.guestSupported(vcpu, 0xd, 1, 'ecx', 'edx');
-        if ((lo & ~ok.lo) !== 0 || (hi & ~ok.hi) !== 0) return MSR_ERR;
+        const okLo = this.guestSupported(vcpu, 0xd, 1, 'ecx');
+        const okHi = this.guestSupported(vcpu, 0xd, 1, 'edx');
+        if ((lo & ~okLo) !== 0 || (hi & ~okHi) !== 0) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       }
       case M.MSR_IA32_XFD:
       case M.MSR_IA32_XFD_ERR: {
         if (!host && !this.hasCap(vcpu, CAP.XFD)) return MSR_ERR;
         // kvm_guest_supported_xfd: the dynamic user states (XTILEDATA, bit 18) of guest_supported_xcr0.
-        const x = this.guestSupported(vcpu, 0xd, 0, 'eax', 'edx');
-        if ((lo & ~(x.lo & (1 << 18))) !== 0 || hi !== 0) return MSR_ERR;
+        const xcr0Lo = this.guestSupported(vcpu, 0xd, 0, 'eax');
+        if ((lo & ~(xcr0Lo & (1 << 18))) !== 0 || hi !== 0) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       }
       case M.MSR_IA32_U_CET:
@@ -885,7 +885,8 @@ export class X86 {
       case M.MSR_IA32_MCG_CTL:
         // set_msr_mce: without MCG_CTL_P only the host may write, and only 0; then 0 or all-ones.
         if ((this.mcgCap(vcpu) & MCG_CTL_P) === 0 && (lo !== 0 || hi !== 0 || !host)) return MSR_ERR;
-        if ((lo !== 0 || hi !== 0) && (lo !== -1 || hi !== -1) && ((lo >>> 0) !== 0xffffffff || (hi >>> 0) !== 0xffffffff)) return MSR_ERR;
+        // (lo & hi) is -1 for all-ones whether the halves came in signed or unsigned.
+        if ((lo | hi) !== 0 && (lo & hi) !== -1) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_PLATFORM_INFO: {
         if (!host) return MSR_ERR;
@@ -1020,12 +1021,11 @@ export class X86 {
     return this.store(vcpu, index, lo, hi);
   }
 
-  /** (guest CPUID leaf.sub) & (KVM's supported leaf.sub), two registers as a u64's halves. */
-  private guestSupported(vcpu: Vcpu, leaf: number, sub: number, loReg: 'eax' | 'ecx', hiReg: 'edx'): { lo: number; hi: number } {
-    const g = findCpuid(decodeCpuidEntries(vcpu.cpuidBytes), leaf, sub);
+  /** One register of (guest CPUID leaf.sub) & (KVM's supported leaf.sub); 0 if either lacks the leaf. */
+  private guestSupported(vcpu: Vcpu, leaf: number, sub: number, reg: 'eax' | 'ecx' | 'edx'): number {
+    const g = findCpuid(vcpu.cpuid, leaf, sub);
     const k = findCpuid(this.profile.supportedCpuid, leaf, sub);
-    if (!g || !k) return { lo: 0, hi: 0 };
-    return { lo: g[loReg] & k[loReg], hi: g[hiReg] & k[hiReg] };
+    return g && k ? g[reg] & k[reg] : 0;
   }
 
   private mcgCap(vcpu: Vcpu): number {

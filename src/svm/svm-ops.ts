@@ -121,19 +121,6 @@ function vcpuState(vcpu: Vcpu): SvmVcpu {
   return s;
 }
 
-/** kvm_find_cpuid_entry_index over the raw KVM_SET_CPUID2 entries. */
-function guestLeaf(vcpu: Vcpu, fn: number, index = 0): { eax: number; ebx: number } | undefined {
-  const b = vcpu.cpuidBytes;
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  for (let o = 0; o + 40 <= b.byteLength; o += 40) {
-    if (dv.getUint32(o, true) !== fn >>> 0) continue;
-    if ((dv.getUint32(o + 8, true) & 1) === 0 || dv.getUint32(o + 4, true) === index) {
-      return { eax: dv.getUint32(o + 12, true), ebx: dv.getUint32(o + 16, true) };
-    }
-  }
-  return undefined;
-}
-
 /** guest_has_spec_ctrl_msr. */
 function guestHasSpecCtrl(x86: X86, vcpu: Vcpu): boolean {
   return x86.hasCap(vcpu, CAP.SPEC_CTRL | CAP.AMD_STIBP | CAP.AMD_IBRS | CAP.AMD_SSBD);
@@ -171,7 +158,7 @@ function pmuRefresh(x86: X86, vcpu: Vcpu, h: SvmHost, s: SvmVcpu): void {
   let n = AMD_LEGACY_COUNTERS;
   if (x86.hasCap(vcpu, CAP.PERFMON_V2)) {
     s.pmuVersion = 2;
-    n = (guestLeaf(vcpu, 0x80000022)?.ebx ?? 0) & 0xf;
+    n = (findCpuid(vcpu.cpuid, 0x80000022)?.ebx ?? 0) & 0xf;
   } else if (x86.hasCap(vcpu, CAP.PERFCTR_CORE)) {
     n = AMD_CORE_COUNTERS;
   }
@@ -301,7 +288,7 @@ export const svmOps: VendorOps = {
   vcpuAfterSetCpuid(x86: X86, vcpu: Vcpu): void {
     const s = vcpuState(vcpu);
     // guest_cpuid_family/guest_cpuid_model, as svm_get_msr(MSR_F15H_IC_CFG) reads them.
-    const l1 = guestLeaf(vcpu, 1);
+    const l1 = findCpuid(vcpu.cpuid, 1);
     if (l1 === undefined) {
       s.icCfg = -1;
     } else {
@@ -312,8 +299,8 @@ export const svmOps: VendorOps = {
       s.icCfg = family === 0x15 && model >= 0x2 && model < 0x20 ? 0x1e : 0;
     }
     // cpuid_query_maxphyaddr.
-    const x0 = guestLeaf(vcpu, 0x80000000);
-    const x8 = guestLeaf(vcpu, 0x80000008);
+    const x0 = findCpuid(vcpu.cpuid, 0x80000000);
+    const x8 = findCpuid(vcpu.cpuid, 0x80000008);
     s.maxPhyAddr = x0 !== undefined && x0.eax >>> 0 >= 0x80000008 && x8 !== undefined ? x8.eax & 0xff : 36;
     // kvm_vcpu_after_set_cpuid ends with kvm_pmu_refresh. svm_vcpu_after_set_cpuid also forces
     // the XSAVES cap for a guest with XSAVE; kvmsr leaves CAP.XSAVES alone because 6.18's only

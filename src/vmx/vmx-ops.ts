@@ -8,7 +8,7 @@
 // have), the feature MSRs (ARCH_CAPABILITIES, PERF_CAPABILITIES, the VMX MSRs = vmcs_config.nested)
 // and module parameters (kvm_intel.nested, kvm.enable_pmu). kvm_intel.pt_mode=1 (Intel PT
 // host-guest mode) is not modelled: the RTIT MSRs answer as with the default pt_mode=0.
-import { decodeCpuidEntries, type CpuidEntry2 } from '../abi/codecs.js';
+import type { CpuidEntry2 } from '../abi/codecs.js';
 import { CAP } from '../kvm/cpuid-caps.js';
 import { FAST_SLOW, GET_LOAD, SET_STORE } from '../kvm/fast-path.js';
 import { M } from '../kvm/msr-index.js';
@@ -229,11 +229,6 @@ function stateOf(vcpu: Vcpu): VmxVcpu {
   return s;
 }
 
-/** The CPUID the vCPU got with KVM_SET_CPUID2 (kvm_find_cpuid_entry looks here). */
-function guestCpuid(vcpu: Vcpu): CpuidEntry2[] {
-  return decodeCpuidEntries(vcpu.cpuidBytes);
-}
-
 /** guest_cpu_cap_has(VMX): the guest CPUID has VMX and KVM offers it (nested=1). */
 function vmxCap(x86: X86, h: VmxHost, vcpu: Vcpu): boolean {
   return h.nested && x86.hasCap(vcpu, CAP.VMX);
@@ -304,7 +299,7 @@ export const vmxOps: VendorOps = {
   vcpuAfterSetCpuid(x86: X86, vcpu: Vcpu): void {
     const h = hostOf(x86);
     const s = stateOf(vcpu);
-    const guest = guestCpuid(vcpu);
+    const guest = vcpu.cpuid;
     const cap = (f: Feat): boolean => has(guest, f) && has(h.supported, f);
     // XSAVES is a guest capability only with XSAVE; VMX only when KVM offers nested VMX.
     if (!x86.hasCap(vcpu, CAP.XSAVE)) vcpu.capBits &= ~CAP.XSAVES;
@@ -607,7 +602,7 @@ function setPerfCapabilities(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi
   const oldHi = vcpu.msrs[at + 1]!;
   const ret = x86.setMsrCommon(vcpu, M.MSR_IA32_PERF_CAPABILITIES, host, lo, hi);
   if (ret === MSR_OK && (oldLo !== lo >>> 0 || oldHi !== hi >>> 0)) {
-    pmuRefreshFor(x86, h, vcpu, s, guestCpuid(vcpu));
+    pmuRefreshFor(x86, h, vcpu, s, vcpu.cpuid);
   }
   return ret;
 }
