@@ -6,7 +6,7 @@ import { encodeCpuid2, encodeEnableCap, encodeMsrFilter, encodeMsrList, encodeMs
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { KvmRecorder } from '../src/capture/kvm-recorder.js';
-import { CaptureFormatError, parseCapture, recordLine, parseRecord } from '../src/capture/format.js';
+import { CaptureFormatError, parseCapture, recordLine, parseRecord, type CaptureRecord } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 import { Kvm } from '../src/kvm/kvm.js';
 
@@ -67,6 +67,21 @@ describe('replay', () => {
     // The post-run PAT was adopted, not compared, and the output says so.
     expect(r.adopted).toBe(1);
     expect(r.rules.some((s) => s.includes('cannot know') && s.includes('the guest ran'))).toBe(true);
+  });
+
+  test('fd numbers are the recorded process\'s own: a VMM whose fds start higher replays clean, a failed create does not', () => {
+    // Seen on a real kvm_amd: the recorded program had other files open, so its VM was fd 6 where kvmsr gives 4.
+    const shift = (r: CaptureRecord): CaptureRecord => {
+      const creates = r.name === 'KVM_CREATE_VM' || r.name === 'KVM_CREATE_VCPU';
+      return { ...r, fd: r.fd + 10, ...(r.vm !== undefined ? { vm: r.vm + 10 } : {}), ...(creates && r.ret >= 0 ? { ret: r.ret + 10 } : {}) };
+    };
+    const c = parseCapture(session().text(), 's.jsonl');
+    const shifted = { ...c, records: c.records.map(shift) };
+    expect(replay(shifted).divergences).toEqual([]);
+    const i = shifted.records.findIndex((r) => r.name === 'KVM_CREATE_VCPU');
+    const failed = { ...shifted, records: shifted.records.map((r, k) => (k === i ? { ...r, ret: -1, errno: 17 } : r)) };
+    const d = replay(failed, { continueOnDivergence: true }).divergences;
+    expect(d[0]).toMatchObject({ name: 'KVM_CREATE_VCPU', what: [expect.stringContaining('where the kernel returned -EEXIST')] });
   });
 
   test('an altered value on a vCPU that never ran is caught at exactly that entry', () => {

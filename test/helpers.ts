@@ -20,3 +20,16 @@ export const msrs = (entries: (number | [number, bigint])[]): Uint8Array =>
   encodeMsrs(entries.map((e): MsrEntry => (Array.isArray(e) ? { index: e[0], data: e[1] } : { index: e, data: 0n })));
 export const datas = (buf: Uint8Array): bigint[] => decodeMsrs(buf).entries.map((e) => e.data);
 export const hexdump = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/** One MSR by KVM_GET_MSRS on the machine's vCPU: its value, or null when refused. */
+export const getMsr = (m: Machine, index: number): bigint | null => {
+  const b = msrs([index]);
+  return m.kvm.ioctl(m.vcpu, I.KVM_GET_MSRS, b) === 1 ? datas(b)[0]! : null;
+};
+/** One MSR by KVM_SET_MSRS on the machine's vCPU: whether it was accepted. */
+export const setMsr = (m: Machine, index: number, v: bigint): boolean => m.kvm.ioctl(m.vcpu, I.KVM_SET_MSRS, msrs([[index, v]])) === 1;
+/** One feature MSR by KVM_GET_MSRS on /dev/kvm: its value, or null when refused. */
+export const getFeatureMsr = (m: Machine, index: number): bigint | null => {
+  const b = msrs([index]);
+  return m.kvm.ioctl(m.sys, I.KVM_GET_MSRS, b) === 1 ? datas(b)[0]! : null;
+};

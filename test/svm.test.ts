@@ -12,7 +12,7 @@ import { slotOf } from '../src/kvm/msr-slots.js';
 import { parseProfile, type HostProfile } from '../src/kvm/profile.js';
 import { svmOps } from '../src/svm/svm-ops.js';
 import svmJson from '../src/profiles/svm-amd-derived.json' with { type: 'json' };
-import { datas, machine, msrs, type Machine } from './helpers.js';
+import { datas, getFeatureMsr, getMsr, machine, msrs, setMsr, type Machine } from './helpers.js';
 
 const ONES = 0xffffffffffffffffn;
 const PROFILE = parseProfile(svmJson, 'svm-amd-derived.json');
@@ -26,15 +26,9 @@ function profileWith(params: Record<string, string>): HostProfile {
 const svm = (opts: KvmOptions = {}): Machine => machine({ profile: PROFILE, vendor: svmOps, ...opts });
 const pvm = (): Machine => machine();
 
-const get = (m: Machine, index: number): bigint | null => {
-  const b = msrs([index]);
-  return m.kvm.ioctl(m.vcpu, I.KVM_GET_MSRS, b) === 1 ? datas(b)[0]! : null;
-};
-const set = (m: Machine, index: number, v: bigint): boolean => m.kvm.ioctl(m.vcpu, I.KVM_SET_MSRS, msrs([[index, v]])) === 1;
-const sysGet = (m: Machine, index: number): bigint | null => {
-  const b = msrs([index]);
-  return m.kvm.ioctl(m.sys, I.KVM_GET_MSRS, b) === 1 ? datas(b)[0]! : null;
-};
+const get = getMsr;
+const set = setMsr;
+const sysGet = getFeatureMsr;
 const guestRd = (m: Machine, index: number) => m.kvm.rdmsr(m.vcpu, index);
 const guestWr = (m: Machine, index: number, v: bigint) => m.kvm.wrmsr(m.vcpu, index, v);
 

@@ -5,6 +5,7 @@ import { encodeCpuid2 } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { builtinProfile } from '../src/profiles.js';
+import { parseProfile, profileToJson } from '../src/kvm/profile.js';
 import { datas, msrs } from './helpers.js';
 
 function setup(profile = builtinProfile('svm-amd-derived')) {
@@ -162,5 +163,50 @@ describe('the VM-wide KVM_SET_TSC_KHZ and virtual_tsc_khz', () => {
     const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
     expect(kvm.ioctl(v, I.KVM_SET_TSC_KHZ, 1000)).toBe(-22);
     expect(kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(1000);
+  });
+});
+
+describe('an unstable host TSC (kvm_arch_vcpu_load with kvm_check_tsc_unstable)', () => {
+  // Seen live on kvm_amd 6.12 when the host had marked its TSC unstable: a fresh vCPU's TSC read 0,
+  // and stayed 0, while on a stable TSC it counts.
+  const unstable = parseProfile({ ...(profileToJson(builtinProfile('svm-amd-derived')) as object), tscUnstable: true }, 'unstable');
+
+  test('a vCPU that never ran reads last_guest_tsc: 0 at creation, and it does not move', () => {
+    const s = setup(unstable);
+    const a = s.vcpu(0);
+    expect(s.get(a, 0x10)).toBe(0n);
+    s.advance(5000);
+    expect(s.get(a, 0x10)).toBe(0n);
+  });
+
+  test('a later vCPU synchronizes to 0 plus the cycles since the VM\'s last TSC write, then stands still', () => {
+    const s = setup(unstable);
+    const a = s.vcpu(0);
+    s.advance(3000);
+    const b = s.vcpu(1);
+    expect(s.get(b, 0x10)).toBe(3000n * s.khz);
+    s.advance(1000);
+    expect(s.get(b, 0x10)).toBe(3000n * s.khz);
+    expect(s.get(a, 0x10)).toBe(0n);
+  });
+
+  test('a host write far from the expected value is what the TSC then reads, for good', () => {
+    const s = setup(unstable);
+    const a = s.vcpu(0);
+    s.advance(10);
+    expect(s.set(a, 0x10, 0x1234_5678_9abcn)).toBe(1);
+    s.advance(10_000);
+    expect(s.get(a, 0x10)).toBe(0x1234_5678_9abcn);
+  });
+
+  test('the flag round-trips through the profile JSON, and a stable profile still counts', () => {
+    const back = parseProfile(JSON.parse(JSON.stringify(profileToJson(unstable))), 'p.json');
+    expect(back.tscUnstable).toBe(true);
+    const bad = { ...(profileToJson(unstable) as Record<string, unknown>), tscUnstable: 'yes' };
+    expect(() => parseProfile(JSON.parse(JSON.stringify(bad)), 'p.json')).toThrow(/p\.json: tscUnstable: expected true or false/);
+    const s = setup();
+    const a = s.vcpu(0);
+    s.advance(1);
+    expect(s.get(a, 0x10)).toBe(s.khz);
   });
 });

@@ -38,6 +38,17 @@ export interface HostProfile {
   supportedCpuid: CpuidEntry2[];
   /** KVM_X86_GET_MCE_CAP_SUPPORTED, when recorded. */
   mceCapSupported?: bigint;
+  /**
+   * The host marked its TSC unstable (check_tsc_unstable): then kvm_arch_vcpu_load re-derives the
+   * offset from last_guest_tsc on every vCPU ioctl, so a vCPU's TSC stands still between runs.
+   * Measured by `profile capture` (two reads of a fresh vCPU's TSC, apart in time, are equal).
+   */
+  tscUnstable?: boolean;
+  /**
+   * The IA32_SPEC_CTRL bits the host CPU accepted, one at a time (kvm_spec_ctrl_test_value's trial
+   * write), measured by `profile capture`; absent, the vendor derives them from CPUID.
+   */
+  specCtrlAccepted?: bigint;
   /** What each MSR reads on a fresh vCPU (no KVM_SET_CPUID2, no irqchip), one index per ioctl. */
   vcpuReset: ProfileMsr[];
 }
@@ -164,6 +175,10 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
     vcpuReset: r.msrs(top['vcpuReset'], 'vcpuReset'),
   };
   if (top['mceCapSupported'] !== undefined) p.mceCapSupported = r.u64(top['mceCapSupported'], 'mceCapSupported');
+  const unstable = top['tscUnstable'];
+  if (typeof unstable === 'boolean') p.tscUnstable = unstable;
+  else if (unstable !== undefined) r.fail('tscUnstable', 'expected true or false');
+  if (top['specCtrlAccepted'] !== undefined) p.specCtrlAccepted = r.u64(top['specCtrlAccepted'], 'specCtrlAccepted');
   return p;
 }
 
@@ -190,6 +205,8 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     })),
     vcpuReset: msrs(p.vcpuReset),
     ...(p.mceCapSupported !== undefined ? { mceCapSupported: hex(p.mceCapSupported) } : {}),
+    ...(p.tscUnstable !== undefined ? { tscUnstable: p.tscUnstable } : {}),
+    ...(p.specCtrlAccepted !== undefined ? { specCtrlAccepted: hex(p.specCtrlAccepted) } : {}),
   };
 }
 

@@ -97,6 +97,18 @@ export class X86 {
   readonly supportedPerfCapLo: number;
   readonly supportedPerfCapHi: number;
   readonly tscKhz: number;
+  /**
+   * The kernel's major*100+minor (612, 618) from profile.host.kernel: the rules that changed between
+   * the generations kvmsr knows follow it (see kernelGeneration).
+   */
+  readonly kernel: number;
+  /**
+   * 6.14 on: ARCH_CAPABILITIES and PERF_CAPABILITIES are unsupported, for the host too, unless the
+   * vCPU model has the CPUID bit. 6.12: the host always reads and writes them.
+   */
+  readonly featureMsrsNeedCpuid: boolean;
+  /** The host's TSC is unstable (profile.tscUnstable): a vCPU's TSC stands still between runs. */
+  readonly tscUnstable: boolean;
   /** The EFER bits set_efer accepts (the complement of efer_reserved_bits). */
   readonly eferAllowed: number;
   /** kvm_caps.supported_mce_cap (KVM_X86_GET_MCE_CAP_SUPPORTED). */
@@ -147,6 +159,9 @@ export class X86 {
     this.supportedPerfCapLo = Number(pc & 0xffffffffn);
     this.supportedPerfCapHi = Number(pc >> 32n);
     this.tscKhz = profile.tscKhz;
+    this.tscUnstable = profile.tscUnstable === true;
+    this.kernel = kernelGeneration(profile.host.kernel);
+    this.featureMsrsNeedCpuid = this.kernel >= 614;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
     const mce = profile.mceCapSupported ?? vendor.supportedMceCap ?? DEFAULT_MCE_CAP;
     this.supportedMceCapLo = Number(mce & 0xffffffffn);
@@ -287,8 +302,10 @@ export class X86 {
       case M.MSR_IA32_TSC_DEADLINE:
         return GET_ZERO;
       case M.MSR_IA32_ARCH_CAPABILITIES:
+        if (!this.featureMsrsNeedCpuid) return FAST_SLOW;
         return GATED_CAP | (capIndex(CAP.ARCH_CAPABILITIES) << 8);
       case M.MSR_IA32_PERF_CAPABILITIES:
+        if (!this.featureMsrsNeedCpuid) return FAST_SLOW;
         return GATED_CAP | (capIndex(CAP.PDCM) << 8);
       case M.MSR_KVM_SYSTEM_TIME:
       case M.MSR_KVM_SYSTEM_TIME_NEW:
@@ -359,6 +376,7 @@ export class X86 {
       case M.MSR_PLATFORM_INFO:
         return SET_PLATFORM_INFO;
       case M.MSR_IA32_PERF_CAPABILITIES:
+        if (!this.featureMsrsNeedCpuid) return FAST_SLOW;
         return SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY | CAP_PARAM | (capIndex(CAP.PDCM) << 8);
       case M.MSR_KVM_ASYNC_PF_ACK:
         return SET_PV_ZERO_ONLY | PV_PARAM | (M.KVM_FEATURE_ASYNC_PF_INT << 8);
@@ -367,6 +385,7 @@ export class X86 {
       case M.MSR_KVM_WALL_CLOCK_NEW:
         return SET_PV_WALL_CLOCK | PV_PARAM | (M.KVM_FEATURE_CLOCKSOURCE2 << 8);
       case M.MSR_IA32_ARCH_CAPABILITIES:
+        if (!this.featureMsrsNeedCpuid) return FAST_SLOW;
         // Stored with the CPUID bit; without it, advertised-but-unsupported (writes of 0 pass).
         return GATED_CAP | (capIndex(CAP.ARCH_CAPABILITIES) << 8);
       case M.MSR_IA32_TSC_ADJUST:
@@ -460,6 +479,13 @@ export class X86 {
       out.lo = (cycles - Math.floor(cycles / TWO32) * TWO32) >>> 0;
       return MSR_OK;
     }
+    if (this.tscUnstable) {
+      // kvm_arch_vcpu_load with kvm_check_tsc_unstable(): the offset is recomputed so the guest TSC
+      // reads vcpu->arch.last_guest_tsc, which only a TSC write or a guest run moves.
+      out.lo = vcpu.tscBaseLo;
+      out.hi = vcpu.tscBaseHi;
+      return MSR_OK;
+    }
     const cycles = Math.floor((this.clock() - vcpu.tscBaseAt) * vcpu.tscKhz);
     const addHi = Math.floor(cycles / TWO32);
     const lo = vcpu.tscBaseLo + (cycles - addHi * TWO32);
@@ -494,6 +520,18 @@ export class X86 {
       synchronizing = data < expected + hz && data + hz > expected;
     }
     if (user) vm.userSetTsc = true;
+    if (synchronizing && vm.tscGenerationAt >= 0 && vcpu.tscKhz === vm.lastTscKhz && this.tscUnstable) {
+      // kvm_synchronize_tsc on an unstable TSC: the value is the one written plus the cycles since
+      // the VM's last TSC write, and it becomes last_guest_tsc (and the VM's last write).
+      const v = data + Math.floor((now - vm.lastTscWriteAt) * vcpu.tscKhz);
+      vcpu.tscBaseHi = Math.floor(v / TWO32) >>> 0;
+      vcpu.tscBaseLo = (v - Math.floor(v / TWO32) * TWO32) >>> 0;
+      vcpu.tscBaseAt = now;
+      vm.lastTscWrite = v;
+      vm.lastTscWriteAt = now;
+      vm.lastTscKhz = vcpu.tscKhz;
+      return;
+    }
     if (synchronizing && vm.tscGenerationAt >= 0 && vcpu.tscKhz === vm.lastTscKhz) {
       vcpu.tscBaseLo = vm.tscGenerationLo;
       vcpu.tscBaseHi = vm.tscGenerationHi;
@@ -683,11 +721,18 @@ export class X86 {
       case M.MSR_IA32_LASTINTTOIP:
         return zero(out);
       case M.MSR_IA32_ARCH_CAPABILITIES:
-        // 6.18: unsupported unless the vCPU model has the CPUID bit, host or guest.
-        if (!this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
+        // 6.18: unsupported unless the vCPU model has the CPUID bit, host or guest; 6.12: the guest
+        // needs the bit (#GP), the host never does.
+        if (!this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) {
+          if (this.featureMsrsNeedCpuid) return MSR_UNSUPPORTED;
+          if (!host) return MSR_ERR;
+        }
         return this.load(vcpu, index, out);
       case M.MSR_IA32_PERF_CAPABILITIES:
-        if (!this.hasCap(vcpu, CAP.PDCM)) return MSR_UNSUPPORTED;
+        if (!this.hasCap(vcpu, CAP.PDCM)) {
+          if (this.featureMsrsNeedCpuid) return MSR_UNSUPPORTED;
+          if (!host) return MSR_ERR;
+        }
         return this.load(vcpu, index, out);
       case M.MSR_IA32_TSC_DEADLINE:
         // kvm_get_lapic_tscdeadline_msr: 0 without an in-kernel LAPIC in TSC-deadline mode; kvmsr
@@ -762,6 +807,11 @@ export class X86 {
       case M.MSR_EFER:
         return this.setEfer(vcpu, host, lo, hi);
       case M.MSR_IA32_XSS: {
+        if (this.kernel < 618) {
+          // 6.12: the guest needs XSAVES; kvm_caps.supported_xss is 0 on every vendor, so only 0 passes.
+          if (!host && !this.hasCap(vcpu, CAP.XSAVES)) return MSR_ERR;
+          return lo !== 0 || hi !== 0 ? MSR_ERR : this.store(vcpu, index, 0, 0);
+        }
         // 6.18: unsupported without XSAVES; then only the bits the guest CPUID and KVM both have.
         if (!this.hasCap(vcpu, CAP.XSAVES)) return MSR_UNSUPPORTED;
         const okLo = this.guestSupported(vcpu, 0xd, 1, 'ecx');
@@ -790,11 +840,11 @@ export class X86 {
         if (host) this.store(vcpu, index, lo, hi);
         return MSR_OK;
       case M.MSR_IA32_ARCH_CAPABILITIES:
-        if (!this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
+        if (this.featureMsrsNeedCpuid && !this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
         if (!host) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_PERF_CAPABILITIES:
-        if (!this.hasCap(vcpu, CAP.PDCM)) return MSR_UNSUPPORTED;
+        if (this.featureMsrsNeedCpuid && !this.hasCap(vcpu, CAP.PDCM)) return MSR_UNSUPPORTED;
         if (!host) return MSR_ERR;
         if ((lo & ~this.supportedPerfCapLo) !== 0 || (hi & ~this.supportedPerfCapHi) !== 0) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
@@ -1107,7 +1157,8 @@ export class X86 {
     if (!vcpu.vm.irqchip) return lo !== 0 || hi !== 0 ? MSR_ERR : MSR_OK;
     // The value is stored before the GPA is checked, so a failed enable still changes it.
     this.store(vcpu, M.MSR_KVM_ASYNC_PF_EN, lo, hi);
-    if ((lo & 1) === 0) return MSR_OK;
+    // kvm_pv_async_pf_enabled: only ENABLED together with DELIVERY_AS_INT looks up the GPA.
+    if ((lo & 0x9) !== 0x9) return MSR_OK;
     const gpa = (hi >>> 0) * TWO32 + ((lo & ~0x3f) >>> 0);
     return vcpu.vm.gpaRangeMapped(gpa, 8) ? MSR_OK : MSR_ERR;
   }
@@ -1247,4 +1298,10 @@ function storeU64(arr: Uint32Array, index: number, v: bigint): void {
   const s = slotOf(index) * 2;
   arr[s] = Number(v & 0xffffffffn);
   arr[s + 1] = Number((v >> 32n) & 0xffffffffn);
+}
+
+/** "6.12.117" -> 612, "6.18.44-fc-v782" -> 618; an unreadable version counts as the newest known. */
+export function kernelGeneration(release: string): number {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  return m ? Number(m[1]) * 100 + Number(m[2]) : 618;
 }

@@ -73,8 +73,8 @@ export class Pair {
   }
 
   /**
-   * IA32_TSC moves with time: each side's value must be non-zero (a running TSC), and then both
-   * are blanked so the byte comparison covers everything else.
+   * IA32_TSC moves with time: the two values must be equal (a TSC that stands still, on a host
+   * whose TSC is unstable) or both non-zero (a running TSC), and then both are blanked so the byte comparison covers everything else.
    */
   private tscByRule(a: Uint8Array, b: Uint8Array, processed: number, rules: string[]): void {
     if (a.length < KVM_MSRS_LAYOUT.size) return;
@@ -86,7 +86,8 @@ export class Pair {
       if (da.getUint32(off, true) !== MSR_IA32_TSC) continue;
       const va = da.getBigUint64(off + 8, true);
       const vb = db.getBigUint64(off + 8, true);
-      rules.push(`IA32_TSC (entry ${i}) compared by rule: both non-zero (real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
+      if (va === vb) continue;
+      rules.push(`IA32_TSC (entry ${i}) compared by rule: equal, or both non-zero (real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
       if (va !== 0n && vb !== 0n) {
         da.setBigUint64(off + 8, 0n, true);
         db.setBigUint64(off + 8, 0n, true);

@@ -67,6 +67,31 @@ function moduleParams(vendor: VendorModule): Record<string, string> {
   return out;
 }
 
+/**
+ * Whether the host's TSC is unstable: kvm_arch_vcpu_load then pins the guest TSC to last_guest_tsc,
+ * so two reads 20 ms apart on a vCPU that never ran are equal. On a stable TSC they differ.
+ */
+function tscStandsStill(real: RealKvm, vcpu: number): boolean {
+  const read = (): bigint => {
+    const b = encodeMsrs([{ index: 0x10, data: 0n }]);
+    must(real.ioctl(vcpu, I.KVM_GET_MSRS, b), 'KVM_GET_MSRS IA32_TSC');
+    return decodeMsrs(b).entries[0]!.data;
+  };
+  const first = read();
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  return read() === first;
+}
+
+/** The single bits a host write of `index` accepts on a vCPU, each written alone, then 0 again. */
+function acceptedBits(real: RealKvm, vcpu: number, index: number): bigint {
+  let ok = 0n;
+  for (let b = 0n; b < 64n; b++) {
+    if (real.ioctl(vcpu, I.KVM_SET_MSRS, encodeMsrs([{ index, data: 1n << b }])) === 1) ok |= 1n << b;
+  }
+  real.ioctl(vcpu, I.KVM_SET_MSRS, encodeMsrs([{ index, data: 0n }]));
+  return ok;
+}
+
 /** Captures the host's profile through the real /dev/kvm. */
 export function captureProfile(real: RealKvm): HostProfile {
   const sys = must(real.open('/dev/kvm'), 'open /dev/kvm');
@@ -106,6 +131,8 @@ export function captureProfile(real: RealKvm): HostProfile {
       seen.add(i);
       vcpuReset.push(readOne(real, vcpu, i));
     }
+    const tscUnstable = tscStandsStill(real, vcpu);
+    const specCtrlAccepted = msrIndexList.includes(0x48) ? acceptedBits(real, vcpu, 0x48) : undefined;
     const cpu = cpuInfo();
     const vendor = vendorModule();
     const profile: HostProfile = {
@@ -128,6 +155,8 @@ export function captureProfile(real: RealKvm): HostProfile {
       featureMsrs,
       supportedCpuid,
       vcpuReset,
+      tscUnstable,
+      ...(specCtrlAccepted !== undefined ? { specCtrlAccepted } : {}),
       ...(mceOk ? { mceCapSupported: new DataView(mceBuf.buffer).getBigUint64(0, true) } : {}),
     };
     // Round-trip through the JSON form so a capture is exactly what a saved file loads as.

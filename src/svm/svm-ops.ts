@@ -54,6 +54,7 @@ interface SvmHost {
   deCfgHi: number;
   /** SPEC_CTRL bits the host CPU accepts (kvm_spec_ctrl_test_value's trial write). */
   specCtrlLo: number;
+  specCtrlHi: number;
   /** kvm_caps.default_tsc_scaling_ratio, upper and lower half. */
   tscRatioLo: number;
   tscRatioHi: number;
@@ -104,7 +105,9 @@ function hostOf(x86: X86): SvmHost {
     hostGp,
     deCfgLo: Number(de & 0xffffffffn),
     deCfgHi: Number((de >> 32n) & 0xffffffffn),
-    specCtrlLo: spec,
+    // A measured profile knows what the host CPU really takes (a VM host may take bits it hides).
+    specCtrlLo: x86.profile.specCtrlAccepted !== undefined ? Number(x86.profile.specCtrlAccepted & 0xffffffffn) : spec,
+    specCtrlHi: x86.profile.specCtrlAccepted !== undefined ? Number(x86.profile.specCtrlAccepted >> 32n) : 0,
     tscRatioLo: scaling ? 0 : 1,
     tscRatioHi: scaling ? 1 : 0,
   };
@@ -425,7 +428,7 @@ export const svmOps: VendorOps = {
         return MSR_OK; // any value, ignored
       case M.MSR_IA32_SPEC_CTRL:
         if (!host && !guestHasSpecCtrl(x86, vcpu)) return MSR_ERR;
-        if (hi !== 0 || (lo & ~hostOf(x86).specCtrlLo) !== 0) return MSR_ERR;
+        if ((hi & ~hostOf(x86).specCtrlHi) !== 0 || (lo & ~hostOf(x86).specCtrlLo) !== 0) return MSR_ERR;
         return x86.store(vcpu, index, lo, hi);
       case M.MSR_AMD64_VIRT_SPEC_CTRL:
         if (!host && !x86.hasCap(vcpu, CAP.VIRT_SSBD)) return MSR_ERR;

@@ -173,6 +173,9 @@ function makeHost(x86: X86): VmxHost {
   const lbrFmt = Number(perfCap & BigInt(PERF_CAP_LBR_FMT));
   let specCtrlMask = 0;
   for (const [bits, f] of SPEC_CTRL_ENUM) if (has(sup, f)) specCtrlMask |= bits;
+  // A measured profile knows what the host CPU really takes (kvm_spec_ctrl_test_value).
+  const measured = p.specCtrlAccepted;
+  if (measured !== undefined && measured >> 32n === 0n) specCtrlMask = Number(measured);
   let debugctlHost = 0;
   if (has(sup, F_BUS_LOCK_DETECT)) debugctlHost |= DEBUGCTL_BUS_LOCK_DETECT;
   if (lbrFmt !== 0) debugctlHost |= DEBUGCTL_LBR | DEBUGCTL_FREEZE_LBRS_ON_PMI;
