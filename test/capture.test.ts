@@ -199,3 +199,29 @@ describe('KVM_SET_SREGS in a capture', () => {
     expect(r.adopted).toBe(2);
   });
 });
+
+describe('kvmsr record embeds the host profile when the command ends (embedProfile)', () => {
+  test('the header gains the profile, the records stay byte for byte, and replay then uses it', async () => {
+    const { mkdtempSync, writeFileSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { embedProfile } = await import('../src/capture/embed-profile.js');
+    const { builtinProfile } = await import('../src/profiles.js');
+    const dir = mkdtempSync(join(tmpdir(), 'kvmsr-embed-'));
+    const file = join(dir, 'c.jsonl');
+    const text = session().text();
+    writeFileSync(file, text);
+    const svm = builtinProfile('svm-amd-derived');
+    expect(embedProfile(file, svm)).toBe(true);
+    const after = readFileSync(file, 'utf8');
+    expect(after.slice(after.indexOf('\n'))).toBe(text.slice(text.indexOf('\n')));
+    const c = parseCapture(after, file);
+    expect((c.header.profile as { host: { vendorModule: string } }).host.vendorModule).toBe('kvm_amd');
+    // The session was made on the default PVM profile: on the embedded SVM one it no longer matches.
+    const r = replay(c);
+    expect(r.divergences.length).toBeGreaterThan(0);
+    expect(r.rules.some((n) => /recorded on kvm_pvm 6\.18\S* but is replayed on a kvm_amd/.test(n))).toBe(true);
+    expect(replay(parseCapture(text, file)).rules.some((n) => /recorded on/.test(n))).toBe(false);
+    expect(embedProfile(join(dir, 'absent.jsonl'), svm)).toBe(false);
+  });
+});

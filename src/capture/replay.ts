@@ -13,6 +13,7 @@ import { Kvm } from '../kvm/kvm.js';
 import { M } from '../kvm/msr-index.js';
 import { slotOf } from '../kvm/msr-slots.js';
 import { parseProfile, type HostProfile } from '../kvm/profile.js';
+import { kernelGeneration } from '../kvm/x86.js';
 import { INTEGER_IOCTLS, MSR_IOCTLS } from './extents.js';
 import type { CaptureRecord, ParsedCapture } from './format.js';
 
@@ -83,6 +84,13 @@ export function replay(c: ParsedCapture, opts: ReplayOptions = {}): ReplayResult
   const res: ReplayResult = { ioctls: 0, msrIoctls: 0, entries: 0, divergences: [], unknowable: [], byRule: 0, adopted: 0, rules: [], ms: 0 };
   const rules = new Set<string>();
   let addr = 0x10000000;
+  const h = kvm.profile.host;
+  if (c.header.vendorModule !== h.vendorModule || kernelGeneration(c.header.kernel) !== kernelGeneration(h.kernel)) {
+    rules.add(
+      `the capture was recorded on ${c.header.vendorModule} ${c.header.kernel} but is replayed on a ${h.vendorModule} ${h.kernel} profile: ` +
+        'differences may be the hosts\', not kvmsr\'s (pass --profile, or record with the profile embedded)',
+    );
+  }
 
   const systemFd = (): number => (sys >= 0 ? sys : (sys = kvm.open('/dev/kvm')));
   const vmFd = (rec: CaptureRecord): number => {

@@ -10,6 +10,7 @@ import { decodeMsrList, decodeMsrs, encodeMsrList, encodeMsrs } from '../abi/cod
 import { errnoName } from '../abi/errno.js';
 import { parseCapture, type ParsedCapture } from '../capture/format.js';
 import { recordCommand } from '../capture/recorder-lib.js';
+import { embedProfile } from '../capture/embed-profile.js';
 import { replay } from '../capture/replay.js';
 import { caseFile, Conformance } from '../conform/conform.js';
 import { checkCaptures } from '../check/check.js';
@@ -280,13 +281,29 @@ function cmdCheck(save: string, restore: string | undefined, opts: { json?: bool
   return errors > 0 ? 1 : 0;
 }
 
-function cmdRecord(command: string[], opts: { output: string }): number {
+function cmdRecord(command: string[], opts: { output: string; profile?: boolean }): number {
   if (command.length === 0) throw new CliError('give the command to record after --, e.g. kvmsr record -o qemu.jsonl -- qemu-system-x86_64 ...');
+  let status: number;
   try {
-    return recordCommand(opts.output, command);
+    status = recordCommand(opts.output, command);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  if (opts.profile !== false) {
+    // The host's profile goes into the header, so replay runs on this host's rules by default.
+    const st = realKvmStatus();
+    const real = st.ok ? loadRealKvm() : null;
+    if (!real) process.stderr.write(`kvmsr record: no host profile embedded: ${st.ok ? 'the FFI did not load' : st.reason}\n`);
+    else {
+      try {
+        const p = captureProfile(real);
+        if (embedProfile(opts.output, p)) process.stderr.write(`kvmsr record: embedded the host profile (${p.host.vendorModule} ${p.host.kernel}) in ${opts.output}\n`);
+      } catch (e) {
+        process.stderr.write(`kvmsr record: no host profile embedded: ${(e as Error).message}\n`);
+      }
+    }
+  }
+  return status;
 }
 
 function cmdConform(opts: { cases?: string; seed?: string; json?: boolean; save?: string }): number {
@@ -410,8 +427,9 @@ export function main(argv: string[]): number {
     .command('record')
     .description("run a command (a VMM) with the LD_PRELOAD recorder and write its MSR ioctls to a capture")
     .requiredOption('-o, --output <file>', 'the capture file to append to')
+    .option('--no-profile', "do not embed the host's profile in the capture header when the command ends")
     .argument('<command...>', 'the command and its arguments (put them after --)')
-    .action((c: string[], o: { output: string }) => {
+    .action((c: string[], o: { output: string; profile?: boolean }) => {
       status = cmdRecord(c, o);
     });
   program
