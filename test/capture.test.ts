@@ -225,3 +225,30 @@ describe('kvmsr record embeds the host profile when the command ends (embedProfi
     expect(embedProfile(join(dir, 'absent.jsonl'), svm)).toBe(false);
   });
 });
+
+describe('IA32_TSC on a host whose TSC is unstable (profile.tscUnstable)', () => {
+  test('the kernel\'s TSC is adopted and said so; an altered PAT in the same batch is still caught', async () => {
+    const { builtinProfile } = await import('../src/profiles.js');
+    const { parseProfile, profileToJson } = await import('../src/kvm/profile.js');
+    const unstable = parseProfile({ ...(profileToJson(builtinProfile('svm-amd-derived')) as object), tscUnstable: true }, 'u');
+    const kvm = new Kvm({ profile: unstable });
+    const rec = new KvmRecorder(kvm);
+    const vm = rec.ioctl(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const v = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+    rec.ioctl(v, I.KVM_GET_MSRS, encodeMsrs([0x10, 0x277].map((index) => ({ index, data: 0n }))));
+    const lines = rec.text().split('\n');
+    const i = lines.findIndex((l) => l.includes('"KVM_GET_MSRS"'));
+    const r0 = JSON.parse(lines[i]!) as { out: string };
+    // Entry 0 (IA32_TSC) read 5 on "the kernel": time between calls that the capture cannot hold.
+    const tsc5 = r0.out.slice(0, 32) + '0500000000000000' + r0.out.slice(48);
+    lines[i] = JSON.stringify({ ...r0, out: tsc5 });
+    const ok = replay(parseCapture(lines.join('\n'), 'u.jsonl'), { profile: unstable });
+    expect(ok.divergences).toEqual([]);
+    expect(ok.byRule).toBe(1);
+    expect(ok.rules.join('\n')).toMatch(/IA32_TSC not compared: the host TSC is unstable/);
+    // PAT is entry 1: data at hex offset (8 + 16 + 8) * 2.
+    lines[i] = JSON.stringify({ ...r0, out: tsc5.slice(0, 64) + '0700000000000000' + tsc5.slice(80) });
+    const bad = replay(parseCapture(lines.join('\n'), 'u.jsonl'), { profile: unstable });
+    expect(bad.divergences.map((d) => d.what[0])).toEqual(['entry 1 differs']);
+  });
+});

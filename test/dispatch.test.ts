@@ -128,6 +128,28 @@ describe('VM fd', () => {
     expect(kvm.ioctl(vm, I.KVM_ENABLE_CAP, encodeEnableCap(KVM_CAP.X86_USER_SPACE_MSR, [1n], 1))).toBe(-EINVAL);
     expect(kvm.ioctl(vm, I.KVM_ENABLE_CAP, new Uint8Array(103))).toBe(-EFAULT);
   });
+  test('KVM_ENABLE_CAP: the caps QEMU enables on every VM are accepted as the kernel accepts them', () => {
+    // Seen in QEMU 7.2 captures on kvm_amd 6.12: MANUAL_DIRTY_LOG_PROTECT2 3, EXCEPTION_PAYLOAD 1,
+    // X86_TRIPLE_FAULT_EVENT 1, MAX_VCPU_ID, all answered 0.
+    const kvm = new Kvm();
+    const vm = kvm.ioctl(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const cap = (c: number, v: bigint) => kvm.ioctl(vm, I.KVM_ENABLE_CAP, encodeEnableCap(c, [v]));
+    expect(cap(KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, 3n)).toBe(0);
+    expect(cap(KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, 1n)).toBe(0);
+    expect(cap(KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, 2n)).toBe(-EINVAL); // INITIALLY_SET needs ENABLE
+    expect(cap(KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, 4n)).toBe(-EINVAL);
+    expect(cap(KVM_CAP.EXCEPTION_PAYLOAD, 1n)).toBe(0);
+    expect(cap(KVM_CAP.X86_TRIPLE_FAULT_EVENT, 1n)).toBe(0);
+    // MAX_VCPU_ID: at most KVM_MAX_VCPU_IDS, set once, and then it bounds KVM_CREATE_VCPU's id.
+    const limit = BigInt(kvm.profile.extensions.vm[KVM_CAP.MAX_VCPU_ID] ?? kvm.profile.extensions.system[KVM_CAP.MAX_VCPU_ID] ?? 4096);
+    expect(cap(KVM_CAP.MAX_VCPU_ID, limit + 1n)).toBe(-EINVAL);
+    expect(cap(KVM_CAP.MAX_VCPU_ID, 2n)).toBe(0);
+    expect(cap(KVM_CAP.MAX_VCPU_ID, 2n)).toBe(0);
+    expect(cap(KVM_CAP.MAX_VCPU_ID, 4n)).toBe(-EINVAL);
+    expect(kvm.ioctl(vm, I.KVM_CREATE_VCPU, 1)).toBeGreaterThan(0);
+    expect(kvm.ioctl(vm, I.KVM_CREATE_VCPU, 2)).toBe(-EINVAL);
+    expect(kvm.unmodeled).toEqual([]);
+  });
   test('KVM_X86_SET_MSR_FILTER: the EINVAL and EFAULT cases of kvm_vm_ioctl_set_msr_filter', () => {
     const { kvm, vm } = machine();
     const bitmap = new Uint8Array(8).fill(0xff);

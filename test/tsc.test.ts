@@ -119,6 +119,21 @@ describe('PVM: the guest reads the host TSC', () => {
 });
 
 describe('KVM_SET_TSC_KHZ (kvm_set_tsc_khz)', () => {
+  test('without scaling, the tolerance is around the kernel\'s refined tsc_khz (profile.hostTscKhz), not the vCPU rate', () => {
+    // Seen live on kvm_amd 6.12 under TCG: a new vCPU reported 2094375 kHz (max_tsc_khz), and
+    // QEMU's KVM_SET_TSC_KHZ(2094375) got EINVAL, because the refined tsc_khz was higher.
+    const base = profileToJson(builtinProfile('pvm-amd-epyc-6.18')) as Record<string, unknown>;
+    const khz = base['tscKhz'] as number;
+    const refined = parseProfile({ ...base, hostTscKhz: khz + 2000 }, 'refined');
+    const s = setup(refined);
+    const v = s.vcpu(0);
+    expect(s.kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(khz);
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz)).toBe(-22);
+    expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz + 2000)).toBe(0);
+    expect(parseProfile(JSON.parse(JSON.stringify(profileToJson(refined))), 'p.json').hostTscKhz).toBe(khz + 2000);
+    const plain = setup(builtinProfile('pvm-amd-epyc-6.18'));
+    expect(plain.kvm.ioctl(plain.vcpu(0), I.KVM_SET_TSC_KHZ, khz)).toBe(0);
+  });
   test('kvm_amd profile (TSC scaling): any rate; KVM_GET_TSC_KHZ reports it and the TSC counts at it', () => {
     const s = setup();
     const v = s.vcpu(0);

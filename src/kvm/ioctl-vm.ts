@@ -32,6 +32,7 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       const maxVcpus = ext.vm[KVM_CAP.MAX_VCPUS] ?? ext.system[KVM_CAP.MAX_VCPUS] ?? DEFAULT_MAX_VCPUS;
       if (id >= maxIds) return -EINVAL;
       if (vm.createdVcpus >= maxVcpus) return -EINVAL;
+      if (vm.maxVcpuIds !== 0 && id >= vm.maxVcpuIds) return -EINVAL; // kvm_arch_vcpu_precreate
       if (vm.vcpus.has(id)) return -EEXIST;
       return k.createVcpu(vm, id);
     }
@@ -79,6 +80,25 @@ function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     }
     case KVM_CAP.MSR_PLATFORM_INFO:
       vm.guestCanReadPlatformInfo = cap.args[0] !== 0n;
+      return 0;
+    case KVM_CAP.MAX_VCPU_ID: {
+      // kvm_vm_ioctl_enable_cap: set once; the same value again is fine (bsp_vcpu_id is 0 here).
+      const ext = k.profile.extensions;
+      const limit = BigInt(ext.vm[KVM_CAP.MAX_VCPU_ID] ?? ext.system[KVM_CAP.MAX_VCPU_ID] ?? DEFAULT_MAX_VCPU_IDS);
+      const want = cap.args[0];
+      if (want > limit) return -EINVAL;
+      if (vm.maxVcpuIds !== 0 && BigInt(vm.maxVcpuIds) !== want) return -EINVAL;
+      vm.maxVcpuIds = Number(want);
+      return 0;
+    }
+    // Accepted as the kernel accepts them; they change no MSR answer, so kvmsr keeps nothing.
+    case KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2: {
+      // kvm_vm_ioctl_enable_cap_generic: INITIALLY_SET (2) only together with ENABLE (1).
+      const allowed = (cap.args[0] & 1n) !== 0n ? 3n : 1n;
+      return (cap.args[0] & ~allowed) !== 0n ? -EINVAL : 0;
+    }
+    case KVM_CAP.EXCEPTION_PAYLOAD:
+    case KVM_CAP.X86_TRIPLE_FAULT_EVENT:
       return 0;
     default:
       return k.unmodeledCap(req, 'vm', cap.cap);

@@ -49,6 +49,12 @@ export interface HostProfile {
    * write), measured by `profile capture`; absent, the vendor derives them from CPUID.
    */
   specCtrlAccepted?: bigint;
+  /**
+   * The host kernel's tsc_khz, the centre of kvm.tsc_tolerance_ppm in kvm_set_tsc_khz, when it is not
+   * tscKhz (the rate a new vCPU gets: max_tsc_khz, fixed when kvm loaded, before the TSC calibration
+   * was refined). Measured by `profile capture` on hosts without TSC scaling; absent: tscKhz.
+   */
+  hostTscKhz?: number;
   /** What each MSR reads on a fresh vCPU (no KVM_SET_CPUID2, no irqchip), one index per ioctl. */
   vcpuReset: ProfileMsr[];
 }
@@ -179,6 +185,7 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
   if (typeof unstable === 'boolean') p.tscUnstable = unstable;
   else if (unstable !== undefined) r.fail('tscUnstable', 'expected true or false');
   if (top['specCtrlAccepted'] !== undefined) p.specCtrlAccepted = r.u64(top['specCtrlAccepted'], 'specCtrlAccepted');
+  if (top['hostTscKhz'] !== undefined) p.hostTscKhz = r.int(top['hostTscKhz'], 'hostTscKhz');
   return p;
 }
 
@@ -207,6 +214,7 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     ...(p.mceCapSupported !== undefined ? { mceCapSupported: hex(p.mceCapSupported) } : {}),
     ...(p.tscUnstable !== undefined ? { tscUnstable: p.tscUnstable } : {}),
     ...(p.specCtrlAccepted !== undefined ? { specCtrlAccepted: hex(p.specCtrlAccepted) } : {}),
+    ...(p.hostTscKhz !== undefined ? { hostTscKhz: p.hostTscKhz } : {}),
   };
 }
 

@@ -30,6 +30,8 @@ export class Vm {
   msrFilter: MsrFilterState = { defaultAllow: true, ranges: [] };
   /** kvm->arch.guest_can_read_msr_platform_info (KVM_CAP_MSR_PLATFORM_INFO). */
   guestCanReadPlatformInfo = true;
+  /** kvm->arch.max_vcpu_ids (KVM_CAP_MAX_VCPU_ID); 0: not set. */
+  maxVcpuIds = 0;
   /** kvm->arch.wall_clock, shared by MSR_KVM_WALL_CLOCK and MSR_KVM_WALL_CLOCK_NEW. */
   wallClockLo = 0;
   wallClockHi = 0;

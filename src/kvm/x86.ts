@@ -989,14 +989,17 @@ export class X86 {
     const khz = arg % TWO32 === 0 ? this.tscKhz : arg % TWO32; // (u32)arg; 0 is the host rate
     if (this.hasTscScaling() && khz >= MAX_GUEST_TSC_KHZ) return -EINVAL;
     const ppm = Number(this.profile.host.moduleParams['kvm.tsc_tolerance_ppm'] ?? '250');
-    const lo = Math.floor((this.tscKhz * (1e6 - ppm)) / 1e6);
-    const hi = Math.floor((this.tscKhz * (1e6 + ppm)) / 1e6);
+    // The tolerance is around the kernel's current tsc_khz, which a refined calibration may have
+    // moved away from the rate new vCPUs get (max_tsc_khz): then even that rate can be refused.
+    const host = this.profile.hostTscKhz ?? this.tscKhz;
+    const lo = Math.floor((host * (1e6 - ppm)) / 1e6);
+    const hi = Math.floor((host * (1e6 + ppm)) / 1e6);
     // virtual_tsc_khz changes first: KVM_GET_TSC_KHZ reports it even when the rate cannot follow.
     vcpu.virtualTscKhz = khz;
     let rate = khz;
     if (khz >= lo && khz <= hi) {
       rate = this.tscKhz; // no scaling needed
-    } else if (!this.hasTscScaling() && khz < this.tscKhz) {
+    } else if (!this.hasTscScaling() && khz < host) {
       return -EINVAL; // "user requested TSC rate below hardware speed"
     }
     // Bring the TSC to the new rate from its current value.

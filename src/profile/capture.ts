@@ -92,6 +92,34 @@ function acceptedBits(real: RealKvm, vcpu: number, index: number): bigint {
   return ok;
 }
 
+/**
+ * The kernel's tsc_khz on a host without TSC scaling, found from kvm_set_tsc_khz's answers on a
+ * scratch vCPU: it refuses a rate below the tolerance band ("below hardware speed") and accepts
+ * the rest, so the lowest accepted rate is adjust_tsc_khz(tsc_khz, -tsc_tolerance_ppm).
+ */
+function kernelTscKhz(real: RealKvm, vm: number, vcpuKhz: number): number | undefined {
+  const vcpu = real.ioctl(vm, I.KVM_CREATE_VCPU, 1);
+  if (vcpu < 0) return undefined;
+  try {
+    let lo = Math.floor(vcpuKhz / 2); // refused
+    let hi = vcpuKhz * 2; // accepted (catch-up mode)
+    if (real.ioctl(vcpu, I.KVM_SET_TSC_KHZ, lo) === 0 || real.ioctl(vcpu, I.KVM_SET_TSC_KHZ, hi) !== 0) return undefined;
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (real.ioctl(vcpu, I.KVM_SET_TSC_KHZ, mid) === 0) hi = mid;
+      else lo = mid;
+    }
+    const f = '/sys/module/kvm/parameters/tsc_tolerance_ppm';
+    const ppm = existsSync(f) ? Number(readFileSync(f, 'utf8').trim()) : 250;
+    // The smallest tsc_khz whose lower threshold (u64 arithmetic, rounded down) is hi.
+    let khz = Math.floor((hi * 1e6) / (1e6 - ppm));
+    while (Math.floor((khz * (1e6 - ppm)) / 1e6) < hi) khz++;
+    return khz;
+  } finally {
+    real.close(vcpu);
+  }
+}
+
 /** Captures the host's profile through the real /dev/kvm. */
 export function captureProfile(real: RealKvm): HostProfile {
   const sys = must(real.open('/dev/kvm'), 'open /dev/kvm');
@@ -132,6 +160,7 @@ export function captureProfile(real: RealKvm): HostProfile {
       vcpuReset.push(readOne(real, vcpu, i));
     }
     const tscUnstable = tscStandsStill(real, vcpu);
+    const hostTscKhz = (vmExt[I.KVM_CAP.TSC_CONTROL] ?? system[I.KVM_CAP.TSC_CONTROL] ?? 0) > 0 ? undefined : kernelTscKhz(real, vm, tscKhz);
     const specCtrlAccepted = msrIndexList.includes(0x48) ? acceptedBits(real, vcpu, 0x48) : undefined;
     const cpu = cpuInfo();
     const vendor = vendorModule();
@@ -157,6 +186,7 @@ export function captureProfile(real: RealKvm): HostProfile {
       vcpuReset,
       tscUnstable,
       ...(specCtrlAccepted !== undefined ? { specCtrlAccepted } : {}),
+      ...(hostTscKhz !== undefined && hostTscKhz !== tscKhz ? { hostTscKhz } : {}),
       ...(mceOk ? { mceCapSupported: new DataView(mceBuf.buffer).getBigUint64(0, true) } : {}),
     };
     // Round-trip through the JSON form so a capture is exactly what a saved file loads as.
