@@ -2,12 +2,14 @@
 import pvmAmdEpyc from './profiles/pvm-amd-epyc-6.18.json' with { type: 'json' };
 import svmAmd from './profiles/svm-amd-derived.json' with { type: 'json' };
 import vmxIntel from './profiles/vmx-intel-derived.json' with { type: 'json' };
+import kvmAmdTcg from './profiles/kvm-amd-6.12-qemu-tcg.json' with { type: 'json' };
 import { parseProfile, type HostProfile } from './kvm/profile.js';
 
 export const BUILTIN_PROFILES = {
   'pvm-amd-epyc-6.18': pvmAmdEpyc,
   'svm-amd-derived': svmAmd,
   'vmx-intel-derived': vmxIntel,
+  'kvm-amd-6.12-qemu-tcg': kvmAmdTcg,
 } as const;
 export type BuiltinProfileName = keyof typeof BUILTIN_PROFILES;
 export const DEFAULT_PROFILE_NAME: BuiltinProfileName = 'pvm-amd-epyc-6.18';
