@@ -55,3 +55,49 @@ describe('QEMU fixtures recorded on kvm_amd 6.12 replay on kvmsr with every byte
     expect(r.divergences[0]!.entries.find((e) => e.differs)).toMatchObject({ name: '0x277 IA32_CR_PAT', expected: '0x6' });
   });
 });
+
+describe('kvmsr check on QEMU\'s own save and restore (the README page pins the same report)', () => {
+  test('no errors; the warnings are the guest-writable listed MSRs QEMU 7.2 does not migrate for qemu64', async () => {
+    const { checkCaptures } = await import('../src/check/check.js');
+    const r = checkCaptures(parseCapture(text('qemu-migrate-save'), 'save'), parseCapture(text('qemu-migrate-load'), 'load'));
+    expect(r.findings.filter((f) => f.severity === 'error')).toEqual([]);
+    const warned = (vcpu: string) => r.findings.filter((f) => f.severity === 'warning' && f.vcpu === vcpu).map((f) => `${f.kind} ${f.msr}`);
+    const expected = [
+      'not-saved 0x4b564d01 KVM_SYSTEM_TIME_NEW',
+      'not-saved 0x4b564d00 KVM_WALL_CLOCK_NEW',
+      'not-saved 0x4b564d06 KVM_ASYNC_PF_INT',
+      'not-saved 0x140 MISC_FEATURES_ENABLES',
+      'not-saved 0x1fc IA32_POWER_CTL',
+      'not-saved 0x4b564d05 KVM_POLL_CONTROL',
+    ];
+    expect(warned('vm9/vcpu0')).toEqual(expected);
+    expect(warned('vm9/vcpu1')).toEqual(expected);
+    // Every MSR QEMU saved came back with the same value (IA32_TSC aside, which moves).
+    const saved = r.roundTrip.filter((t) => t.saved !== null);
+    expect(saved.length).toBe(2 * 94);
+    expect(saved.filter((t) => t.restored === null)).toEqual([]);
+    expect(saved.filter((t) => t.msr !== '0x10 IA32_TSC' && t.restored !== t.saved)).toEqual([]);
+  });
+
+  test('a restore that drops one MSR and changes another is caught as errors', async () => {
+    const { checkCaptures } = await import('../src/check/check.js');
+    const hexIndex = (e: string) => parseInt(e.slice(6, 8) + e.slice(4, 6) + e.slice(2, 4) + e.slice(0, 2), 16);
+    // Every KVM_SET_MSRS of vCPU 0 in the restore: STAR left out, LSTAR written as another value.
+    const lines = text('qemu-migrate-load')
+      .split('\n')
+      .map((l) => {
+        if (!l.includes('"vcpuId":0,') || !l.includes('"request":"0x4008ae89"')) return l;
+        const rec = JSON.parse(l) as { in: string; ret: number };
+        const all = Array.from({ length: (rec.in.length - 16) / 32 }, (_, k) => rec.in.slice(16 + 32 * k, 48 + 32 * k));
+        const keep = all.filter((e) => hexIndex(e) !== 0xc0000081).map((e) => (hexIndex(e) === 0xc0000082 ? e.slice(0, 16) + '00f0ffffffffffff' : e));
+        const n = keep.length.toString(16).padStart(8, '0').match(/../g)!.reverse().join('');
+        const bytes = `${n}${rec.in.slice(8, 16)}${keep.join('')}`;
+        return JSON.stringify({ ...rec, in: bytes, out: bytes, ret: Math.min(rec.ret, keep.length) });
+      });
+    const broken = parseCapture(lines.join('\n'), 'broken-load');
+    expect(broken.error).toBeUndefined();
+    const r = checkCaptures(parseCapture(text('qemu-migrate-save'), 'save'), broken);
+    const errors = r.findings.filter((f) => f.severity === 'error').map((f) => `${f.kind} ${f.vcpu} ${f.msr}`);
+    expect(errors).toEqual(['not-restored vm9/vcpu0 0xc0000081 STAR', 'restored-different vm9/vcpu0 0xc0000082 LSTAR', 'read-back-different vm9/vcpu0 0xc0000082 LSTAR']);
+  });
+});

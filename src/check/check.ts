@@ -11,6 +11,7 @@ import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED } from '../kvm/msr-ret.js';
 import { parseProfile, type HostProfile } from '../kvm/profile.js';
 import { defaultProfile } from '../profiles.js';
 import type { CaptureRecord, ParsedCapture } from '../capture/format.js';
+import { GuestReach } from './guest-reach.js';
 
 export type Severity = 'error' | 'warning' | 'info';
 
@@ -116,6 +117,8 @@ export function checkCaptures(save: ParsedCapture, restore?: ParsedCapture, prof
   // Saved values: the last successful read of each MSR per vCPU in the save capture.
   const saved = new Map<string, Map<number, bigint>>();
   const touched = new Map<string, Set<number>>();
+  /** MSRs the host processed (the entry lay before the batch's return value). */
+  const accepted = new Map<string, Set<number>>();
   for (const r of save.records) {
     if (!isMsrs(r) || r.fdKind !== 'vcpu' || r.ret < 0) continue;
     const key = vcpuKey(r);
@@ -124,6 +127,9 @@ export function checkCaptures(save: ParsedCapture, restore?: ParsedCapture, prof
     const t = touched.get(key) ?? new Set<number>();
     touched.set(key, t);
     ins.forEach((e) => t.add(e.index));
+    const acc = accepted.get(key) ?? new Set<number>();
+    accepted.set(key, acc);
+    for (let i = 0; i < Math.min(r.ret, ins.length); i++) acc.add(ins[i]!.index);
     if (r.request === I.KVM_GET_MSRS) {
       const m = saved.get(key) ?? new Map<number, bigint>();
       saved.set(key, m);
@@ -131,17 +137,30 @@ export function checkCaptures(save: ParsedCapture, restore?: ParsedCapture, prof
     }
   }
   // Unlisted MSRs and coverage.
+  const reach = new GuestReach(profile, save, vcpuKey);
   const coverage: CheckReport['coverage'] = [];
   for (const [key, t] of touched) {
+    const handled: number[] = [];
     for (const i of t) {
-      if (!listed.has(i) && !features.has(i)) {
-        findings.push({ severity: 'warning', kind: 'unlisted', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} is read or written but the host lists it neither in KVM_GET_MSR_INDEX_LIST nor in the feature list` });
-      }
+      if (listed.has(i) || features.has(i)) continue;
+      if (accepted.get(key)?.has(i)) handled.push(i);
+      else findings.push({ severity: 'warning', kind: 'unlisted', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} is read or written but the host lists it neither in KVM_GET_MSR_INDEX_LIST nor in the feature list, and never accepted it` });
+    }
+    if (handled.length > 0) {
+      // MTRRs (kvm_mtrr_get_msr) and MCi banks (KVM_X86_SETUP_MCE) are handled but never listed.
+      findings.push({ severity: 'info', kind: 'unlisted', vcpu: key, msr: indexRanges(handled), message: `${handled.length} MSRs are not on the host's lists but KVM accepted every access to them (${indexRanges(handled)})` });
     }
     const s = saved.get(key) ?? new Map<number, bigint>();
     const missing = [...listed].filter((i) => !s.has(i));
     coverage.push({ vcpu: key, listed: listed.size, saved: [...listed].filter((i) => s.has(i)).length, missing: missing.map(msrLabel) });
-    for (const i of missing) findings.push({ severity: 'warning', kind: 'not-saved', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} is on the host's list but the save never read it` });
+    const fixed: number[] = [];
+    for (const i of missing) {
+      if (!reach.canChange(key, i)) fixed.push(i);
+      else findings.push({ severity: 'warning', kind: 'not-saved', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} is on the host's list and the guest can change it on this vCPU model, but the save never read it` });
+    }
+    if (fixed.length > 0) {
+      findings.push({ severity: 'info', kind: 'not-saved', vcpu: key, msr: fixed.map(msrLabel).join(', '), message: `${fixed.length} listed MSRs were not saved, but the guest cannot change them on this vCPU model (its WRMSR is refused or changes nothing), so nothing is lost: ${fixed.map(msrLabel).join(', ')}` });
+    }
   }
 
   const roundTrip: RoundTrip[] = [];
@@ -176,7 +195,7 @@ export function checkCaptures(save: ParsedCapture, restore?: ParsedCapture, prof
         const bv = rb.get(i);
         roundTrip.push({ vcpu: key, msr: msrLabel(i), saved: sv === undefined ? null : hex(sv), restored: rv === undefined ? null : hex(rv), readBack: bv === undefined ? null : hex(bv) });
         if (sv !== undefined && rv === undefined) findings.push({ severity: 'error', kind: 'not-restored', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was saved as ${hex(sv)} but never restored` });
-        else if (sv === undefined && rv !== undefined) findings.push({ severity: 'warning', kind: 'restored-not-saved', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was restored (${hex(rv)}) but not saved` });
+        else if (sv === undefined && rv !== undefined) findings.push(restoredNotSaved(key, i, rv, reach));
         else if (sv !== undefined && rv !== undefined && sv !== rv && !TIME_VARYING.has(i)) findings.push({ severity: 'error', kind: 'restored-different', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was saved as ${hex(sv)} but restored as ${hex(rv)}` });
         if (rv !== undefined && bv !== undefined && rv !== bv && !TIME_VARYING.has(i)) findings.push({ severity: 'error', kind: 'read-back-different', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was restored as ${hex(rv)} but reads back ${hex(bv)}` });
       }
@@ -202,6 +221,29 @@ export function checkCaptures(save: ParsedCapture, restore?: ParsedCapture, prof
   const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
   findings.sort((x, y) => rank[x.severity] - rank[y.severity]);
   return { findings, coverage, roundTrip, notes };
+}
+
+/** MSRs a VMM saves through KVM_GET_SREGS (apic_base, efer), which a capture does not hold. */
+const IN_SREGS = new Set<number>([M.MSR_IA32_APICBASE, M.MSR_EFER]);
+
+function restoredNotSaved(key: string, i: number, rv: bigint, reach: GuestReach): Finding {
+  const base = { kind: 'restored-not-saved' as const, vcpu: key, msr: msrLabel(i) };
+  if (IN_SREGS.has(i)) return { ...base, severity: 'info', message: `${msrLabel(i)} was restored (${hex(rv)}) by KVM_SET_MSRS but not read by KVM_GET_MSRS: VMMs save it in KVM_GET_SREGS, which kvmsr does not record` };
+  if (!reach.canChange(key, i)) return { ...base, severity: 'info', message: `${msrLabel(i)} was restored (${hex(rv)}) but not saved; the guest cannot change it, so the VMM sets it from its CPU model` };
+  return { ...base, severity: 'warning', message: `${msrLabel(i)} was restored (${hex(rv)}) but not saved` };
+}
+
+/** "0x200-0x20f, 0x250, 0x400-0x427": sorted indices as runs. */
+function indexRanges(indices: number[]): string {
+  const s = [...indices].sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < s.length; ) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    out.push(j > i ? `0x${s[i]!.toString(16)}-0x${s[j]!.toString(16)}` : `0x${s[i]!.toString(16)}`);
+    i = j + 1;
+  }
+  return out.join(', ');
 }
 
 /** Per MSR: 'refused' or the value read back, after one KVM_SET_MSRS of `entries` on a fresh vCPU. */
