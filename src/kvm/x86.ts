@@ -358,7 +358,7 @@ export class X86 {
         return SET_PAT;
       case M.MSR_KVM_SYSTEM_TIME:
       case M.MSR_KVM_SYSTEM_TIME_NEW:
-        return GATED_PV | (pvFeatureOf(index) << 8);
+        return FAST_SLOW; // one value for both (setMsr)
       case M.MSR_K7_HWCR:
       case M.MSR_IA32_MCG_CTL:
       case M.MSR_MISC_FEATURES_ENABLES:
@@ -904,7 +904,10 @@ export class X86 {
       case M.MSR_KVM_SYSTEM_TIME:
       case M.MSR_KVM_SYSTEM_TIME_NEW:
         if (!this.guestPvHas(vcpu, pvFeatureOf(index))) return MSR_UNSUPPORTED;
-        return this.store(vcpu, index, lo, hi);
+        // kvm_write_system_time: both MSRs set vcpu->arch.time, which both read back (seen live on
+        // kvm_amd 6.12: SYSTEM_TIME_NEW = 1, then SYSTEM_TIME reads 1).
+        this.store(vcpu, M.MSR_KVM_SYSTEM_TIME, lo, hi);
+        return this.store(vcpu, M.MSR_KVM_SYSTEM_TIME_NEW, lo, hi);
       case M.MSR_KVM_ASYNC_PF_EN:
         if (!this.guestPvHas(vcpu, M.KVM_FEATURE_ASYNC_PF)) return MSR_UNSUPPORTED;
         return this.enableAsyncPf(vcpu, lo, hi);
