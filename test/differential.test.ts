@@ -2,6 +2,7 @@
 // compared by return value and every byte. Skips, visibly, where /dev/kvm is absent.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { decodeMsrList, decodeMsrs, encodeCpuid2, encodeMsrList, encodeMsrs } from '../src/abi/codecs.js';
+import { _IO, _IOWR } from '../src/abi/ioc.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import type { HostProfile } from '../src/kvm/profile.js';
@@ -88,6 +89,27 @@ describe.skipIf(!status.ok)(`differential against /dev/kvm${status.ok ? '' : ` (
     agree(pair.run(v2, I.KVM_SET_CPUID2, cpuid.realBytes), 'KVM_SET_CPUID2');
     for (const i of profile.msrIndexList) agree(pair.run(v2, I.KVM_GET_MSRS, msrBuf([i])), `0x${i.toString(16)} after CPUID`);
     pair.close(v2);
+  });
+
+  test('requests a fd kind does not take get the kernel\'s errno on each kind', () => {
+    const buf = (): Uint8Array => msrBuf([0x277]);
+    const cases: [string, () => FdPair, number, Uint8Array | number][] = [
+      ['0x1234 on /dev/kvm', () => sys, 0x1234, 0],
+      ['0x1234 on a VM', () => vm, 0x1234, 0],
+      ['0x1234 on a vCPU', () => vcpu, 0x1234, 0],
+      ['_IO(KVMIO, 0xff) on /dev/kvm', () => sys, _IO(0xae, 0xff), 0],
+      ['_IO(KVMIO, 0xff) on a VM', () => vm, _IO(0xae, 0xff), 0],
+      ['_IO(KVMIO, 0xff) on a vCPU', () => vcpu, _IO(0xae, 0xff), 0],
+      ['KVM_GET_MSRS with another size on a vCPU', () => vcpu, _IOWR(0xae, 0x88, 16), buf()],
+      ['KVM_GET_MSRS on a VM', () => vm, I.KVM_GET_MSRS, buf()],
+      ['KVM_SET_MSRS on /dev/kvm', () => sys, I.KVM_SET_MSRS, buf()],
+      ['KVM_GET_MSR_INDEX_LIST on a VM', () => vm, I.KVM_GET_MSR_INDEX_LIST, encodeMsrList(64)],
+      ['KVM_GET_MSR_INDEX_LIST on a vCPU', () => vcpu, I.KVM_GET_MSR_INDEX_LIST, encodeMsrList(64)],
+      ['KVM_CREATE_VCPU on /dev/kvm', () => sys, I.KVM_CREATE_VCPU, 5],
+      ['KVM_CREATE_VM on a vCPU', () => vcpu, I.KVM_CREATE_VM, 0],
+      ['KVM_CHECK_EXTENSION on a vCPU', () => vcpu, I.KVM_CHECK_EXTENSION, 0],
+    ];
+    for (const [what, fd, req, arg] of cases) agree(pair.run(fd(), req, arg), what);
   });
 
   test('with an in-kernel irqchip', () => {
