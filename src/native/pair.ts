@@ -87,7 +87,7 @@ export class Pair {
       const va = da.getBigUint64(off + 8, true);
       const vb = db.getBigUint64(off + 8, true);
       if (va === vb) continue;
-      rules.push(`IA32_TSC (entry ${i}) compared by rule: equal, or both non-zero (real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
+      rules.push(`IA32_TSC (entry ${i}) compared by rule, since it moves with time: equal, or both non-zero (real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
       if (va !== 0n && vb !== 0n) {
         da.setBigUint64(off + 8, 0n, true);
         db.setBigUint64(off + 8, 0n, true);
