@@ -3,7 +3,8 @@
 // straightforward JavaScript version (bench/baseline), and the msr_io loop in C (gcc -O2).
 import { add, complete, cycle, save, suite } from 'benny';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +13,6 @@ import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { loadRealKvm, realKvmStatus } from '../src/native/real-kvm.js';
 import { NaiveMsrs } from './baseline/naive-msrs.js';
-import { KvmRecorder } from '../src/capture/kvm-recorder.js';
 import { parseCapture } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 
@@ -157,27 +157,16 @@ async function main(): Promise<void> {
     await suite(name, add('kvmsr', () => decodeMsrs(encodeMsrs(entries)), opts), cycle(), record(name, 255));
   }
   {
-    // Replay: a synthetic capture made by kvmsr's own recorder (there are no QEMU fixtures yet:
-    // they need a host with /dev/kvm), 2 vCPUs saving and restoring every listed MSR 250 times.
-    const rk = new Kvm();
-    const rec = new KvmRecorder(rk);
-    const rs = rk.open('/dev/kvm');
-    const rvm = rec.ioctl(rs, I.KVM_CREATE_VM, 0);
-    rec.ioctl(rvm, I.KVM_CREATE_IRQCHIP, 0);
-    const vcpus = [0, 1].map((id) => rec.ioctl(rvm, I.KVM_CREATE_VCPU, id));
-    for (let k = 0; k < 250; k++) {
-      for (const v of vcpus) {
-        const b = encodeMsrs(list.map((index) => ({ index, data: 0n })));
-        rec.ioctl(v, I.KVM_GET_MSRS, b);
-        rec.ioctl(v, I.KVM_SET_MSRS, b);
-      }
+    // Replay of the QEMU fixtures (recorded on kvm_amd 6.12, each with its host profile embedded).
+    const dir = join(ROOT, 'test', 'fixtures', 'qemu');
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.jsonl.gz')).sort()) {
+      const parsed = parseCapture(gunzipSync(readFileSync(join(dir, f))).toString('utf8'), f);
+      const ioctls = parsed.records.length;
+      const name = `replay ${f.replace('.jsonl.gz', '')} (${ioctls} ioctls)`;
+      await suite(name, add('kvmsr', () => replay(parsed), { minSamples: 5, maxTime: 2 }), cycle(), record(name, 0));
+      const r = rows.find((x) => x.suite === name)!;
+      notes.push(`replay of ${f}: ${Math.round(r.opsPerSec * ioctls).toLocaleString('en')} ioctls per second, fds, profile and comparison included`);
     }
-    const parsed = parseCapture(rec.text(), 'synthetic.jsonl');
-    const ioctls = parsed.records.length;
-    const name = `replay (synthetic capture, ${ioctls} ioctls)`;
-    await suite(name, add('kvmsr', () => replay(parsed), { minSamples: 5, maxTime: 3 }), cycle(), record(name, 0));
-    const r = rows.find((x) => x.suite === name)!;
-    notes.push(`replay: ${Math.round(r.opsPerSec * ioctls).toLocaleString('en')} ioctls per second (the capture is kvmsr-recorded; no QEMU fixture exists yet)`);
   }
   const result = { date: new Date().toISOString(), node: process.version, profile: kvm.profile.host, notes, rows };
   writeFileSync(join(OUT, 'latest.json'), JSON.stringify(result, null, 2) + '\n');

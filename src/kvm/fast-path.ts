@@ -48,6 +48,8 @@ export const SET_PV_BYTE_STORE_IF_IRQCHIP = 15;
 export const SET_PLATFORM_INFO = 16;
 /** A write of 0 stored when the vCPU has the capability in capMask[slot], accepted as advertised-unsupported without it. */
 export const SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY = 17;
+/** KVM_SYSTEM_TIME and KVM_SYSTEM_TIME_NEW: both slots take the value (vcpu->arch.time) when guest_pv_has(pvBit[slot]); otherwise the full path. */
+export const SET_PV_STORE_KVMCLOCK = 18;
 
 // What the vendor and common classifiers may also answer; X86 turns these into the classes above.
 /** The accessor has no case for the index: KVM_MSR_RET_UNSUPPORTED. */

@@ -22,6 +22,7 @@ import {
   SET_PAT,
   SET_PV_STORE,
   SET_PV_WALL_CLOCK,
+  SET_PV_STORE_KVMCLOCK,
   SET_PV_ZERO_ONLY,
   SET_PV_ZERO_STORE,
   SET_STORE,
@@ -47,6 +48,9 @@ const ENTRY = KVM_MSR_ENTRY_LAYOUT.size;
 const PLATFORM_INFO_CPUID_FAULT = 0x80000000 | 0;
 /** The u32 word of MISC_FEATURES_ENABLES (0x140) in a vCPU's MSR array. */
 const MISC_FEATURES_SLOT = 2 * slotOf(0x140);
+/** The words of KVM_SYSTEM_TIME and KVM_SYSTEM_TIME_NEW, which share vcpu->arch.time. */
+const SYSTEM_TIME_SLOT = 2 * slotOf(0x12);
+const SYSTEM_TIME_NEW_SLOT = 2 * slotOf(0x4b564d01);
 const LITTLE_ENDIAN = endianness() === 'LE';
 const DATA = KVM_MSR_ENTRY_LAYOUT.data;
 
@@ -214,6 +218,13 @@ function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): nu
           break;
         case SET_PV_BYTE_STORE_IF_IRQCHIP:
           if (hi === 0 && lo >>> 8 === 0 && vcpu.vm.irqchip && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          break;
+        case SET_PV_STORE_KVMCLOCK:
+          if (pvHas(vcpu, x86.pvBit[s]!)) {
+            msrs[SYSTEM_TIME_SLOT] = msrs[SYSTEM_TIME_NEW_SLOT] = lo;
+            msrs[SYSTEM_TIME_SLOT + 1] = msrs[SYSTEM_TIME_NEW_SLOT + 1] = hi;
+            continue;
+          }
           break;
         case SET_PV_WALL_CLOCK:
           if (pvHas(vcpu, x86.pvBit[s]!)) {

@@ -19,6 +19,7 @@ import {
   GET_TSC,
   GET_ZERO,
   PV_PARAM,
+  SET_PV_STORE_KVMCLOCK,
   SET_CANONICAL,
   SET_CANONICALIZE,
   SET_DROP,
@@ -358,7 +359,7 @@ export class X86 {
         return SET_PAT;
       case M.MSR_KVM_SYSTEM_TIME:
       case M.MSR_KVM_SYSTEM_TIME_NEW:
-        return FAST_SLOW; // one value for both (setMsr)
+        return SET_PV_STORE_KVMCLOCK | PV_PARAM | (pvFeatureOf(index) << 8); // one value for both
       case M.MSR_K7_HWCR:
       case M.MSR_IA32_MCG_CTL:
       case M.MSR_MISC_FEATURES_ENABLES:
