@@ -6,7 +6,7 @@ import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN } from '../src/abi/layout.js';
 import { KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR } from '../src/kvm/guest-msr.js';
-import { datas, machine, msrs, type Machine } from './helpers.js';
+import { datas, getMsr, machine, msrs, setMsr, type Machine } from './helpers.js';
 
 function filter(m: Machine, flags: number, ranges: { flags: number; base: number; bits: number[]; nmsrs: number }[]): number {
   let addr = 0x100000;
@@ -160,5 +160,31 @@ describe('__kvm_valid_efer (guest WRMSR EFER)', () => {
     kvm.ioctlOrThrow(v, I.KVM_SET_CPUID2, encodeCpuid2(kvm.profile.supportedCpuid));
     expect(kvm.wrmsr(v, 0xc0000080, 0x901n).kind).toBe('ok'); // SCE | LME | NX
     expect(kvm.wrmsr(v, 0xc0000080, 0x1901n).kind).toBe('ok'); // + SVME: the supported CPUID has SVM
+  });
+});
+
+describe('what a live kernel\'s guest showed (test/guest-live.test.ts on kvm_amd 6.12)', () => {
+  test('MISC_ENABLE: the guest may not change BTS/PEBS_UNAVAIL, and its writes to EMON are ignored', () => {
+    const m = machine();
+    expect(getMsr(m, 0x1a0)).toBe(0x1800n);
+    expect(m.kvm.wrmsr(m.vcpu, 0x1a0, 0n).kind).toBe('gp');
+    expect(m.kvm.wrmsr(m.vcpu, 0x1a0, 0x1801n).kind).toBe('ok');
+    expect(m.kvm.wrmsr(m.vcpu, 0x1a0, 0x1880n).kind).toBe('ok');
+    expect(getMsr(m, 0x1a0)).toBe(0x1800n);
+    // The host may write anything (kvm_set_msr_common checks only the guest).
+    expect(setMsr(m, 0x1a0, 0x80n)).toBe(true);
+    expect(getMsr(m, 0x1a0)).toBe(0x80n);
+    expect(m.kvm.wrmsr(m.vcpu, 0x1a0, 0x1880n).kind).toBe('gp');
+  });
+
+  test('before 6.18 there are no CET MSRs: the guest\'s 0x4b564dff is an unknown MSR, not an invalid access', async () => {
+    const { builtinProfile } = await import('../src/profiles.js');
+    const m = machine({ profile: builtinProfile('kvm-amd-6.12-qemu-tcg') });
+    m.kvm.ioctl(m.vm, I.KVM_ENABLE_CAP, encodeEnableCap(KVM_CAP.X86_USER_SPACE_MSR, [3n]));
+    expect(m.kvm.rdmsr(m.vcpu, 0x4b564dff)).toMatchObject({ kind: 'exit', reason: KVM_MSR_EXIT_REASON_UNKNOWN });
+    expect(m.kvm.wrmsr(m.vcpu, 0x6a2, 0n)).toMatchObject({ kind: 'exit', reason: KVM_MSR_EXIT_REASON_UNKNOWN });
+    const now = machine({ profile: builtinProfile('svm-amd-derived') });
+    now.kvm.ioctl(now.vm, I.KVM_ENABLE_CAP, encodeEnableCap(KVM_CAP.X86_USER_SPACE_MSR, [3n]));
+    expect(now.kvm.rdmsr(now.vcpu, 0x4b564dff)).toMatchObject({ kind: 'exit', reason: KVM_MSR_EXIT_REASON_INVAL });
   });
 });

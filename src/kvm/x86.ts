@@ -564,6 +564,9 @@ export class X86 {
 
   /** The CET gates of __kvm_get_msr/__kvm_set_msr (6.18): the MSRs exist only with SHSTK/IBT. */
   private cetGate(vcpu: Vcpu, index: number, host: boolean): number {
+    // CET virtualization came in 6.18: before it no CET MSR has a handler (seen on 6.12: the guest's
+    // access to 0x4b564dff exits with KVM_MSR_EXIT_REASON_UNKNOWN).
+    if (this.kernel < 618) return MSR_UNSUPPORTED;
     const shstk = this.hasCap(vcpu, CAP.SHSTK);
     if (index === M.MSR_IA32_U_CET || index === M.MSR_IA32_S_CET) return shstk || this.hasCap(vcpu, CAP.IBT) ? MSR_OK : MSR_UNSUPPORTED;
     if (index === M.MSR_KVM_INTERNAL_GUEST_SSP && !host) return MSR_ERR;
@@ -874,6 +877,14 @@ export class X86 {
         }
         return MSR_OK;
       case M.MSR_IA32_MISC_ENABLE:
+        if (!host) {
+          // kvm_set_msr_common: the guest may not change BTS/PEBS_UNAVAIL (PMU_RO_MASK), and its
+          // writes to EMON (bit 7) are ignored.
+          const old = this.scratch;
+          this.load(vcpu, index, old);
+          if (((old.lo ^ lo) & 0x1800) !== 0) return MSR_ERR;
+          lo = (lo & ~0x80) | (old.lo & 0x80);
+        }
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_POWER_CTL:
         return this.store(vcpu, index, lo, hi);
