@@ -19,6 +19,9 @@ const FIXTURES = [
   { name: 'qemu-seabios-2vcpu', what: 'SeaBIOS for 10 s with -smp 2', ioctls: 129, msrIoctls: 28, entries: 730, ran: 2, adopted: 16 },
   { name: 'qemu-migrate-save', what: '-smp 2, migrate "exec:cat > FILE" after 10 s (saves every MSR)', ioctls: 147, msrIoctls: 30, entries: 916, ran: 2, adopted: 29 },
   { name: 'qemu-migrate-load', what: '-incoming "exec:cat FILE" (restores them), info registers -a', ioctls: 98, msrIoctls: 37, entries: 1074, ran: 2, adopted: 0 },
+  // The same with -cpu max (TSC_AUX, SPEC_CTRL and more MSRs in QEMU's list), from another boot.
+  { name: 'qemu-cpu-max-migrate-save', what: '-cpu max -smp 2, migrate to a file', ioctls: 155, msrIoctls: 38, entries: 952, ran: 2, adopted: 29 },
+  { name: 'qemu-cpu-max-migrate-load', what: '-cpu max -smp 2, -incoming from that file', ioctls: 106, msrIoctls: 45, entries: 1114, ran: 2, adopted: 0 },
 ] as const;
 
 describe('QEMU fixtures recorded on kvm_amd 6.12 replay on kvmsr with every byte equal', () => {
@@ -77,6 +80,15 @@ describe('kvmsr check on QEMU\'s own save and restore (the README page pins the 
     expect(saved.length).toBe(2 * 94);
     expect(saved.filter((t) => t.restored === null)).toEqual([]);
     expect(saved.filter((t) => t.msr !== '0x10 IA32_TSC' && t.restored !== t.saved)).toEqual([]);
+  });
+
+  test('with -cpu max QEMU also saves TSC_AUX, KVM_ASYNC_PF_INT and KVM_POLL_CONTROL, leaving four warnings per vCPU', async () => {
+    const { checkCaptures } = await import('../src/check/check.js');
+    const r = checkCaptures(parseCapture(text('qemu-cpu-max-migrate-save'), 'save'), parseCapture(text('qemu-cpu-max-migrate-load'), 'load'));
+    expect(r.findings.filter((f) => f.severity === 'error')).toEqual([]);
+    const warned = r.findings.filter((f) => f.severity === 'warning' && f.vcpu === 'vm9/vcpu0').map((f) => f.msr);
+    expect(warned).toEqual(['0x4b564d01 KVM_SYSTEM_TIME_NEW', '0x4b564d00 KVM_WALL_CLOCK_NEW', '0x140 MISC_FEATURES_ENABLES', '0x1fc IA32_POWER_CTL']);
+    expect(r.coverage.find((c) => c.vcpu === 'vm9/vcpu0')!.saved).toBe(29);
   });
 
   test('a restore that drops one MSR and changes another is caught as errors', async () => {
