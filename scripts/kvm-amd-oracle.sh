@@ -9,7 +9,8 @@
 # First run: installs Debian packages and builds the kernel (about 25 minutes on 2 cores); later runs
 # boot in seconds. Not part of CI: too slow, and TCG is an emulator, so timing-dependent answers
 # (the TSC) follow QEMU's clock, and the CPU model is QEMU's, not a real EPYC.
-# Env: ORACLE_DIR (default /tmp/kvm-amd-oracle), ORACLE_MEM (MiB, default 6144), ORACLE_SMP (default 1).
+# Env: ORACLE_DIR (default /tmp/kvm-amd-oracle), ORACLE_MEM (MiB, default 6144), ORACLE_SMP (default 1),
+# ORACLE_APPEND (more kernel command line, e.g. tsc=unstable to give KVM an unstable host TSC).
 set -euo pipefail
 
 dir=${ORACLE_DIR:-/tmp/kvm-amd-oracle}
@@ -78,7 +79,7 @@ job=$(mktemp -d "$dir/job.XXXXXX")
   printf '%q ' "$@"; echo
 } > "$job/cmd"
 qemu-system-x86_64 -accel tcg -cpu max,vendor=AuthenticAMD -m "$mem" -smp "$smp" -nographic -no-reboot \
-  -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 quiet panic=-1 oracle_job=$job" \
+  -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 quiet panic=-1 oracle_job=$job ${ORACLE_APPEND:-}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,id=hostroot,multidevs=remap \
   > "$job/console" 2>&1 || true
 cat "$job/out" 2>/dev/null || { echo "the guest wrote no output; its console:" >&2; cat "$job/console" >&2; exit 1; }

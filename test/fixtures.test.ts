@@ -22,6 +22,9 @@ const FIXTURES = [
   // The same with -cpu max (TSC_AUX, SPEC_CTRL and more MSRs in QEMU's list), from another boot.
   { name: 'qemu-cpu-max-migrate-save', what: '-cpu max -smp 2, migrate to a file', ioctls: 155, msrIoctls: 38, entries: 952, ran: 2, adopted: 29 },
   { name: 'qemu-cpu-max-migrate-load', what: '-cpu max -smp 2, -incoming from that file', ioctls: 106, msrIoctls: 45, entries: 1114, ran: 2, adopted: 0 },
+  // A host booted with tsc=unstable (profile.tscUnstable): IA32_TSC is adopted, by a stated rule.
+  { name: 'qemu-unstable-tsc-migrate-save', what: 'unstable host TSC, -smp 2, migrate to a file', ioctls: 147, msrIoctls: 30, entries: 916, ran: 2, adopted: 29 },
+  { name: 'qemu-unstable-tsc-migrate-load', what: 'unstable host TSC, -incoming from that file', ioctls: 98, msrIoctls: 37, entries: 1074, ran: 2, adopted: 0 },
 ] as const;
 
 describe('QEMU fixtures recorded on kvm_amd 6.12 replay on kvmsr with every byte equal', () => {
@@ -40,6 +43,9 @@ describe('QEMU fixtures recorded on kvm_amd 6.12 replay on kvmsr with every byte
       expect(ran).toBe(f.ran);
       expect(r.adopted).toBe(f.adopted);
       if (f.adopted > 0) expect(r.rules.join('\n')).toMatch(/the guest ran \(KVM_RUN/);
+      const unstable = (c.header.profile as { tscUnstable?: boolean }).tscUnstable === true;
+      expect(unstable).toBe(f.name.includes('unstable-tsc'));
+      if (unstable) expect(r.rules.join('\n')).toMatch(/IA32_TSC not compared: the host TSC is unstable/);
     });
   }
 
