@@ -28,7 +28,7 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     case I.KVM_CREATE_VCPU: {
       const id = a.intValue(arg);
       const ext = k.profile.extensions;
-      const maxIds = ext.vm[KVM_CAP.MAX_VCPU_ID] ?? ext.system[KVM_CAP.MAX_VCPU_ID] ?? DEFAULT_MAX_VCPU_IDS;
+      const maxIds = maxVcpuIds(k);
       const maxVcpus = ext.vm[KVM_CAP.MAX_VCPUS] ?? ext.system[KVM_CAP.MAX_VCPUS] ?? DEFAULT_MAX_VCPUS;
       if (id >= maxIds) return -EINVAL;
       if (vm.createdVcpus >= maxVcpus) return -EINVAL;
@@ -66,6 +66,12 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
 /** Real VM ioctls kvmsr does not model (they do not change what an MSR ioctl answers). */
 const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR]);
 
+/** KVM_MAX_VCPU_IDS, as the host's KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID) reports it. */
+function maxVcpuIds(k: Kvm): number {
+  const ext = k.profile.extensions;
+  return ext.vm[KVM_CAP.MAX_VCPU_ID] ?? ext.system[KVM_CAP.MAX_VCPU_ID] ?? DEFAULT_MAX_VCPU_IDS;
+}
+
 function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
   const a = k.args;
   if (!a.resolve(arg) || a.avail < KVM_ENABLE_CAP_LAYOUT.size) return -EFAULT;
@@ -83,8 +89,7 @@ function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       return 0;
     case KVM_CAP.MAX_VCPU_ID: {
       // kvm_vm_ioctl_enable_cap: set once; the same value again is fine (bsp_vcpu_id is 0 here).
-      const ext = k.profile.extensions;
-      const limit = BigInt(ext.vm[KVM_CAP.MAX_VCPU_ID] ?? ext.system[KVM_CAP.MAX_VCPU_ID] ?? DEFAULT_MAX_VCPU_IDS);
+      const limit = BigInt(maxVcpuIds(k));
       const want = cap.args[0];
       if (want > limit) return -EINVAL;
       if (vm.maxVcpuIds !== 0 && BigInt(vm.maxVcpuIds) !== want) return -EINVAL;

@@ -57,6 +57,9 @@ export interface X86Options {
   fastPath?: boolean;
 }
 
+/** MSR_IA32_MISC_ENABLE_PMU_RO_MASK (BTS_UNAVAIL | PEBS_UNAVAIL) and MSR_IA32_MISC_ENABLE_EMON. */
+const MISC_ENABLE_PMU_RO_MASK = 0x1800;
+const MISC_ENABLE_EMON = 0x80;
 const EINVAL = 22;
 const EFER_SCE = 1 << 0;
 const EFER_LME = 1 << 8;
@@ -511,7 +514,7 @@ export class X86 {
     if (!this.vendor.tscOffsetHonored) return;
     const vm = vcpu.vm;
     const now = this.clock();
-    const data = (hi >>> 0) * TWO32 + (lo >>> 0);
+    let data = (hi >>> 0) * TWO32 + (lo >>> 0);
     let synchronizing = false;
     if (data === 0) {
       synchronizing = true;
@@ -521,22 +524,19 @@ export class X86 {
       synchronizing = data < expected + hz && data + hz > expected;
     }
     if (user) vm.userSetTsc = true;
-    if (synchronizing && vm.tscGenerationAt >= 0 && vcpu.tscKhz === vm.lastTscKhz && this.tscUnstable) {
-      // kvm_synchronize_tsc on an unstable TSC: the value is the one written plus the cycles since
-      // the VM's last TSC write, and it becomes last_guest_tsc (and the VM's last write).
-      const v = data + Math.floor((now - vm.lastTscWriteAt) * vcpu.tscKhz);
-      vcpu.tscBaseHi = Math.floor(v / TWO32) >>> 0;
-      vcpu.tscBaseLo = (v - Math.floor(v / TWO32) * TWO32) >>> 0;
-      vcpu.tscBaseAt = now;
-      vm.lastTscWrite = v;
-      vm.lastTscWriteAt = now;
-      vm.lastTscKhz = vcpu.tscKhz;
-      return;
-    }
     if (synchronizing && vm.tscGenerationAt >= 0 && vcpu.tscKhz === vm.lastTscKhz) {
-      vcpu.tscBaseLo = vm.tscGenerationLo;
-      vcpu.tscBaseHi = vm.tscGenerationHi;
-      vcpu.tscBaseAt = vm.tscGenerationAt;
+      if (this.tscUnstable) {
+        // Matched on an unstable TSC: the value written plus the cycles since the VM's last write
+        // becomes last_guest_tsc (and the VM's last write); the generation stays.
+        data += Math.floor((now - vm.lastTscWriteAt) * vcpu.tscKhz);
+        vcpu.tscBaseHi = Math.floor(data / TWO32) >>> 0;
+        vcpu.tscBaseLo = (data - Math.floor(data / TWO32) * TWO32) >>> 0;
+        vcpu.tscBaseAt = now;
+      } else {
+        vcpu.tscBaseLo = vm.tscGenerationLo;
+        vcpu.tscBaseHi = vm.tscGenerationHi;
+        vcpu.tscBaseAt = vm.tscGenerationAt;
+      }
     } else {
       vcpu.tscBaseLo = lo >>> 0;
       vcpu.tscBaseHi = hi >>> 0;
@@ -882,8 +882,8 @@ export class X86 {
           // writes to EMON (bit 7) are ignored.
           const old = this.scratch;
           this.load(vcpu, index, old);
-          if (((old.lo ^ lo) & 0x1800) !== 0) return MSR_ERR;
-          lo = (lo & ~0x80) | (old.lo & 0x80);
+          if (((old.lo ^ lo) & MISC_ENABLE_PMU_RO_MASK) !== 0) return MSR_ERR;
+          lo = (lo & ~MISC_ENABLE_EMON) | (old.lo & MISC_ENABLE_EMON);
         }
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_POWER_CTL:

@@ -74,8 +74,9 @@ export class Pair {
   }
 
   /**
-   * IA32_TSC moves with time: the two values must be equal (a TSC that stands still, on a host
-   * whose TSC is unstable) or both non-zero (a running TSC), and then both are blanked so the byte comparison covers everything else.
+   * IA32_TSC moves with time: the two values must be equal or both non-zero, or, where the emulated
+   * side's profile has an unstable TSC, within 50 ms of cycles of each other; then both are blanked
+   * so the byte comparison covers everything else.
    */
   private tscByRule(a: Uint8Array, b: Uint8Array, processed: number, rules: string[]): void {
     if (a.length < KVM_MSRS_LAYOUT.size) return;

@@ -99,7 +99,7 @@ function acceptedBits(real: RealKvm, vcpu: number, index: number): bigint {
  * scratch vCPU: it refuses a rate below the tolerance band ("below hardware speed") and accepts
  * the rest, so the lowest accepted rate is adjust_tsc_khz(tsc_khz, -tsc_tolerance_ppm).
  */
-function kernelTscKhz(real: RealKvm, vm: number, vcpuKhz: number): number | undefined {
+function kernelTscKhz(real: RealKvm, vm: number, vcpuKhz: number, ppm: number): number | undefined {
   const vcpu = real.ioctl(vm, I.KVM_CREATE_VCPU, 1);
   if (vcpu < 0) return undefined;
   try {
@@ -111,8 +111,6 @@ function kernelTscKhz(real: RealKvm, vm: number, vcpuKhz: number): number | unde
       if (real.ioctl(vcpu, I.KVM_SET_TSC_KHZ, mid) === 0) hi = mid;
       else lo = mid;
     }
-    const f = '/sys/module/kvm/parameters/tsc_tolerance_ppm';
-    const ppm = existsSync(f) ? Number(readFileSync(f, 'utf8').trim()) : 250;
     // The smallest tsc_khz whose lower threshold (u64 arithmetic, rounded down) is hi.
     let khz = Math.floor((hi * 1e6) / (1e6 - ppm));
     while (Math.floor((khz * (1e6 - ppm)) / 1e6) < hi) khz++;
@@ -162,10 +160,12 @@ export function captureProfile(real: RealKvm): HostProfile {
       vcpuReset.push(readOne(real, vcpu, i));
     }
     const tscUnstable = tscStandsStill(real, vcpu, tscKhz);
-    const hostTscKhz = (vmExt[I.KVM_CAP.TSC_CONTROL] ?? system[I.KVM_CAP.TSC_CONTROL] ?? 0) > 0 ? undefined : kernelTscKhz(real, vm, tscKhz);
+    const vendor = vendorModule();
+    const params = moduleParams(vendor);
+    const ppm = Number(params['kvm.tsc_tolerance_ppm'] ?? '250');
+    const hostTscKhz = (vmExt[I.KVM_CAP.TSC_CONTROL] ?? system[I.KVM_CAP.TSC_CONTROL] ?? 0) > 0 ? undefined : kernelTscKhz(real, vm, tscKhz, ppm);
     const specCtrlAccepted = msrIndexList.includes(0x48) ? acceptedBits(real, vcpu, 0x48) : undefined;
     const cpu = cpuInfo();
-    const vendor = vendorModule();
     const profile: HostProfile = {
       source: 'capture',
       notes: '',
@@ -176,7 +176,7 @@ export function captureProfile(real: RealKvm): HostProfile {
         cpuModel: cpu.model,
         capturedAt: new Date().toISOString(),
         kvmsrVersion: KVMSR_VERSION,
-        moduleParams: moduleParams(vendor),
+        moduleParams: params,
       },
       apiVersion,
       vcpuMmapSize,

@@ -96,6 +96,7 @@ function hostOf(x86: X86): SvmHost {
   if (cpuidBit(x86, 0x80000008, 'ebx', 15) || cpuidBit(x86, 7, 'edx', 27)) spec |= 1 << 1;
   if (cpuidBit(x86, 0x80000008, 'ebx', 24) || cpuidBit(x86, 7, 'edx', 31)) spec |= SPEC_CTRL_SSBD;
   if (cpuidBit(x86, 0x80000008, 'ebx', 28)) spec |= 1 << 7;
+  const specCtrl = x86.profile.specCtrlAccepted ?? BigInt(spec >>> 0);
   // Without TSC scaling tsc_scaling_ratio_frac_bits stays 0 and the default ratio is 1.
   const scaling = param(x86, 'kvm_amd.tsc_scaling', true);
   h = {
@@ -106,8 +107,8 @@ function hostOf(x86: X86): SvmHost {
     deCfgLo: Number(de & 0xffffffffn),
     deCfgHi: Number((de >> 32n) & 0xffffffffn),
     // A measured profile knows what the host CPU really takes (a VM host may take bits it hides).
-    specCtrlLo: x86.profile.specCtrlAccepted !== undefined ? Number(x86.profile.specCtrlAccepted & 0xffffffffn) : spec,
-    specCtrlHi: x86.profile.specCtrlAccepted !== undefined ? Number(x86.profile.specCtrlAccepted >> 32n) : 0,
+    specCtrlLo: Number(specCtrl & 0xffffffffn),
+    specCtrlHi: Number(specCtrl >> 32n),
     tscRatioLo: scaling ? 0 : 1,
     tscRatioHi: scaling ? 1 : 0,
   };

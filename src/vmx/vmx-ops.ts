@@ -142,7 +142,8 @@ interface VmxHost {
   /** kvm_mpx_supported(). */
   mpx: boolean;
   /** The SPEC_CTRL bits a trial write on the host accepts (kvm_spec_ctrl_test_value). */
-  specCtrlMask: number;
+  specCtrlLo: number;
+  specCtrlHi: number;
   /** vmx_get_supported_debugctl(vcpu, host_initiated = true). */
   debugctlHost: number;
   pmu: PmuHostCaps;
@@ -174,8 +175,7 @@ function makeHost(x86: X86): VmxHost {
   let specCtrlMask = 0;
   for (const [bits, f] of SPEC_CTRL_ENUM) if (has(sup, f)) specCtrlMask |= bits;
   // A measured profile knows what the host CPU really takes (kvm_spec_ctrl_test_value).
-  const measured = p.specCtrlAccepted;
-  if (measured !== undefined && measured >> 32n === 0n) specCtrlMask = Number(measured);
+  const specCtrl = p.specCtrlAccepted ?? BigInt(specCtrlMask >>> 0);
   let debugctlHost = 0;
   if (has(sup, F_BUS_LOCK_DETECT)) debugctlHost |= DEBUGCTL_BUS_LOCK_DETECT;
   if (lbrFmt !== 0) debugctlHost |= DEBUGCTL_LBR | DEBUGCTL_FREEZE_LBRS_ON_PMI;
@@ -190,7 +190,8 @@ function makeHost(x86: X86): VmxHost {
     hostRtm,
     // KVM reports MPX only when kvm_mpx_supported() (host MPX and the BNDCFGS entry/exit controls).
     mpx: has(sup, F_MPX),
-    specCtrlMask,
+    specCtrlLo: Number(specCtrl & 0xffffffffn),
+    specCtrlHi: Number(specCtrl >> 32n),
     debugctlHost,
     pmu: {
       enablePmu: yes('kvm.enable_pmu', 'Y'),
@@ -432,7 +433,7 @@ export const vmxOps: VendorOps = {
       case M.MSR_IA32_SPEC_CTRL:
         if (!host && !stateOf(vcpu).specCtrl) return MSR_ERR;
         // kvm_spec_ctrl_test_value: the host's WRMSR faults on bits its CPU does not enumerate.
-        if ((lo & ~hostOf(x86).specCtrlMask) !== 0 || hi !== 0) return MSR_ERR;
+        if ((lo & ~hostOf(x86).specCtrlLo) !== 0 || (hi & ~hostOf(x86).specCtrlHi) !== 0) return MSR_ERR;
         return x86.store(vcpu, index, lo, hi);
       case I.TSX_CTRL: {
         if (!host && (vcpu.msrs[slotOf(M.MSR_IA32_ARCH_CAPABILITIES) * 2]! & ARCH_CAP_TSX_CTRL_MSR) === 0) return MSR_ERR;
