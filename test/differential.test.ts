@@ -32,7 +32,7 @@ describe.skipIf(!status.ok)(`differential against /dev/kvm${status.ok ? '' : ` (
     sys = pair.open();
     vm = pair.create(sys, I.KVM_CREATE_VM, 0);
     vcpu = pair.create(vm, I.KVM_CREATE_VCPU, 0);
-  });
+  }, 120_000); // profile capture probes the host, slowly under an emulated CPU
   afterAll(() => {
     for (const fd of [vcpu, vm, sys]) if (fd) pair.close(fd);
   });
@@ -110,6 +110,42 @@ describe.skipIf(!status.ok)(`differential against /dev/kvm${status.ok ? '' : ` (
       ['KVM_CHECK_EXTENSION on a vCPU', () => vcpu, I.KVM_CHECK_EXTENSION, 0],
     ];
     for (const [what, fd, req, arg] of cases) agree(pair.run(fd(), req, arg), what);
+  });
+
+  test('IA32_TSC across vCPU creation, host writes, KVM_SET_TSC_KHZ and a second vCPU', () => {
+    const vm2 = pair.create(sys, I.KVM_CREATE_VM, 0);
+    const a = pair.create(vm2, I.KVM_CREATE_VCPU, 0);
+    const tsc = (v: FdPair, what: string): void => agree(pair.run(v, I.KVM_GET_MSRS, msrBuf([0x10])), `read ${what}`);
+    const write = (v: FdPair, x: bigint, what: string): void => {
+      agree(pair.run(v, I.KVM_SET_MSRS, encodeMsrs([{ index: 0x10, data: x }])), `write ${what}`);
+      tsc(v, `after writing ${what}`);
+    };
+    const sleep = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    agree(pair.run(vm2, I.KVM_GET_TSC_KHZ, 0), 'VM KVM_GET_TSC_KHZ');
+    agree(pair.run(a, I.KVM_GET_TSC_KHZ, 0), 'vCPU KVM_GET_TSC_KHZ');
+    tsc(a, 'on a fresh vCPU');
+    sleep(20);
+    tsc(a, '20 ms later');
+    write(a, 0n, '0');
+    write(a, 1n << 28n, '2^28 (within a second of the last write)');
+    write(a, 1n << 40n, '2^40 (a new generation)');
+    sleep(20);
+    const b = pair.create(vm2, I.KVM_CREATE_VCPU, 1);
+    tsc(b, 'on a vCPU created after that');
+    write(b, 0n, '0 on the second vCPU');
+    agree(pair.run(vm2, I.KVM_SET_TSC_KHZ, 0), 'VM KVM_SET_TSC_KHZ(0) once vCPUs exist');
+    agree(pair.run(a, I.KVM_SET_TSC_KHZ, 0), 'vCPU KVM_SET_TSC_KHZ(0)');
+    agree(pair.run(a, I.KVM_GET_TSC_KHZ, 0), 'KVM_GET_TSC_KHZ after KVM_SET_TSC_KHZ(0)');
+    tsc(a, 'after KVM_SET_TSC_KHZ(0)');
+    for (const khz of [profile.tscKhz, Math.floor(profile.tscKhz * 0.9), Math.floor(profile.tscKhz * 1.1)]) {
+      agree(pair.run(a, I.KVM_SET_TSC_KHZ, khz), `KVM_SET_TSC_KHZ(${khz})`);
+      agree(pair.run(a, I.KVM_GET_TSC_KHZ, 0), `KVM_GET_TSC_KHZ after KVM_SET_TSC_KHZ(${khz})`);
+      tsc(a, `after KVM_SET_TSC_KHZ(${khz})`);
+    }
+    write(a, 0n, '0 on the first vCPU again');
+    write(b, 1n << 50n, '2^50 on the second vCPU');
+    write(a, 0n, '0 on the first vCPU, joining that generation');
+    for (const fd of [b, a, vm2]) pair.close(fd);
   });
 
   test('with an in-kernel irqchip', () => {

@@ -40,6 +40,18 @@ describe('kvm_synchronize_tsc (kvm_amd profile)', () => {
     const b = s.vcpu(1); // 5 s later: still synchronized (a write of 0 always is)
     expect(s.get(b, 0x10)).toBe(s.get(a, 0x10));
   });
+  test('the one-second window is u64 arithmetic: after a small negative TSC, a small positive one synchronizes', () => {
+    // Seen live (conform, kvm_amd 6.12): 0xffffffffff9f9fff then 0x10344040 read back the first
+    // generation, since last_tsc_write plus the elapsed cycles wraps past 2^64.
+    const s = setup();
+    const a = s.vcpu(0);
+    s.set(a, 0x10, 0xffffffffff9f9fffn); // about -3 ms
+    s.advance(10);
+    expect(s.set(a, 0x10, 0x10344040n)).toBe(1); // about +130 ms: within a second of the expected value
+    expect(s.get(a, 0x10)).toBe(BigInt.asUintN(64, 0xffffffffff9f9fffn + 10n * s.khz));
+    s.set(a, 0x10, 0x7fffffffffffffffn); // far from it: a new generation
+    expect(s.get(a, 0x10)).toBe(0x7fffffffffffffffn);
+  });
   test('a host write sets the TSC; writing 0 joins the VM generation instead of resetting', () => {
     const s = setup();
     const a = s.vcpu(0);
@@ -182,8 +194,9 @@ describe('the VM-wide KVM_SET_TSC_KHZ and virtual_tsc_khz', () => {
 });
 
 describe('an unstable host TSC (kvm_arch_vcpu_load with kvm_check_tsc_unstable)', () => {
-  // Seen live on kvm_amd 6.12 when the host had marked its TSC unstable: a fresh vCPU's TSC read 0,
-  // and stayed 0, while on a stable TSC it counts.
+  // Seen live on kvm_amd 6.12 booted with tsc=unstable: a fresh vCPU's TSC read 0, and stayed 0,
+  // while on a stable TSC it counts. (A TSC whose multiplier was never written also stands still on
+  // a stable host; see the last block.)
   const unstable = parseProfile({ ...(profileToJson(builtinProfile('svm-amd-derived')) as object), tscUnstable: true }, 'unstable');
 
   test('a vCPU that never ran reads last_guest_tsc: 0 at creation, and it does not move', () => {
@@ -223,5 +236,82 @@ describe('an unstable host TSC (kvm_arch_vcpu_load with kvm_check_tsc_unstable)'
     const a = s.vcpu(0);
     s.advance(1);
     expect(s.get(a, 0x10)).toBe(s.khz);
+  });
+});
+
+describe('a vCPU whose TSC multiplier was never written (kvm_arch_vcpu_create\'s kvm_set_tsc_khz failed)', () => {
+  // Seen live on kvm_amd 6.12.117 under TCG booted with tsc_early_khz=2080000: kvm loaded before the
+  // TSC calibration was refined to 2095992 kHz, so a new vCPU asks for max_tsc_khz 2080000, below
+  // the tolerance band of tsc_khz; without TSC scaling set_tsc_khz fails and
+  // l1_tsc_scaling_ratio stays 0, so kvm_scale_tsc(rdtsc(), 0) is 0 and IA32_TSC reads its offset.
+  const tcg = profileToJson(builtinProfile('kvm-amd-6.12-qemu-tcg')) as Record<string, unknown>;
+  const below = parseProfile({ ...tcg, tscKhz: 2080000, hostTscKhz: 2095992, tscUnstable: false }, 'below');
+  const above = parseProfile({ ...tcg, tscKhz: 2112000, hostTscKhz: 2095992, tscUnstable: false }, 'above');
+
+  test('it reads 0 from creation on, and a host write is what it reads for good', () => {
+    const s = setup(below);
+    const a = s.vcpu(0);
+    expect(s.kvm.ioctl(a, I.KVM_GET_TSC_KHZ, 0)).toBe(2080000);
+    expect(s.get(a, 0x10)).toBe(0n);
+    s.advance(5000);
+    expect(s.get(a, 0x10)).toBe(0n);
+    expect(s.set(a, 0x10, 1n << 40n)).toBe(1);
+    s.advance(5000);
+    expect(s.get(a, 0x10)).toBe(1n << 40n);
+    expect(s.get(s.vcpu(1), 0x10)).toBe(1n << 40n); // a new vCPU joins that generation's offset
+  });
+
+  test('a write within a second of the last one joins the generation: 0 then 2^28 reads 0 (the live case)', () => {
+    const s = setup(below);
+    const a = s.vcpu(0);
+    s.advance(20);
+    s.set(a, 0x10, 0n);
+    s.advance(20);
+    s.set(a, 0x10, 1n << 28n);
+    expect(s.get(a, 0x10)).toBe(0n);
+  });
+
+  test('a rate above the band fails the same way (the catch-up path writes no multiplier)', () => {
+    const s = setup(above);
+    const a = s.vcpu(0);
+    s.advance(1000);
+    expect(s.get(a, 0x10)).toBe(0n);
+    expect(s.kvm.ioctl(a, I.KVM_SET_TSC_KHZ, 2112000)).toBe(0);
+    s.advance(1000);
+    expect(s.get(a, 0x10)).toBe(0n);
+    expect(s.kvm.ioctl(a, I.KVM_SET_TSC_KHZ, 2000000)).toBe(-22);
+  });
+
+  test('KVM_SET_TSC_KHZ(0) asks for tsc_khz, writes the multiplier, and the TSC then counts from the host TSC', () => {
+    const s = setup(below);
+    const a = s.vcpu(0);
+    expect(s.kvm.tscEstimated(a)).toBe(false);
+    expect(s.kvm.ioctl(a, I.KVM_SET_TSC_KHZ, 0)).toBe(0);
+    expect(s.kvm.ioctl(a, I.KVM_GET_TSC_KHZ, 0)).toBe(2095992);
+    // The offset stays and rdtsc's share is added, which kvmsr can only estimate: it says so.
+    expect(s.kvm.tscEstimated(a)).toBe(true);
+    const t0 = s.get(a, 0x10);
+    expect(t0).toBeGreaterThan(0n);
+    s.advance(1000);
+    expect(s.get(a, 0x10) - t0).toBe(2095992n * 1000n);
+    s.set(a, 0x10, 1n << 50n); // a new generation at a value the kernel reads exactly
+    expect(s.kvm.tscEstimated(a)).toBe(false);
+    expect(s.get(a, 0x10)).toBe(1n << 50n);
+  });
+
+  test('within the band a new vCPU gets the default multiplier and counts from creation', () => {
+    const s = setup(builtinProfile('kvm-amd-6.12-qemu-tcg'));
+    const a = s.vcpu(0);
+    s.advance(10);
+    expect(s.get(a, 0x10)).toBe(10n * BigInt(s.kvm.profile.hostTscKhz ?? 0));
+  });
+
+  test('on 6.12 the VM-wide KVM_SET_TSC_KHZ is taken even once vCPUs exist', () => {
+    const s = setup(below);
+    s.vcpu(0);
+    const vm = 4; // sys 3, vm 4 (fds are allocated from 3 in order)
+    expect(s.kvm.fdKind(vm)).toBe('vm');
+    expect(s.kvm.ioctl(vm, I.KVM_SET_TSC_KHZ, 0)).toBe(0);
+    expect(s.kvm.ioctl(vm, I.KVM_GET_TSC_KHZ, 0)).toBe(2095992);
   });
 });

@@ -36,6 +36,12 @@ export interface Disagreement {
   realBytes: string;
   emuBytes: string;
   decoded: string[];
+  /**
+   * Whether the shrunk reproducer still disagreed when run once more to describe it. A difference
+   * that does not recur hangs on host timing (for example a TSC write at the edge of
+   * kvm_synchronize_tsc's one-second window); it still counts as a disagreement.
+   */
+  recurred: boolean;
 }
 
 export interface GroupStats {
@@ -243,7 +249,7 @@ export class Conformance {
         const arg = s.writeBack && previous ? previous : s.arg;
         const r = this.pair.run(fd, s.request, arg);
         previous = r.realBytes;
-        for (const rule of r.rules) this.rules.add(rule.replace(/ \(entry \d+\)/, '').replace(/ \(real 0x.*\)$/, ''));
+        for (const rule of r.rules) this.rules.add(rule.replace(/ \(entry \d+\)/, '').replace(/ \(real 0x.*\)$/, '').replace(/ \(\d+ ms so far\)/, ''));
         if (r.differences.length > 0) return i;
       }
       return null;
@@ -364,6 +370,7 @@ export class Conformance {
       realBytes: hex(last?.realBytes),
       emuBytes: hex(last?.emuBytes),
       decoded,
+      recurred: (last?.differences.length ?? 0) > 0,
     };
   }
 }

@@ -50,10 +50,11 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     case I.KVM_SET_USER_MEMORY_REGION:
       return setMemoryRegion(k, vm, arg);
     case I.KVM_SET_TSC_KHZ: {
-      // The default for vCPUs created later; refused once any vCPU exists.
+      // The default for vCPUs created later. 6.15 on refuse it once any vCPU exists (assumed
+      // boundary); 6.12 takes it at any time (kvm_arch_vm_ioctl, seen live).
       const khz = a.intValue(arg) % 0x100000000;
-      if (vm.createdVcpus > 0) return -EINVAL;
-      vm.defaultTscKhz = khz === 0 ? k.x86.tscKhz : khz;
+      if (vm.createdVcpus > 0 && k.x86.kernel >= 615) return -EINVAL;
+      vm.defaultTscKhz = khz === 0 ? k.x86.hostTscKhz : khz; // 0: the kernel's tsc_khz
       return 0;
     }
     case I.KVM_GET_TSC_KHZ:

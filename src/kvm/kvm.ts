@@ -159,6 +159,15 @@ export class Kvm {
     return f?.kind === FD_VCPU ? f.vcpu : undefined;
   }
 
+  /**
+   * Whether IA32_TSC as this vCPU fd reads it now rests on kvmsr's estimate of the host TSC (PVM,
+   * or a change of TSC multiplier), so a comparison with the kernel can only be loose.
+   */
+  tscEstimated(fd: number): boolean {
+    const v = this.vcpuOf(fd);
+    return v !== undefined && this.x86.tscEstimated(v);
+  }
+
   /** What kind of file an fd is, or undefined when it is not open. */
   fdKind(fd: number): 'system' | 'vm' | 'vcpu' | undefined {
     const f = this.fileOf(fd);

@@ -41,7 +41,7 @@ export interface HostProfile {
   /**
    * The host marked its TSC unstable (check_tsc_unstable): then kvm_arch_vcpu_load re-derives the
    * offset from last_guest_tsc on every vCPU ioctl, so a vCPU's TSC stands still between runs.
-   * Measured by `profile capture` (a fresh vCPU's TSC moves less than 1 ms in 20 ms).
+   * Measured by `profile capture` from how a host write of 0 joins the VM's TSC generation.
    */
   tscUnstable?: boolean;
   /**

@@ -27,13 +27,21 @@ export class Vcpu {
   tscBaseLo = 0;
   tscBaseHi = 0;
   tscBaseAt = 0;
+  /**
+   * The base rests on kvmsr's estimate of the host TSC: the kernel's reading kept the offset across
+   * a change of TSC multiplier (or a generation joined at another multiplier), adding rdtsc's share.
+   */
+  tscEstimated = false;
   /** The vendor module's own per-vCPU state (not MSR values), set by its vcpuCreate. */
   vendorState: unknown = undefined;
   /** The kvm_run page userspace would mmap from the vCPU fd (the MSR exit fields live here). */
   readonly run = new Uint8Array(4096);
   /** KVM_EXIT_X86_RDMSR/WRMSR while an MSR exit waits for userspace to complete it; else 0. */
   pendingMsrExit = 0;
-  /** The vCPU's TSC frequency (KVM_GET_TSC_KHZ); the host's until KVM_SET_TSC_KHZ. */
+  /**
+   * The rate a host read of IA32_TSC advances at: the hardware's with the default multiplier, the
+   * scaled rate with TSC scaling, 0 while l1_tsc_scaling_ratio was never written.
+   */
   tscKhz = 0;
   /** vcpu->arch.virtual_tsc_khz: what KVM_GET_TSC_KHZ reports (set even when the rate could not be). */
   virtualTscKhz = 0;

@@ -36,12 +36,14 @@ export class Vm {
   wallClockLo = 0;
   wallClockHi = 0;
   readonly memSlots: MemSlot[] = [];
-  /** kvm->arch.default_tsc_khz (the VM-wide KVM_SET_TSC_KHZ); 0: the host rate. */
+  /** kvm->arch.default_tsc_khz (the VM-wide KVM_SET_TSC_KHZ); 0: max_tsc_khz (profile.tscKhz). */
   defaultTscKhz = 0;
   /** The VM's TSC generation (kvm->arch.cur_tsc_offset): its value at tscGenerationAt (ms); -1 before any. */
   tscGenerationLo = 0;
   tscGenerationHi = 0;
   tscGenerationAt = -1;
+  /** The rate (vcpu.tscKhz) of the vCPU that started the generation: its offset is against that. */
+  tscGenerationRate = 0;
   /** kvm->arch.last_tsc_write, last_tsc_nsec (as ms), last_tsc_khz and user_set_tsc. */
   lastTscWrite = 0;
   lastTscWriteAt = 0;

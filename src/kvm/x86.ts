@@ -66,6 +66,16 @@ const EFER_LME = 1 << 8;
 const EFER_LMA = 1 << 10;
 const EFER_NX = 1 << 11;
 const TWO32 = 4294967296;
+const TWO64 = TWO32 * TWO32;
+/** x modulo 2^64, for a double within one wrap of [0, 2^64) (precise to the double's 53 bits). */
+const wrap64 = (x: number): number => (x >= TWO64 ? x - TWO64 : x < 0 ? x + TWO64 : x);
+/** (hi:lo) + cycles modulo 2^64, into out; cycles is an integer, possibly negative. */
+function addCycles(lo: number, hi: number, cycles: number, out: MsrValue): void {
+  const addHi = Math.floor(cycles / TWO32);
+  const sum = lo + (cycles - addHi * TWO32);
+  out.lo = sum >>> 0;
+  out.hi = (hi + addHi + (sum >= TWO32 ? 1 : 0)) >>> 0;
+}
 /** How long before performance.now()'s origin this machine booted, in ms. */
 const HOST_BOOT_AGO_MS = Math.max(0, uptime() * 1000 - performance.now());
 /** KVM_MAX_MCE_BANKS: a new vCPU's MCG_CAP until KVM_X86_SETUP_MCE. */
@@ -101,6 +111,8 @@ export class X86 {
   readonly supportedPerfCapLo: number;
   readonly supportedPerfCapHi: number;
   readonly tscKhz: number;
+  /** The kernel's tsc_khz (profile.hostTscKhz, else tscKhz): the rate the hardware TSC runs at. */
+  readonly hostTscKhz: number;
   /**
    * The kernel's major*100+minor (612, 618) from profile.host.kernel: the rules that changed between
    * the generations kvmsr knows follow it (see kernelGeneration).
@@ -163,6 +175,7 @@ export class X86 {
     this.supportedPerfCapLo = Number(pc & 0xffffffffn);
     this.supportedPerfCapHi = Number(pc >> 32n);
     this.tscKhz = profile.tscKhz;
+    this.hostTscKhz = profile.hostTscKhz ?? profile.tscKhz;
     this.tscUnstable = profile.tscUnstable === true;
     this.kernel = kernelGeneration(profile.host.kernel);
     this.featureMsrsNeedCpuid = this.kernel >= 614;
@@ -419,10 +432,12 @@ export class X86 {
     vcpu.msrs.set(this.resetValues);
     // kvm_lapic_reset: the APIC is enabled at its default base; vCPU 0 is the BSP (bsp_vcpu_id 0).
     this.store(vcpu, M.MSR_IA32_APICBASE, APIC_DEFAULT_PHYS_BASE | APICBASE_ENABLE | (vcpu.id === 0 ? APICBASE_BSP : 0), 0);
-    vcpu.tscKhz = this.tscKhz;
-    vcpu.virtualTscKhz = this.tscKhz;
-    // kvm_arch_vcpu_create: kvm_set_tsc_khz(vcpu, kvm->arch.default_tsc_khz), result ignored.
-    if (vcpu.vm.defaultTscKhz !== 0 && vcpu.vm.defaultTscKhz !== this.tscKhz) this.setTscKhz(vcpu, vcpu.vm.defaultTscKhz);
+    // kvm_arch_vcpu_create: kvm_set_tsc_khz(vcpu, kvm->arch.default_tsc_khz), result ignored. The
+    // vCPU starts with l1_tsc_scaling_ratio 0 and keeps it if that call writes no multiplier: on a
+    // host without TSC scaling whose max_tsc_khz lies outside the tolerance band of the refined
+    // tsc_khz, the TSC then reads its offset alone and stands still (seen live on kvm_amd 6.12).
+    vcpu.tscKhz = 0;
+    this.kvmSetTscKhz(vcpu, vcpu.vm.defaultTscKhz === 0 ? this.tscKhz : vcpu.vm.defaultTscKhz);
     this.vendor.vcpuCreate(this, vcpu);
     // kvm_synchronize_tsc(vcpu, NULL) writes 0, which always synchronizes: a new vCPU joins the
     // VM's TSC generation, and the first one starts it at 0.
@@ -490,64 +505,113 @@ export class X86 {
       out.hi = vcpu.tscBaseHi;
       return MSR_OK;
     }
-    const cycles = Math.floor((this.clock() - vcpu.tscBaseAt) * vcpu.tscKhz);
-    const addHi = Math.floor(cycles / TWO32);
-    const lo = vcpu.tscBaseLo + (cycles - addHi * TWO32);
-    out.lo = lo >>> 0;
-    out.hi = (vcpu.tscBaseHi + addHi + (lo >= TWO32 ? 1 : 0)) >>> 0;
+    // kvm_scale_tsc(rdtsc(), l1_tsc_scaling_ratio) + l1_tsc_offset; a ratio of 0 (vcpu.tscKhz 0)
+    // leaves the offset alone, which stands still.
+    addCycles(vcpu.tscBaseLo, vcpu.tscBaseHi, Math.floor((this.clock() - vcpu.tscBaseAt) * vcpu.tscKhz), out);
     return MSR_OK;
   }
   writeTsc(vcpu: Vcpu, lo: number, hi: number): void {
     vcpu.tscBaseLo = lo >>> 0;
     vcpu.tscBaseHi = hi >>> 0;
     vcpu.tscBaseAt = this.clock();
+    vcpu.tscEstimated = false;
+  }
+  /** Whether a read of the vCPU's IA32_TSC rests on kvmsr's estimate of the host TSC. */
+  tscEstimated(vcpu: Vcpu): boolean {
+    return !this.vendor.tscOffsetHonored || (vcpu.tscEstimated && !this.tscUnstable);
+  }
+  /** Adds `cycles` (an integer, possibly negative) to the vCPU's TSC base, modulo 2^64. */
+  private shiftTscBase(vcpu: Vcpu, cycles: number): void {
+    const sum = this.scratch;
+    addCycles(vcpu.tscBaseLo, vcpu.tscBaseHi, cycles, sum);
+    vcpu.tscBaseLo = sum.lo;
+    vcpu.tscBaseHi = sum.hi;
+  }
+  /**
+   * The host TSC's share of a reading at `atMs` for a vCPU running at `khz` (kvm_scale_tsc(rdtsc(),
+   * ratio)), estimated from this machine's uptime: the offset stays when the ratio changes, so this
+   * much moves with it. Only a change between ratios needs it, and kvmsr cannot know rdtsc exactly.
+   */
+  private hostTscShare(atMs: number, khz: number): number {
+    return Math.floor((HOST_BOOT_AGO_MS + atMs) * khz);
+  }
+
+  /**
+   * kvm_vcpu_write_tsc_multiplier: the vCPU's TSC now advances at `rate` (0: the ratio was never
+   * written). The offset stays, so on a stable host the reading jumps by the host TSC's share.
+   */
+  private writeTscMultiplier(vcpu: Vcpu, rate: number): void {
+    if (rate === vcpu.tscKhz) return;
+    if (this.vendor.tscOffsetHonored && !this.tscUnstable) {
+      const now = this.clock();
+      this.readTsc(vcpu, this.scratch);
+      this.writeTsc(vcpu, this.scratch.lo, this.scratch.hi);
+      this.shiftTscBase(vcpu, this.hostTscShare(now, rate) - this.hostTscShare(now, vcpu.tscKhz));
+      vcpu.tscEstimated = true;
+    }
+    vcpu.tscKhz = rate;
   }
 
   /**
    * kvm_synchronize_tsc for a host write of (lo, hi), or for vCPU creation (user = false, value 0).
    * A write of 0, or (after a user write) a value within a second of where the last write's TSC
    * would be now, joins the VM's current TSC generation instead of setting the value; anything
-   * else starts a new generation at the value.
+   * else starts a new generation at the value. Every rate here is virtual_tsc_khz (nsec_to_cycles).
    */
   synchronizeTsc(vcpu: Vcpu, lo: number, hi: number, user: boolean): void {
     // A vendor that cannot offset the TSC (PVM) ignores it all.
     if (!this.vendor.tscOffsetHonored) return;
     const vm = vcpu.vm;
     const now = this.clock();
-    let data = (hi >>> 0) * TWO32 + (lo >>> 0);
+    const khz = vcpu.virtualTscKhz;
+    const data = (hi >>> 0) * TWO32 + (lo >>> 0);
     let synchronizing = false;
     if (data === 0) {
       synchronizing = true;
     } else if (vm.userSetTsc) {
-      const expected = vm.lastTscWrite + (now - vm.lastTscWriteAt) * vcpu.tscKhz;
-      const hz = vcpu.tscKhz * 1000;
-      synchronizing = data < expected + hz && data + hz > expected;
+      // u64 arithmetic: a value just below 2^64 (a small negative TSC) plus the elapsed cycles wraps.
+      const expected = wrap64(vm.lastTscWrite + Math.floor((now - vm.lastTscWriteAt) * khz));
+      const hz = khz * 1000;
+      synchronizing = data < wrap64(expected + hz) && wrap64(data + hz) > expected;
     }
     if (user) vm.userSetTsc = true;
-    if (synchronizing && vm.tscGenerationAt >= 0 && vcpu.tscKhz === vm.lastTscKhz) {
+    let written = data; // what __kvm_synchronize_tsc records as kvm->arch.last_tsc_write
+    if (synchronizing && vm.tscGenerationAt >= 0 && khz === vm.lastTscKhz) {
       if (this.tscUnstable) {
         // Matched on an unstable TSC: the value written plus the cycles since the VM's last write
         // becomes last_guest_tsc (and the VM's last write); the generation stays.
-        data += Math.floor((now - vm.lastTscWriteAt) * vcpu.tscKhz);
-        vcpu.tscBaseHi = Math.floor(data / TWO32) >>> 0;
-        vcpu.tscBaseLo = (data - Math.floor(data / TWO32) * TWO32) >>> 0;
+        vcpu.tscBaseLo = lo >>> 0;
+        vcpu.tscBaseHi = hi >>> 0;
+        this.shiftTscBase(vcpu, Math.floor((now - vm.lastTscWriteAt) * khz));
         vcpu.tscBaseAt = now;
+        vcpu.tscEstimated = false;
+        written = vcpu.tscBaseHi * TWO32 + vcpu.tscBaseLo;
       } else {
+        // The generation's offset (cur_tsc_offset). A vCPU whose ratio differs from the one that
+        // started it reads that offset against its own share of the host TSC.
         vcpu.tscBaseLo = vm.tscGenerationLo;
         vcpu.tscBaseHi = vm.tscGenerationHi;
         vcpu.tscBaseAt = vm.tscGenerationAt;
+        vcpu.tscEstimated = false;
+        if (vcpu.tscKhz !== vm.tscGenerationRate) {
+          const at = vm.tscGenerationAt;
+          this.shiftTscBase(vcpu, this.hostTscShare(at, vcpu.tscKhz) - this.hostTscShare(at, vm.tscGenerationRate));
+          vcpu.tscEstimated = true;
+        }
       }
     } else {
       vcpu.tscBaseLo = lo >>> 0;
       vcpu.tscBaseHi = hi >>> 0;
       vcpu.tscBaseAt = now;
+      vcpu.tscEstimated = false;
       vm.tscGenerationLo = vcpu.tscBaseLo;
       vm.tscGenerationHi = vcpu.tscBaseHi;
       vm.tscGenerationAt = now;
+      vm.tscGenerationRate = vcpu.tscKhz;
     }
-    vm.lastTscWrite = data;
+    vm.lastTscWrite = written;
     vm.lastTscWriteAt = now;
-    vm.lastTscKhz = vcpu.tscKhz;
+    vm.lastTscKhz = khz;
   }
 
   // ---- __kvm_get_msr / __kvm_set_msr ----
@@ -995,33 +1059,39 @@ export class X86 {
   }
 
   /**
-   * KVM_SET_TSC_KHZ (kvm_set_tsc_khz, set_tsc_khz): 0 means the host rate. Within
-   * kvm.tsc_tolerance_ppm of the host rate nothing needs scaling. Otherwise a host with TSC scaling
-   * (KVM_CAP_TSC_CONTROL) scales, and one without accepts only a faster rate (by catch-up) and
-   * refuses a slower one. Returns 0 or -EINVAL.
+   * The vCPU ioctl KVM_SET_TSC_KHZ: 0 means the kernel's tsc_khz (the refined rate, not the one a
+   * new vCPU gets). Returns 0 or -EINVAL.
    */
   setTscKhz(vcpu: Vcpu, arg: number): number {
-    const khz = arg % TWO32 === 0 ? this.tscKhz : arg % TWO32; // (u32)arg; 0 is the host rate
+    let khz = ((arg % TWO32) + TWO32) % TWO32; // (u32)arg
     if (this.hasTscScaling() && khz >= MAX_GUEST_TSC_KHZ) return -EINVAL;
-    const ppm = Number(this.profile.host.moduleParams['kvm.tsc_tolerance_ppm'] ?? '250');
-    // The tolerance is around the kernel's current tsc_khz, which a refined calibration may have
-    // moved away from the rate new vCPUs get (max_tsc_khz): then even that rate can be refused.
-    const host = this.profile.hostTscKhz ?? this.tscKhz;
-    const lo = Math.floor((host * (1e6 - ppm)) / 1e6);
-    const hi = Math.floor((host * (1e6 + ppm)) / 1e6);
-    // virtual_tsc_khz changes first: KVM_GET_TSC_KHZ reports it even when the rate cannot follow.
+    if (khz === 0) khz = this.hostTscKhz;
+    return this.kvmSetTscKhz(vcpu, khz) === 0 ? 0 : -EINVAL;
+  }
+
+  /**
+   * kvm_set_tsc_khz and set_tsc_khz for a nonzero rate. virtual_tsc_khz (what KVM_GET_TSC_KHZ
+   * reports) changes first, even when the rate cannot follow. Within kvm.tsc_tolerance_ppm of the
+   * kernel's tsc_khz the default multiplier is written; otherwise a host with TSC scaling
+   * (KVM_CAP_TSC_CONTROL) scales, and one without leaves the multiplier as it was: a faster rate
+   * is caught up only while the guest runs (tsc_always_catchup), a slower one fails ("user
+   * requested TSC rate below hardware speed"). Returns 0 or -1.
+   */
+  private kvmSetTscKhz(vcpu: Vcpu, khz: number): number {
     vcpu.virtualTscKhz = khz;
-    let rate = khz;
+    const ppm = Number(this.profile.host.moduleParams['kvm.tsc_tolerance_ppm'] ?? '250');
+    const host = this.hostTscKhz;
+    const lo = Math.floor((host * (1e6 - ppm)) / 1e6); // adjust_tsc_khz
+    const hi = Math.floor((host * (1e6 + ppm)) / 1e6);
     if (khz >= lo && khz <= hi) {
-      rate = this.tscKhz; // no scaling needed
-    } else if (!this.hasTscScaling() && khz < host) {
-      return -EINVAL; // "user requested TSC rate below hardware speed"
+      this.writeTscMultiplier(vcpu, host);
+      return 0;
     }
-    // Bring the TSC to the new rate from its current value.
-    this.readTsc(vcpu, this.scratch);
-    vcpu.tscKhz = rate;
-    if (this.vendor.tscOffsetHonored) this.writeTsc(vcpu, this.scratch.lo, this.scratch.hi);
-    return 0;
+    if (this.hasTscScaling()) {
+      this.writeTscMultiplier(vcpu, khz);
+      return 0;
+    }
+    return khz > host ? 0 : -1;
   }
 
   /** KVM_CAP_TSC_CONTROL: the host can scale the guest TSC. */

@@ -29,10 +29,22 @@ export interface PairResult {
 const MSR_IA32_TSC = 0x10;
 
 export class Pair {
+  /**
+   * The longest time one call took on both sides together, in ms: each side reads its clock at
+   * its own call, so two clock-derived values (a TSC set at one call, read at another) can be
+   * apart by up to this much, on top of the clocks' own drift.
+   */
+  private maxLagMs = 0;
+
   constructor(
     readonly real: KvmLike,
     readonly emu: KvmLike,
   ) {}
+
+  private noteLag(t0: number): void {
+    const lag = performance.now() - t0;
+    if (lag > this.maxLagMs) this.maxLagMs = lag;
+  }
 
   open(): FdPair {
     const real = this.real.open('/dev/kvm');
@@ -43,8 +55,10 @@ export class Pair {
 
   /** An fd-returning ioctl on both sides (KVM_CREATE_VM, KVM_CREATE_VCPU). */
   create(fd: FdPair, req: number, arg: number): FdPair {
+    const t0 = performance.now();
     const real = this.real.ioctl(fd.real, req, arg);
     const emu = this.emu.ioctl(fd.emu, req, arg);
+    this.noteLag(t0);
     if (real < 0 || emu < 0) throw new Error(`${I.ioctlName(req)}(${arg}): real ${real}, kvmsr ${emu}`);
     return { real, emu };
   }
@@ -58,10 +72,12 @@ export class Pair {
   run(fd: FdPair, req: number, arg: Uint8Array | number): PairResult {
     const realBytes = arg instanceof Uint8Array ? arg.slice() : new Uint8Array(0);
     const emuBytes = arg instanceof Uint8Array ? arg.slice() : new Uint8Array(0);
+    const t0 = performance.now();
     const realRet = this.real.ioctl(fd.real, req, arg instanceof Uint8Array ? realBytes : arg);
     const emuRet = this.emu.ioctl(fd.emu, req, arg instanceof Uint8Array ? emuBytes : arg);
+    this.noteLag(t0);
     const rules: string[] = [];
-    if (req === I.KVM_GET_MSRS) this.tscByRule(realBytes, emuBytes, Math.min(realRet, emuRet), rules);
+    if (req === I.KVM_GET_MSRS) this.tscByRule(realBytes, emuBytes, Math.min(realRet, emuRet), rules, fd.emu);
     const differences: string[] = [];
     if (realRet !== emuRet) differences.push(`return value: real ${realRet}, kvmsr ${emuRet}`);
     for (let i = 0; i < realBytes.length; i++) {
@@ -74,39 +90,41 @@ export class Pair {
   }
 
   /**
-   * IA32_TSC moves with time: the two values must be equal or both non-zero, or, where the emulated
-   * side's profile has an unstable TSC, within 50 ms of cycles of each other; then both are blanked
-   * so the byte comparison covers everything else.
+   * IA32_TSC moves with time: the two values must be within 50 ms of cycles of each other (modulo
+   * 2^64) plus the longest paired call so far, or, where kvmsr's value rests on its estimate of the host TSC (PVM, or a change of TSC
+   * multiplier), equal or both non-zero; then both are blanked so the byte comparison covers
+   * everything else. Each rule applied is stated.
    */
-  private tscByRule(a: Uint8Array, b: Uint8Array, processed: number, rules: string[]): void {
+  private tscByRule(a: Uint8Array, b: Uint8Array, processed: number, rules: string[], emuFd: number): void {
     if (a.length < KVM_MSRS_LAYOUT.size) return;
     const da = new DataView(a.buffer, a.byteOffset, a.byteLength);
     const db = new DataView(b.buffer, b.byteOffset, b.byteLength);
     const n = Math.min(da.getUint32(0, true), Math.floor((a.length - 8) / 16), Math.max(0, processed));
+    const emu = this.emu as { profile?: HostProfile; tscEstimated?: (fd: number) => boolean }; // a Kvm has both
     for (let i = 0; i < n; i++) {
       const off = KVM_MSRS_LAYOUT.entries + i * KVM_MSR_ENTRY_LAYOUT.size;
       if (da.getUint32(off, true) !== MSR_IA32_TSC) continue;
       const va = da.getBigUint64(off + 8, true);
       const vb = db.getBigUint64(off + 8, true);
       if (va === vb) continue;
-      const profile = (this.emu as { profile?: HostProfile }).profile; // a Kvm has one; the real kernel does not
-      if (profile?.tscUnstable === true) {
-        // kvm_arch_vcpu_load pins the TSC to last_guest_tsc at the start of each ioctl, and the kernel's
-        // read comes some cycles later; a synchronizing write (kvm_synchronize_tsc) adds the host time
-        // since the VM's last write, which each side measures on its own clock. Modulo 2^64: a value
-        // just below 2^64 wraps.
-        const window = BigInt(profile.tscKhz) * 50n;
+      const values = `(real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`;
+      let agree: boolean;
+      if (emu.tscEstimated?.(emuFd) === true) {
+        rules.push(`IA32_TSC (entry ${i}) compared by rule, since kvmsr's value rests on its estimate of the host TSC: equal, or both non-zero ${values}`);
+        agree = va !== 0n && vb !== 0n;
+      } else {
+        // Stable host: offset + rdtsc, which each side advances on its own clock. Unstable host:
+        // kvm_arch_vcpu_load pins the TSC to last_guest_tsc at the start of each ioctl, and a
+        // synchronizing write (kvm_synchronize_tsc) adds the host time since the VM's last write.
+        // Modulo 2^64: a value just below 2^64 wraps.
+        const why = emu.profile?.tscUnstable === true ? 'the host TSC is unstable and its value depends on host time between calls' : 'it moves with time';
+        const ms = 50 + Math.ceil(this.maxLagMs);
+        const window = BigInt(emu.profile?.tscKhz ?? 0) * BigInt(ms);
         const gap = BigInt.asUintN(64, va - vb);
-        const apart = gap < window || BigInt.asUintN(64, -gap) < window;
-        rules.push(`IA32_TSC (entry ${i}) compared by rule, since the host TSC is unstable and its value depends on host time between calls: within 50 ms of cycles of each other, modulo 2^64 (real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
-        if (apart) {
-          da.setBigUint64(off + 8, 0n, true);
-          db.setBigUint64(off + 8, 0n, true);
-        }
-        continue;
+        agree = gap < window || BigInt.asUintN(64, -gap) < window;
+        rules.push(`IA32_TSC (entry ${i}) compared by rule, since ${why}: within 50 ms of cycles of each other, plus the longest time one paired call took (${ms - 50} ms so far), modulo 2^64 ${values}`);
       }
-      rules.push(`IA32_TSC (entry ${i}) compared by rule, since it moves with time: equal, or both non-zero (real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
-      if (va !== 0n && vb !== 0n) {
+      if (agree) {
         da.setBigUint64(off + 8, 0n, true);
         db.setBigUint64(off + 8, 0n, true);
       }

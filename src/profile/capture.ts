@@ -68,20 +68,25 @@ function moduleParams(vendor: VendorModule): Record<string, string> {
 }
 
 /**
- * Whether the host's TSC is unstable: kvm_arch_vcpu_load then pins the guest TSC to last_guest_tsc
- * at every vCPU ioctl, so two reads 20 ms apart on a vCPU that never ran differ by no more than the
- * cycles inside one ioctl (seen on kvm_amd 6.12 booted with tsc=unstable: a few thousand). On a
- * stable TSC they differ by 20 ms of cycles.
+ * Whether the kernel treats the host TSC as unstable (kvm_check_tsc_unstable), from what
+ * kvm_synchronize_tsc makes of a host write of 0 that joins the generation an earlier write of
+ * 2^40 started 20 ms before: on a stable host the vCPU takes that generation's offset and reads
+ * about 2^40 (exactly 2^40 when its TSC multiplier was never written and the TSC stands still);
+ * on an unstable one it reads 0 plus the cycles since that write. A TSC that merely stands still
+ * between two reads cannot tell the two apart.
  */
-function tscStandsStill(real: RealKvm, vcpu: number, khz: number): boolean {
-  const read = (): bigint => {
-    const b = encodeMsrs([{ index: 0x10, data: 0n }]);
-    must(real.ioctl(vcpu, I.KVM_GET_MSRS, b), 'KVM_GET_MSRS IA32_TSC');
-    return decodeMsrs(b).entries[0]!.data;
+function tscUnstableMeasured(real: RealKvm, vcpu: number): boolean {
+  const write = (v: bigint): void => {
+    if (real.ioctl(vcpu, I.KVM_SET_MSRS, encodeMsrs([{ index: 0x10, data: v }])) !== 1) {
+      throw new Error(`profile capture: KVM_SET_MSRS IA32_TSC=${v} was refused`);
+    }
   };
-  const first = read();
+  write(1n << 40n);
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-  return read() - first < BigInt(khz); // less than 1 ms of cycles over 20 ms
+  write(0n);
+  const b = encodeMsrs([{ index: 0x10, data: 0n }]);
+  must(real.ioctl(vcpu, I.KVM_GET_MSRS, b), 'KVM_GET_MSRS IA32_TSC');
+  return decodeMsrs(b).entries[0]!.data < 1n << 39n;
 }
 
 /** The single bits a host write of `index` accepts on a vCPU, each written alone, then 0 again. */
@@ -159,7 +164,7 @@ export function captureProfile(real: RealKvm): HostProfile {
       seen.add(i);
       vcpuReset.push(readOne(real, vcpu, i));
     }
-    const tscUnstable = tscStandsStill(real, vcpu, tscKhz);
+    const tscUnstable = tscUnstableMeasured(real, vcpu);
     const vendor = vendorModule();
     const params = moduleParams(vendor);
     const ppm = Number(params['kvm.tsc_tolerance_ppm'] ?? '250');
