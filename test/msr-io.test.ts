@@ -72,6 +72,32 @@ describe('msr_io', () => {
     expect(kvm.ioctl(vcpu, I.KVM_SET_MSRS, s)).toBe(stop);
   });
 
+  test.each([1, 2, 3])('a struct at byte offset %i (not 4-aligned) gives the bytes and counts of an aligned one', (shift) => {
+    // kvmsr copies an unaligned struct's entries in and (for reads) back out; an aligned one is
+    // used in place. Both must leave the caller the same bytes, a failing entry included.
+    const indices: [number, bigint][] = [[PAT, 0x0606060606060606n], [0x174, 0x2222n], [UNKNOWN, 0x3333n], [PAT, 0x4444n]];
+    const aligned = machine();
+    const shifted = machine();
+    for (const req of [I.KVM_GET_MSRS, I.KVM_SET_MSRS]) {
+      const a = msrs(indices);
+      const backing = new Uint8Array(a.length + 8).fill(0xee);
+      const u = backing.subarray(shift, shift + a.length);
+      u.set(a);
+      expect(shifted.kvm.ioctl(shifted.vcpu, req, u)).toBe(aligned.kvm.ioctl(aligned.vcpu, req, a));
+      expect(hexdump(u)).toBe(hexdump(a));
+      // Nothing outside the struct is written.
+      expect(hexdump(backing.subarray(0, shift))).toBe('ee'.repeat(shift));
+      expect(hexdump(backing.subarray(shift + a.length))).toBe('ee'.repeat(8 - shift));
+    }
+    // What SET stored reads back the same through both.
+    const a = msrs([PAT]);
+    const u = new Uint8Array(a.length + 1).subarray(1);
+    u.set(a);
+    aligned.kvm.ioctl(aligned.vcpu, I.KVM_GET_MSRS, a);
+    shifted.kvm.ioctl(shifted.vcpu, I.KVM_GET_MSRS, u);
+    expect(hexdump(u)).toBe(hexdump(a));
+  });
+
   test('reserved and pad fields are copied back untouched', () => {
     const { kvm, vcpu } = machine();
     const b = encodeMsrs({ nmsrs: 2, pad: 0xdeadbeef, entries: [{ index: PAT, reserved: 0xabcd, data: 0n }, { index: UNKNOWN, reserved: 7, data: 5n }] });

@@ -1,14 +1,28 @@
 // msr_io and __msr_io (arch/x86/kvm/x86.c): copy in the header, refuse nmsrs >= MAX_IO_MSRS,
 // copy in the entries, run each through do_msr until the first failure, and (for reads) copy all
-// entries back. kvmsr works on the caller's bytes in place: entries after a failure are left as
-// they were, which is what the kernel's copy-back of its unmodified copy produces.
+// entries back. kvmsr works on the caller's bytes in place when they are aligned: entries after a
+// failure are left as they were, which is what the kernel's copy-back of its unmodified copy produces.
 //
 // The loop allocates nothing and uses no BigInt: an entry's index and data are read as u32s, and
 // MSRs with a fast-path class (fast-path.ts) are served straight from the vCPU's typed array.
 import { endianness } from 'node:os';
 import { E2BIG, EFAULT } from '../abi/errno.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, MAX_IO_MSRS } from '../abi/layout.js';
-import {
+import * as FastPath from './fast-path.js';
+import * as MsrRet from './msr-ret.js';
+import type { MsrValue } from './msr-ret.js';
+import * as MsrSlots from './msr-slots.js';
+import type { Vcpu } from './vcpu.js';
+import * as X86Module from './x86.js';
+import type { X86 } from './x86.js';
+
+// Module-local copies of the imported names the loops use. V8 loads an imported binding through
+// its module cell and checks it for the TDZ hole on every use, even in optimized code; a const of
+// this module is folded to its value (and a function to a direct, inlinable call). Seen in the
+// optimized code of the loops (node --print-opt-code): with the imports used directly, each case
+// of the class switch was a cell load, a hole check and a compare instead of one jump table.
+const {
+  FAST_SLOW,
   GET_LOAD,
   GET_LOAD_IF_CAP,
   GET_PV_LOAD,
@@ -34,11 +48,10 @@ import {
   SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY,
   SET_ZERO_ONLY,
   SET_ZERO_STORE,
-} from './fast-path.js';
-import { MSR_OK, type MsrValue } from './msr-ret.js';
-import { slotOf } from './msr-slots.js';
-import type { Vcpu } from './vcpu.js';
-import { patValid, zero, type X86 } from './x86.js';
+} = FastPath;
+const { MSR_OK } = MsrRet;
+const { slotOf } = MsrSlots;
+const { patValid } = X86Module;
 
 export const MSR_IO_GET = 0;
 export const MSR_IO_SET = 1;
@@ -54,8 +67,14 @@ const SYSTEM_TIME_NEW_SLOT = 2 * slotOf(0x4b564d01);
 const LITTLE_ENDIAN = endianness() === 'LE';
 const DATA = KVM_MSR_ENTRY_LAYOUT.data;
 
+/** The kernel's copy of the entries when the caller's cannot be used in place (see msrIo). */
+const SCRATCH_U32 = new Uint32Array((MAX_IO_MSRS * ENTRY) >>> 2);
+const SCRATCH_I32 = new Int32Array(SCRATCH_U32.buffer);
+
 /**
  * @param dv a DataView over the buffer that holds the struct
+ * @param u32 the same buffer as u32 words, from byte 0 of dv's buffer
+ * @param i32 the same words as int32
  * @param base the struct's offset in dv
  * @param avail how many bytes from base are mapped (copy_from_user faults past it)
  */
@@ -76,105 +95,93 @@ export function msrIo(
   if (avail - KVM_MSRS_LAYOUT.size < n * ENTRY) return -EFAULT;
   x86.clockMs = NaN; // each ioctl reads the clock afresh, at most once
   const first = base + KVM_MSRS_LAYOUT.entries;
-  if (op === MSR_IO_GET) {
-    // An aligned buffer is read and written as u32s; any other goes through the DataView.
-    if ((first & 3) === 0 && LITTLE_ENDIAN) return getLoopAligned(x86, vcpu as Vcpu, u32, i32, first >>> 2, n, out);
-    return getLoop(x86, vcpu as Vcpu, dv, first, n, out);
+  if (op === MSR_IO_GET_FEATURE) return featureLoop(x86, dv, first, n, out);
+  // The loops work on u32 words. A 4-byte-aligned buffer on a little-endian host is used in place;
+  // any other is copied into scratch words first (what the kernel's memdup_user does) and, for
+  // reads, all n entries copied back (its copy_to_user), which gives the same bytes.
+  if ((first & 3) === 0 && LITTLE_ENDIAN) {
+    const w = first >>> 2;
+    return op === MSR_IO_GET ? getLoop(x86, vcpu as Vcpu, u32, i32, w, n, out) : setLoop(x86, vcpu as Vcpu, i32, w, n);
   }
-  if (op === MSR_IO_SET) return setLoop(x86, vcpu as Vcpu, dv, first, n);
-  return featureLoop(x86, dv, first, n, out);
+  const words = n * (ENTRY >>> 2);
+  for (let j = 0; j < words; j++) SCRATCH_U32[j] = dv.getUint32(first + 4 * j, true);
+  if (op === MSR_IO_SET) return setLoop(x86, vcpu as Vcpu, SCRATCH_I32, 0, n);
+  const r = getLoop(x86, vcpu as Vcpu, SCRATCH_U32, SCRATCH_I32, 0, n, out);
+  for (let j = 0; j < words; j++) dv.setUint32(first + 4 * j, SCRATCH_U32[j]!, true);
+  return r;
 }
 
-function getLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number, out: MsrValue): number {
+/**
+ * KVM_GET_MSRS over u32 words: first is the word of the first entry (its index; the data follows at + 2).
+ * Every fast class is handled inline, so the loop calls out only for the TSC and the full path.
+ * A read changes none of the gates (capabilities, PV features), so they are read once.
+ */
+function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first: number, n: number, out: MsrValue): number {
   const msrs = vcpu.msrs;
   const fast = x86.fastGet;
-  for (let i = 0; i < n; i++, off += ENTRY) {
-    const index = dv.getInt32(off, true);
-    const s = slotOf(index);
-    const k = s >= 0 ? fast[s]! : 0;
-    if (k === GET_LOAD) {
-      dv.setUint32(off + DATA, msrs[2 * s]!, true);
-      dv.setUint32(off + DATA + 4, msrs[2 * s + 1]!, true);
-    } else if (k === GET_ZERO) {
-      dv.setUint32(off + DATA, 0, true);
-      dv.setUint32(off + DATA + 4, 0, true);
-    } else {
-      const r = getOther(x86, vcpu, index, s, k, out);
-      // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
-      dv.setUint32(off + DATA, out.lo, true);
-      dv.setUint32(off + DATA + 4, out.hi, true);
-      if (r !== MSR_OK) return i;
-    }
-  }
-  return n;
-}
-
-/** The gated fast classes, then the full path, for one read. */
-function getOther(x86: X86, vcpu: Vcpu, index: number, s: number, k: number, out: MsrValue): number {
-  switch (k) {
-    case GET_LOAD_IF_CAP:
-      if ((vcpu.capBits & x86.capMask[s]!) !== 0) return load(vcpu, s, out);
-      return zero(out); // unsupported without the capability, but advertised: 0
-    case GET_PV_LOAD:
-      if (pvHas(vcpu, x86.pvBit[s]!)) return load(vcpu, s, out);
-      break;
-    case GET_PV_ZERO:
-      if (pvHas(vcpu, x86.pvBit[s]!)) return zero(out);
-      break;
-    case GET_TSC:
-      return x86.readTsc(vcpu, out);
-    case GET_PV_WALL_CLOCK:
-      if (pvHas(vcpu, x86.pvBit[s]!)) {
-        out.lo = vcpu.vm.wallClockLo;
-        out.hi = vcpu.vm.wallClockHi;
-        return MSR_OK;
-      }
-      break;
-  }
-  return x86.doGetMsr(vcpu, index >>> 0, out);
-}
-
-function load(vcpu: Vcpu, s: number, out: MsrValue): number {
-  out.lo = vcpu.msrs[2 * s]!;
-  out.hi = vcpu.msrs[2 * s + 1]!;
-  return MSR_OK;
-}
-
-/** getLoop over u32 words: w is the word index of the first entry. Loads and zeros stay inline. */
-function getLoopAligned(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, w: number, n: number, out: MsrValue): number {
-  const msrs = vcpu.msrs;
-  const fast = x86.fastGet;
-  for (let i = 0; i < n; i++, w += 4) {
+  const capMask = x86.capMask;
+  const pvBit = x86.pvBit;
+  const caps = vcpu.capBits;
+  // guest_pv_has as a mask: every feature counts unless enforcement is on.
+  const pv = vcpu.enforcePvCpuid ? vcpu.pvFeatures : -1;
+  // w: a fresh int32 local (a parameter as loop variable stays a tagged value).
+  for (let i = 0, w = first | 0; i < n; i++, w += 4) {
     const index = i32[w]!;
     const s = slotOf(index);
-    const k = s >= 0 ? fast[s]! : 0;
-    if (k === GET_LOAD) {
-      u32[w + 2] = msrs[2 * s]!;
-      u32[w + 3] = msrs[2 * s + 1]!;
-    } else if (k === GET_ZERO) {
-      u32[w + 2] = 0;
-      u32[w + 3] = 0;
-    } else if (k === GET_PV_LOAD && (!vcpu.enforcePvCpuid || ((vcpu.pvFeatures >>> x86.pvBit[s]!) & 1) === 1)) {
-      u32[w + 2] = msrs[2 * s]!;
-      u32[w + 3] = msrs[2 * s + 1]!;
-    } else {
-      const r = getOther(x86, vcpu, index, s, k, out);
-      u32[w + 2] = out.lo;
-      u32[w + 3] = out.hi;
-      if (r !== MSR_OK) return i;
+    const k = s >= 0 ? fast[s]! : FAST_SLOW;
+    switch (k) {
+      case GET_LOAD:
+        u32[w + 2] = msrs[2 * s]!;
+        u32[w + 3] = msrs[2 * s + 1]!;
+        continue;
+      case GET_ZERO:
+        u32[w + 2] = 0;
+        u32[w + 3] = 0;
+        continue;
+      case GET_LOAD_IF_CAP:
+        // Without the capability the read is unsupported but advertised: 0.
+        if ((caps & capMask[s]!) !== 0) {
+          u32[w + 2] = msrs[2 * s]!;
+          u32[w + 3] = msrs[2 * s + 1]!;
+        } else {
+          u32[w + 2] = 0;
+          u32[w + 3] = 0;
+        }
+        continue;
+      case GET_PV_LOAD:
+        if (((pv >>> pvBit[s]!) & 1) === 0) break;
+        u32[w + 2] = msrs[2 * s]!;
+        u32[w + 3] = msrs[2 * s + 1]!;
+        continue;
+      case GET_PV_ZERO:
+        if (((pv >>> pvBit[s]!) & 1) === 0) break;
+        u32[w + 2] = 0;
+        u32[w + 3] = 0;
+        continue;
+      case GET_PV_WALL_CLOCK:
+        if (((pv >>> pvBit[s]!) & 1) === 0) break;
+        u32[w + 2] = vcpu.vm.wallClockLo;
+        u32[w + 3] = vcpu.vm.wallClockHi;
+        continue;
     }
+    const r = k === GET_TSC ? x86.readTsc(vcpu, out) : x86.doGetMsr(vcpu, index >>> 0, out);
+    // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
+    u32[w + 2] = out.lo;
+    u32[w + 3] = out.hi;
+    if (r !== MSR_OK) return i;
   }
   return n;
 }
 
-function setLoop(x86: X86, vcpu: Vcpu, dv: DataView, off: number, n: number): number {
+/** KVM_SET_MSRS over int32 words (see getLoop). */
+function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number): number {
   const msrs = vcpu.msrs;
   const fast = vcpu.hasRun ? x86.fastSetRan : x86.fastSet;
-  for (let i = 0; i < n; i++, off += ENTRY) {
-    const index = dv.getInt32(off, true);
+  for (let i = 0, w = first | 0; i < n; i++, w += 4) {
+    const index = i32[w]!;
     // int32 halves: see x86.ts on why written values travel signed.
-    const lo = dv.getInt32(off + DATA, true);
-    let hi = dv.getInt32(off + DATA + 4, true);
+    const lo = i32[w + 2]!;
+    let hi = i32[w + 3]!;
     const s = slotOf(index);
     const k = s >= 0 ? fast[s]! : 0;
     // Each fast case either stores (`break store`), drops (`continue`), refuses

@@ -17,19 +17,20 @@ const R3 = R2 + RANGES[3]![1];
 /**
  * The slot of an MSR index, or -1 when the index is outside every range kvmsr stores. Works in
  * int32 arithmetic (indices above 0x7fffffff are not small integers in V8): `index | 0` and the
- * wrapped differences stay small integers on the hot path.
+ * wrapped differences stay small integers on the hot path. Each sum is `| 0` too, so that V8 types
+ * the result as an int32 rather than a double it must convert back in the caller's loop.
  */
 export function slotOf(index: number): number {
   const i = index | 0;
   if (i >= 0 && i < 0x2000) return i;
   let d = (i - 0x40000000) | 0;
-  if (d >= 0 && d < 0x100) return 0x2000 + d;
+  if (d >= 0 && d < 0x100) return (0x2000 + d) | 0;
   d = (i - 0x4b564d00) | 0;
-  if (d >= 0 && d < 0x100) return R1 + d;
+  if (d >= 0 && d < 0x100) return (R1 + d) | 0;
   d = (i + 0x40000000) | 0; // 0xc0000000
-  if (d >= 0 && d < 0x2000) return R2 + d;
+  if (d >= 0 && d < 0x2000) return (R2 + d) | 0;
   d = (i + 0x3fff0000) | 0; // 0xc0010000
-  if (d >= 0 && d < 0x2000) return R3 + d;
+  if (d >= 0 && d < 0x2000) return (R3 + d) | 0;
   return -1;
 }
 
