@@ -110,6 +110,11 @@ function addC(suiteName: string, entries: number, key: 'getNsPerIoctl' | 'setNsP
 }
 
 const opts = { minSamples: 5, maxTime: 1.5 };
+/** Every peer must process the whole batch, or a regression that stops early would look faster. */
+function mustProcessAll(peer: string, what: string, got: number, n: number): void {
+  if (got !== n) throw new Error(`bench: ${peer} ${what} returned ${got}, not ${n}: the batch would not measure the same work`);
+}
+
 async function main(): Promise<void> {
   mkdirSync(OUT, { recursive: true });
   for (const n of SIZES) {
@@ -117,6 +122,9 @@ async function main(): Promise<void> {
     const bufK = encodeMsrs(batch(n).map((index) => ({ index, data: 0n })));
     const bufN = bufK.slice();
     const bufR = bufK.slice();
+    mustProcessAll('kvmsr', name, kvm.ioctl(vcpu, I.KVM_GET_MSRS, bufK), n);
+    mustProcessAll('JS baseline', name, naive.getMsrs(bufN), n);
+    if (real) mustProcessAll('real kernel', name, real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), n);
     const cases = [
       add('kvmsr', () => kvm.ioctl(vcpu, I.KVM_GET_MSRS, bufK), opts),
       add('JS baseline', () => naive.getMsrs(bufN), opts),
@@ -130,6 +138,9 @@ async function main(): Promise<void> {
     const bufK = setBatch(n);
     const bufN = bufK.slice();
     const bufR = bufK.slice();
+    mustProcessAll('kvmsr', name, kvm.ioctl(vcpu, I.KVM_SET_MSRS, bufK), n);
+    mustProcessAll('JS baseline', name, naive.setMsrs(bufN), n);
+    if (real) mustProcessAll('real kernel', name, real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), n);
     const cases = [
       add('kvmsr', () => kvm.ioctl(vcpu, I.KVM_SET_MSRS, bufK), opts),
       add('JS baseline', () => naive.setMsrs(bufN), opts),

@@ -239,14 +239,19 @@ describe('an unstable host TSC (kvm_arch_vcpu_load with kvm_check_tsc_unstable)'
   });
 });
 
+/**
+ * The captured kvm_amd 6.12 profile without TSC scaling, with the rate a new vCPU gets (max_tsc_khz)
+ * below or above the tolerance band of the refined tsc_khz, as in the tsc_early_khz oracle boots.
+ */
+const tcg = profileToJson(builtinProfile('kvm-amd-6.12-qemu-tcg')) as Record<string, unknown>;
+const below = parseProfile({ ...tcg, tscKhz: 2080000, hostTscKhz: 2095992, tscUnstable: false }, 'below');
+const above = parseProfile({ ...tcg, tscKhz: 2112000, hostTscKhz: 2095992, tscUnstable: false }, 'above');
+
 describe('a vCPU whose TSC multiplier was never written (kvm_arch_vcpu_create\'s kvm_set_tsc_khz failed)', () => {
   // Seen live on kvm_amd 6.12.117 under TCG booted with tsc_early_khz=2080000: kvm loaded before the
   // TSC calibration was refined to 2095992 kHz, so a new vCPU asks for max_tsc_khz 2080000, below
   // the tolerance band of tsc_khz; without TSC scaling set_tsc_khz fails and
   // l1_tsc_scaling_ratio stays 0, so kvm_scale_tsc(rdtsc(), 0) is 0 and IA32_TSC reads its offset.
-  const tcg = profileToJson(builtinProfile('kvm-amd-6.12-qemu-tcg')) as Record<string, unknown>;
-  const below = parseProfile({ ...tcg, tscKhz: 2080000, hostTscKhz: 2095992, tscUnstable: false }, 'below');
-  const above = parseProfile({ ...tcg, tscKhz: 2112000, hostTscKhz: 2095992, tscUnstable: false }, 'above');
 
   test('it reads 0 from creation on, and a host write is what it reads for good', () => {
     const s = setup(below);
@@ -313,5 +318,29 @@ describe('a vCPU whose TSC multiplier was never written (kvm_arch_vcpu_create\'s
     expect(s.kvm.fdKind(vm)).toBe('vm');
     expect(s.kvm.ioctl(vm, I.KVM_SET_TSC_KHZ, 0)).toBe(0);
     expect(s.kvm.ioctl(vm, I.KVM_GET_TSC_KHZ, 0)).toBe(2095992);
+  });
+});
+
+describe('TSC catch-up (tsc_always_catchup) when the rate is above the host\'s without TSC scaling', () => {
+  // Seen live on kvm_amd 6.12.117 booted with tsc_early_khz=2112000: the vCPU's host reads stood at
+  // 0, while the guest's RDMSR read about 7 ms of cycles: kvm_guest_time_update moved the offset
+  // up to the generation's virtual time at guest entry.
+
+  test('a guest read catches up to the generation\'s virtual time; a host read before it does not', () => {
+    const s = setup(above);
+    const a = s.vcpu(0);
+    s.advance(7);
+    expect(s.get(a, 0x10)).toBe(0n);
+    const r = s.kvm.rdmsr(a, 0x10);
+    expect(r).toEqual({ kind: 'ok', value: 7n * 2112000n });
+    expect(s.kvm.tscEstimated(a)).toBe(true); // the kernel takes the master clock's time, not now
+    expect(s.get(a, 0x10)).toBe(7n * 2112000n); // the offset stays caught up; the ratio is still 0
+  });
+
+  test('below the band there is no catch-up: the guest reads the offset too', () => {
+    const s = setup(below);
+    const a = s.vcpu(0);
+    s.advance(7);
+    expect(s.kvm.rdmsr(a, 0x10)).toEqual({ kind: 'ok', value: 0n });
   });
 });

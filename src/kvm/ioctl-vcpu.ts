@@ -43,6 +43,7 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       // code after that, and what it can know is that the vCPU has now run.
       completeMsrExit(vcpu);
       vcpu.hasRun = true;
+      k.x86.enterGuest(vcpu);
       return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
     default:
       // kvm_vcpu_ioctl refuses other ioctl types before it looks at the number.

@@ -121,6 +121,7 @@ export class Kvm {
     if (f === undefined) return -EBADF;
     if (f.kind !== FD_VCPU) return -EINVAL;
     f.vcpu.hasRun = true;
+    this.x86.enterGuest(f.vcpu);
     return 0;
   }
 

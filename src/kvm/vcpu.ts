@@ -32,6 +32,15 @@ export class Vcpu {
    * a change of TSC multiplier (or a generation joined at another multiplier), adding rdtsc's share.
    */
   tscEstimated = false;
+  /** vcpu->arch.this_tsc_write and this_tsc_nsec (ms): the TSC generation the vCPU last joined. */
+  thisTscLo = 0;
+  thisTscHi = 0;
+  thisTscAt = 0;
+  /**
+   * vcpu->arch.tsc_always_catchup: set_tsc_khz took a rate above the host's without TSC scaling, so
+   * each guest entry catches the TSC up to its generation's virtual time (kvm_guest_time_update).
+   */
+  tscCatchup = false;
   /** The vendor module's own per-vCPU state (not MSR values), set by its vcpuCreate. */
   vendorState: unknown = undefined;
   /** The kvm_run page userspace would mmap from the vCPU fd (the MSR exit fields live here). */

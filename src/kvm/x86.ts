@@ -553,6 +553,27 @@ export class X86 {
   }
 
   /**
+   * kvm_guest_time_update with tsc_catchup, which runs at each guest entry once set_tsc_khz took a
+   * rate above the host's without TSC scaling (tsc_always_catchup): the offset is moved up to
+   * this_tsc_write plus the virtual cycles since this_tsc_nsec. The kernel takes that time from
+   * the master clock's last update, which kvmsr cannot know; it takes now, and says the value is
+   * an estimate.
+   */
+  enterGuest(vcpu: Vcpu): void {
+    if (!vcpu.tscCatchup || this.tscUnstable || !this.vendor.tscOffsetHonored) return;
+    const now = this.clock();
+    const target = this.scratch;
+    addCycles(vcpu.thisTscLo, vcpu.thisTscHi, Math.floor((now - vcpu.thisTscAt) * vcpu.virtualTscKhz), target);
+    const tLo = target.lo;
+    const tHi = target.hi;
+    this.readTsc(vcpu, target);
+    if (tHi > target.hi || (tHi === target.hi && tLo > target.lo)) {
+      this.writeTsc(vcpu, tLo, tHi);
+      vcpu.tscEstimated = true;
+    }
+  }
+
+  /**
    * kvm_synchronize_tsc for a host write of (lo, hi), or for vCPU creation (user = false, value 0).
    * A write of 0, or (after a user write) a value within a second of where the last write's TSC
    * would be now, joins the VM's current TSC generation instead of setting the value; anything
@@ -609,6 +630,10 @@ export class X86 {
       vm.tscGenerationAt = now;
       vm.tscGenerationRate = vcpu.tscKhz;
     }
+    // __kvm_synchronize_tsc: the vCPU records the generation it joined (this_tsc_write/_nsec).
+    vcpu.thisTscLo = vm.tscGenerationLo;
+    vcpu.thisTscHi = vm.tscGenerationHi;
+    vcpu.thisTscAt = vm.tscGenerationAt;
     vm.lastTscWrite = written;
     vm.lastTscWriteAt = now;
     vm.lastTscKhz = khz;
@@ -771,6 +796,7 @@ export class X86 {
       case M.MSR_IA32_MCG_CAP:
         return this.load(vcpu, index, out);
       case M.MSR_IA32_TSC:
+        if (!host) this.enterGuest(vcpu); // the guest reads what its last entry set
         return this.readTsc(vcpu, out);
       case M.MSR_IA32_UCODE_REV:
       case M.MSR_IA32_CR_PAT:
@@ -1091,7 +1117,11 @@ export class X86 {
       this.writeTscMultiplier(vcpu, khz);
       return 0;
     }
-    return khz > host ? 0 : -1;
+    if (khz > host) {
+      vcpu.tscCatchup = true; // tsc_catchup and tsc_always_catchup, never cleared
+      return 0;
+    }
+    return -1;
   }
 
   /** KVM_CAP_TSC_CONTROL: the host can scale the guest TSC. */
