@@ -4,11 +4,12 @@ import { EBADF, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
 import { ioctlName } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
-import { FD_SYSTEM, FD_VCPU, FD_VM, type KvmFile } from './files.js';
+import * as Files from './files.js';
+import { FD_SYSTEM, type KvmFile } from './files.js';
 import { completeMsrExit, guestRdmsr, guestWrmsr, type GuestMsrResult } from './guest-msr.js';
 import { systemIoctl } from './ioctl-system.js';
 import { vfsIoctl } from './ioctl-vfs.js';
-import { vcpuIoctl } from './ioctl-vcpu.js';
+import * as VcpuIoctl from './ioctl-vcpu.js';
 import { vmIoctl } from './ioctl-vm.js';
 import { msrIo } from './msr-io.js';
 import type { MsrValue } from './msr-ret.js';
@@ -19,6 +20,12 @@ import type { VendorOps } from './vendor.js';
 import { vendorFor } from './vendors.js';
 import { Vm } from './vm.js';
 import { X86, type X86Options } from './x86.js';
+
+// Module-local copies of what every ioctl uses: V8 reloads and hole-checks an imported binding at
+// each use, even in optimized code, and folds a const of this module (see msr-io.ts).
+const { FD_VCPU, FD_VM } = Files;
+const { vcpuIoctl } = VcpuIoctl;
+const EBADF_ = EBADF;
 
 export interface KvmOptions extends X86Options {
   /** A HostProfile, or the parsed JSON that `kvmsr profile capture` writes. Default: built in. */
@@ -91,7 +98,7 @@ export class Kvm {
   /** ioctl(2): returns the handler's value (>= 0) or a negative errno. Never throws. */
   ioctl(fd: number, request: number, arg: IoctlArg = 0): number {
     const f = this.fileOf(fd);
-    if (f === undefined) return -EBADF;
+    if (f === undefined) return -EBADF_;
     const req = request >>> 0;
     // The VFS answers a handful of generic requests (FIOCLEX, FIONBIO, ...) for every file.
     if (req < 0x10000) {

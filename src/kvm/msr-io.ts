@@ -6,7 +6,7 @@
 // The loop allocates nothing and uses no BigInt: an entry's index and data are read as u32s, and
 // MSRs with a fast-path class (fast-path.ts) are served straight from the vCPU's typed array.
 import { endianness } from 'node:os';
-import { E2BIG, EFAULT } from '../abi/errno.js';
+import * as Errno from '../abi/errno.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, MAX_IO_MSRS } from '../abi/layout.js';
 import * as FastPath from './fast-path.js';
 import * as MsrRet from './msr-ret.js';
@@ -50,6 +50,7 @@ const {
   SET_ZERO_STORE,
 } = FastPath;
 const { MSR_OK } = MsrRet;
+const { E2BIG, EFAULT } = Errno;
 const { slotOf } = MsrSlots;
 const { patValid } = X86Module;
 
@@ -58,6 +59,10 @@ export const MSR_IO_SET = 1;
 export const MSR_IO_GET_FEATURE = 2;
 
 const ENTRY = KVM_MSR_ENTRY_LAYOUT.size;
+const HEADER = KVM_MSRS_LAYOUT.size;
+const NMSRS = KVM_MSRS_LAYOUT.nmsrs;
+const ENTRIES = KVM_MSRS_LAYOUT.entries;
+const MAX_ENTRIES = MAX_IO_MSRS;
 const PLATFORM_INFO_CPUID_FAULT = 0x80000000 | 0;
 /** The u32 word of MISC_FEATURES_ENABLES (0x140) in a vCPU's MSR array. */
 const MISC_FEATURES_SLOT = 2 * slotOf(0x140);
@@ -89,12 +94,12 @@ export function msrIo(
   op: number,
   out: MsrValue,
 ): number {
-  if (avail < KVM_MSRS_LAYOUT.size) return -EFAULT;
-  const n = dv.getUint32(base + KVM_MSRS_LAYOUT.nmsrs, true);
-  if (n >= MAX_IO_MSRS) return -E2BIG;
-  if (avail - KVM_MSRS_LAYOUT.size < n * ENTRY) return -EFAULT;
+  if (avail < HEADER) return -EFAULT;
+  const n = dv.getUint32(base + NMSRS, true);
+  if (n >= MAX_ENTRIES) return -E2BIG;
+  if (avail - HEADER < n * ENTRY) return -EFAULT;
   x86.clockMs = NaN; // each ioctl reads the clock afresh, at most once
-  const first = base + KVM_MSRS_LAYOUT.entries;
+  const first = base + ENTRIES;
   if (op === MSR_IO_GET_FEATURE) return featureLoop(x86, dv, first, n, out);
   // The loops work on u32 words. A 4-byte-aligned buffer on a little-endian host is used in place;
   // any other is copied into scratch words first (what the kernel's memdup_user does) and, for
