@@ -344,6 +344,7 @@ function cmdConform(opts: { cases?: string; seed?: string; json?: boolean; save?
     for (const g of r.systematic) out.push(`| ${g.group} | ${g.cases} | ${g.agreed} |`);
     out.push(`| random batches | ${r.random.batches} | ${r.random.agreed} |`, '');
     for (const rule of r.rules) out.push(`rule: ${rule}`);
+    if (r.rules.some((x) => x.includes('longest time one paired call took'))) out.push(`(the longest paired call took ${r.longestCallMs} ms)`);
     r.disagreements.forEach((d, i) => {
       out.push('', `DISAGREEMENT ${i + 1} (${d.group}; irqchip ${d.setup.irqchip}, KVM_SET_CPUID2 ${d.setup.cpuid}): ${d.recurred ? d.differences.join('; ') : 'did not recur when the shrunk steps ran again: it hangs on host timing'}`);
       d.steps.forEach((s, k) => out.push(`  step ${k}: ${I.ioctlName(s.request)} on ${typeof s.on === 'number' ? `vCPU ${s.on}` : s.on}${s.writeBack ? ' (write-back of the previous read)' : s.arg instanceof Uint8Array ? ` ${Buffer.from(s.arg).toString('hex')}` : ` ${s.arg}`}`));

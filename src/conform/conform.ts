@@ -56,6 +56,8 @@ export interface ConformReport {
   random: { batches: number; agreed: number };
   disagreements: Disagreement[];
   rules: string[];
+  /** The longest time one paired call took, in ms: the IA32_TSC rule's window grows by it. */
+  longestCallMs: number;
   agreementRate: number;
   systematicRate: number;
 }
@@ -160,6 +162,7 @@ export class Conformance {
       random: { batches: n, agreed },
       disagreements,
       rules: [...this.rules],
+      longestCallMs: Math.ceil(this.pair.longestCallMs),
       systematicRate: sysCases ? sysAgreed / sysCases : 1,
       agreementRate: (sysAgreed + agreed) / Math.max(1, sysCases + n),
     };

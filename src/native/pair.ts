@@ -41,6 +41,11 @@ export class Pair {
     readonly emu: KvmLike,
   ) {}
 
+  /** The longest time one paired call took so far, in ms (it widens the IA32_TSC window). */
+  get longestCallMs(): number {
+    return this.maxLagMs;
+  }
+
   private noteLag(t0: number): void {
     const lag = performance.now() - t0;
     if (lag > this.maxLagMs) this.maxLagMs = lag;
