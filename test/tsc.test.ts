@@ -304,6 +304,22 @@ describe('a vCPU whose TSC multiplier was never written (kvm_arch_vcpu_create\'s
     expect(s.get(a, 0x10)).toBe(1n << 50n);
   });
 
+  test('a vCPU joining a generation another multiplier started reads its offset against its own share of the host TSC: an estimate', () => {
+    // Both ask for 2112000 kHz (virtual_tsc_khz, which matching compares), but only b has a
+    // multiplier: KVM_SET_TSC_KHZ(0) wrote the default one, and the faster rate after it left it.
+    const s = setup(above);
+    const a = s.vcpu(0);
+    const b = s.vcpu(1);
+    expect(s.kvm.ioctl(b, I.KVM_SET_TSC_KHZ, 0)).toBe(0);
+    expect(s.kvm.ioctl(b, I.KVM_SET_TSC_KHZ, 2112000)).toBe(0);
+    s.set(a, 0x10, 1n << 40n); // a new generation, started by a vCPU whose TSC stands still
+    expect(s.set(b, 0x10, 0n)).toBe(1); // b joins it: cur_tsc_offset + b's rdtsc share
+    expect(s.kvm.tscEstimated(b)).toBe(true);
+    expect(s.get(b, 0x10)).toBeGreaterThan(1n << 40n);
+    expect(s.kvm.tscEstimated(a)).toBe(false);
+    expect(s.get(a, 0x10)).toBe(1n << 40n);
+  });
+
   test('within the band a new vCPU gets the default multiplier and counts from creation', () => {
     const s = setup(builtinProfile('kvm-amd-6.12-qemu-tcg'));
     const a = s.vcpu(0);

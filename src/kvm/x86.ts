@@ -113,6 +113,8 @@ export class X86 {
   readonly tscKhz: number;
   /** The kernel's tsc_khz (profile.hostTscKhz, else tscKhz): the rate the hardware TSC runs at. */
   readonly hostTscKhz: number;
+  /** kvm.tsc_tolerance_ppm: how far from tsc_khz a requested rate needs no scaling. */
+  readonly tscTolerancePpm: number;
   /**
    * The kernel's major*100+minor (612, 618) from profile.host.kernel: the rules that changed between
    * the generations kvmsr knows follow it (see kernelGeneration).
@@ -176,6 +178,7 @@ export class X86 {
     this.supportedPerfCapHi = Number(pc >> 32n);
     this.tscKhz = profile.tscKhz;
     this.hostTscKhz = profile.hostTscKhz ?? profile.tscKhz;
+    this.tscTolerancePpm = tscTolerancePpm(profile.host.moduleParams);
     this.tscUnstable = profile.tscUnstable === true;
     this.kernel = kernelGeneration(profile.host.kernel);
     this.featureMsrsNeedCpuid = this.kernel >= 614;
@@ -493,9 +496,7 @@ export class X86 {
   readTsc(vcpu: Vcpu, out: MsrValue): number {
     if (!this.vendor.tscOffsetHonored) {
       // The guest sees the host TSC: cycles since the host booted, estimated from this machine's uptime.
-      const cycles = Math.floor((HOST_BOOT_AGO_MS + this.clock()) * this.tscKhz);
-      out.hi = Math.floor(cycles / TWO32) >>> 0;
-      out.lo = (cycles - Math.floor(cycles / TWO32) * TWO32) >>> 0;
+      addCycles(0, 0, this.hostTscShare(this.clock(), this.tscKhz), out);
       return MSR_OK;
     }
     if (this.tscUnstable) {
@@ -1105,11 +1106,8 @@ export class X86 {
    */
   private kvmSetTscKhz(vcpu: Vcpu, khz: number): number {
     vcpu.virtualTscKhz = khz;
-    const ppm = Number(this.profile.host.moduleParams['kvm.tsc_tolerance_ppm'] ?? '250');
     const host = this.hostTscKhz;
-    const lo = Math.floor((host * (1e6 - ppm)) / 1e6); // adjust_tsc_khz
-    const hi = Math.floor((host * (1e6 + ppm)) / 1e6);
-    if (khz >= lo && khz <= hi) {
+    if (khz >= adjustTscKhz(host, -this.tscTolerancePpm) && khz <= adjustTscKhz(host, this.tscTolerancePpm)) {
       this.writeTscMultiplier(vcpu, host);
       return 0;
     }
@@ -1416,6 +1414,16 @@ function storeU64(arr: Uint32Array, index: number, v: bigint): void {
   const s = slotOf(index) * 2;
   arr[s] = Number(v & 0xffffffffn);
   arr[s + 1] = Number((v >> 32n) & 0xffffffffn);
+}
+
+/** adjust_tsc_khz: khz moved by ppm parts per million, rounded down as the kernel's u64 division does. */
+export function adjustTscKhz(khz: number, ppm: number): number {
+  return Math.floor((khz * (1e6 + ppm)) / 1e6);
+}
+
+/** kvm.tsc_tolerance_ppm from a profile's module parameters (the kernel's default: 250). */
+export function tscTolerancePpm(params: Record<string, string>): number {
+  return Number(params['kvm.tsc_tolerance_ppm'] ?? '250');
 }
 
 /** "6.12.117" -> 612, "6.18.44-fc-v782" -> 618; an unreadable version counts as the newest known. */

@@ -7,6 +7,7 @@ import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import type { RealKvm } from '../native/real-kvm.js';
 import { parseProfile, profileToJson, type HostProfile, type ProfileMsr, type VendorModule } from '../kvm/profile.js';
+import { adjustTscKhz, tscTolerancePpm } from '../kvm/x86.js';
 import { KVMSR_VERSION } from '../version.js';
 
 /** MSRs read on a fresh vCPU besides the listed ones, to record how unlisted indices answer. */
@@ -118,7 +119,7 @@ function kernelTscKhz(real: RealKvm, vm: number, vcpuKhz: number, ppm: number): 
     }
     // The smallest tsc_khz whose lower threshold (u64 arithmetic, rounded down) is hi.
     let khz = Math.floor((hi * 1e6) / (1e6 - ppm));
-    while (Math.floor((khz * (1e6 - ppm)) / 1e6) < hi) khz++;
+    while (adjustTscKhz(khz, -ppm) < hi) khz++;
     return khz;
   } finally {
     real.close(vcpu);
@@ -167,7 +168,7 @@ export function captureProfile(real: RealKvm): HostProfile {
     const tscUnstable = tscUnstableMeasured(real, vcpu);
     const vendor = vendorModule();
     const params = moduleParams(vendor);
-    const ppm = Number(params['kvm.tsc_tolerance_ppm'] ?? '250');
+    const ppm = tscTolerancePpm(params);
     const hostTscKhz = (vmExt[I.KVM_CAP.TSC_CONTROL] ?? system[I.KVM_CAP.TSC_CONTROL] ?? 0) > 0 ? undefined : kernelTscKhz(real, vm, tscKhz, ppm);
     const specCtrlAccepted = msrIndexList.includes(0x48) ? acceptedBits(real, vcpu, 0x48) : undefined;
     const cpu = cpuInfo();
