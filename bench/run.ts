@@ -28,6 +28,9 @@ interface Row {
   nsPerOp: number;
   entriesPerSec: number;
   ratioToKvmsr: number;
+  /** The C loop only: its two timings around kvmsr's suite. */
+  cBeforeNs?: number;
+  cAfterNs?: number;
 }
 const rows: Row[] = [];
 const notes: string[] = [];
@@ -69,19 +72,29 @@ interface CResult {
   getNsPerIoctl: number;
   setNsPerIoctl: number;
 }
-function runC(): CResult[] {
+/** The C loop's executable, built once; null (with a note) where gcc is missing. */
+function buildC(): string | null {
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'kvmsr-bench-'));
-    const exe = join(dir, 'msr_loop');
+    const exe = join(mkdtempSync(join(tmpdir(), 'kvmsr-bench-')), 'msr_loop');
     execFileSync('gcc', ['-O2', '-o', exe, join(ROOT, 'bench', 'c', 'msr_loop.c')]);
-    const out = execFileSync(exe, list.map((i) => '0x' + i.toString(16)), { encoding: 'utf8' });
-    return out.trim().split('\n').map((l) => JSON.parse(l) as CResult);
+    return exe;
   } catch (e) {
     notes.push(`C peer skipped: ${(e as Error).message.split('\n')[0]}`);
-    return [];
+    return null;
   }
 }
-const cResults = runC();
+const cExe = buildC();
+/**
+ * The C loop at batch size n, timed for C_MS per op. It runs right before and right after kvmsr's
+ * suite of the same size: this machine's speed drifts by up to 2x within a minute, so a C figure
+ * taken at the start of the run would give a ratio across two time windows.
+ */
+const C_MS = 150;
+function runC(n: number): CResult | null {
+  if (cExe === null) return null;
+  const out = execFileSync(cExe, [String(n), String(C_MS), ...list.map((i) => '0x' + i.toString(16))], { encoding: 'utf8' });
+  return JSON.parse(out) as CResult;
+}
 
 // ---- benny suites ----
 function record(suiteName: string, entries: number) {
@@ -101,12 +114,13 @@ function record(suiteName: string, entries: number) {
     }
   });
 }
-function addC(suiteName: string, entries: number, key: 'getNsPerIoctl' | 'setNsPerIoctl'): void {
-  const c = cResults.find((r) => r.n === entries);
+/** Adds the C row: the mean of the runs just before and just after kvmsr's suite. */
+function addC(suiteName: string, entries: number, key: 'getNsPerIoctl' | 'setNsPerIoctl', before: CResult | null, after: CResult | null): void {
   const mine = rows.find((r) => r.suite === suiteName && r.peer === 'kvmsr');
-  if (!c || !mine) return;
-  const ops = 1e9 / c[key];
-  rows.push({ suite: suiteName, entries, peer: 'C loop (gcc -O2)', opsPerSec: ops, nsPerOp: c[key], entriesPerSec: ops * entries, ratioToKvmsr: ops / mine.opsPerSec });
+  if (!before || !after || !mine) return;
+  const ns = (before[key] + after[key]) / 2;
+  const ops = 1e9 / ns;
+  rows.push({ suite: suiteName, entries, peer: 'C loop (gcc -O2)', opsPerSec: ops, nsPerOp: ns, entriesPerSec: ops * entries, ratioToKvmsr: ops / mine.opsPerSec, cBeforeNs: before[key], cAfterNs: after[key] });
 }
 
 const opts = { minSamples: 5, maxTime: 1.5 };
@@ -130,8 +144,9 @@ async function main(): Promise<void> {
       add('JS baseline', () => naive.getMsrs(bufN), opts),
       ...(real ? [add('real kernel', () => real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), opts)] : []),
     ];
+    const before = runC(n);
     await suite(name, ...cases, cycle(), record(name, n), save({ file: `get-${n}`, folder: OUT, format: 'chart.html' }));
-    addC(name, n, 'getNsPerIoctl');
+    addC(name, n, 'getNsPerIoctl', before, runC(n));
   }
   for (const n of SIZES) {
     const name = `KVM_SET_MSRS x${n}`;
@@ -146,8 +161,9 @@ async function main(): Promise<void> {
       add('JS baseline', () => naive.setMsrs(bufN), opts),
       ...(real ? [add('real kernel', () => real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), opts)] : []),
     ];
+    const before = runC(n);
     await suite(name, ...cases, cycle(), record(name, n), save({ file: `set-${n}`, folder: OUT, format: 'chart.html' }));
-    addC(name, n, 'setNsPerIoctl');
+    addC(name, n, 'setNsPerIoctl', before, runC(n));
   }
   {
     const name = 'KVM_GET_MSR_INDEX_LIST';

@@ -8,27 +8,15 @@ import { KVM_CPUID_ENTRY2_LAYOUT, KVM_CPUID2_LAYOUT, KVM_ENABLE_CAP_LAYOUT, KVM_
 import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './cpuid-caps.js';
 import { completeMsrExit } from './guest-msr.js';
 import type { Kvm } from './kvm.js';
-import { MSR_IO_GET, MSR_IO_SET } from './msr-io.js';
 import { findCpuid } from './profile.js';
 import type { IoctlArg } from './user-arg.js';
 import type { Vcpu } from './vcpu.js';
 
 const KVM_CAP_HYPERV_ENFORCE_CPUID = 199;
 
-// The bulk MSR requests as module-local consts (folded by V8; imported bindings are not): they are
-// checked first, before the switch over every other request.
-const GET_MSRS = I.KVM_GET_MSRS;
-const SET_MSRS = I.KVM_SET_MSRS;
-const IO_GET = MSR_IO_GET;
-const IO_SET = MSR_IO_SET;
-const EFAULT_ = EFAULT;
-
+// KVM_GET_MSRS and KVM_SET_MSRS never reach this switch: Kvm.ioctl serves them first (kvm.ts).
 export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number {
   const a = k.args;
-  if (req === GET_MSRS || req === SET_MSRS) {
-    if (!a.resolve(arg)) return -EFAULT_;
-    return k.msrIo(vcpu, req === GET_MSRS ? IO_GET : IO_SET);
-  }
   switch (req) {
     case I.KVM_SET_CPUID2:
       return setCpuid2(k, vcpu, arg);

@@ -1,7 +1,7 @@
 // The device: file descriptors for /dev/kvm, VMs and vCPUs, and ioctl() dispatch on the real
 // request numbers. ioctl returns what the kernel's handler returns: a value >= 0 or -errno.
-import { EBADF, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
-import { ioctlName } from '../abi/kvm-ioctls.js';
+import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
+import { ioctlName, KVM_GET_MSRS, KVM_SET_MSRS } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
 import * as Files from './files.js';
@@ -11,7 +11,7 @@ import { systemIoctl } from './ioctl-system.js';
 import { vfsIoctl } from './ioctl-vfs.js';
 import * as VcpuIoctl from './ioctl-vcpu.js';
 import { vmIoctl } from './ioctl-vm.js';
-import { msrIo } from './msr-io.js';
+import { MSR_IO_GET, MSR_IO_SET, msrIo } from './msr-io.js';
 import type { MsrValue } from './msr-ret.js';
 import { isValidatedProfile, parseProfile, type HostProfile } from './profile.js';
 import { ArgResolver, type IoctlArg } from './user-arg.js';
@@ -26,6 +26,11 @@ import { X86, type X86Options } from './x86.js';
 const { FD_VCPU, FD_VM } = Files;
 const { vcpuIoctl } = VcpuIoctl;
 const EBADF_ = EBADF;
+const EFAULT_ = EFAULT;
+const GET_MSRS = KVM_GET_MSRS;
+const SET_MSRS = KVM_SET_MSRS;
+const MSR_IO_GET_ = MSR_IO_GET;
+const MSR_IO_SET_ = MSR_IO_SET;
 
 export interface KvmOptions extends X86Options {
   /** A HostProfile, or the parsed JSON that `kvmsr profile capture` writes. Default: built in. */
@@ -107,6 +112,12 @@ export class Kvm {
     }
     switch (f.kind) {
       case FD_VCPU:
+        // The bulk MSR requests first, here: KVM_GET_MSRS is above 2^31, so passing `req` on to a
+        // call V8 does not inline would box it in a new heap number on every ioctl.
+        if (req === GET_MSRS || req === SET_MSRS) {
+          if (!this.args.resolve(arg)) return -EFAULT_;
+          return this.msrIo(f.vcpu, req === GET_MSRS ? MSR_IO_GET_ : MSR_IO_SET_);
+        }
         return vcpuIoctl(this, f.vcpu, req, arg);
       case FD_VM:
         return vmIoctl(this, f.vm, req, arg);
