@@ -13,6 +13,7 @@ import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { loadRealKvm, realKvmStatus } from '../src/native/real-kvm.js';
 import { NaiveMsrs } from './baseline/naive-msrs.js';
+import { TableLoop } from './baseline/table-loop.js';
 import { parseCapture } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 
@@ -47,6 +48,7 @@ const readAll = encodeMsrs(list.map((index) => ({ index, data: 0n })));
 kvm.ioctlOrThrow(vcpu, I.KVM_GET_MSRS, readAll);
 const resetValues = decodeMsrs(readAll).entries.map((e) => [e.index, e.data] as [number, bigint]);
 const naive = new NaiveMsrs(resetValues);
+const tableLoop = new TableLoop(list);
 /** A SET batch of values that pass validation: what a fresh vCPU reads (the TSC's write is cheap too). */
 const setBatch = (n: number): Uint8Array => {
   const v = new Map(resetValues);
@@ -124,6 +126,8 @@ function addC(suiteName: string, entries: number, key: 'getNsPerIoctl' | 'setNsP
 }
 
 const opts = { minSamples: 5, maxTime: 1.5 };
+/** The C loop's algorithm in JavaScript, with no KVM rule (bench/baseline/table-loop.ts). */
+const TABLE_LOOP = 'JS table loop (no rules)';
 /** Every peer must process the whole batch, or a regression that stops early would look faster. */
 function mustProcessAll(peer: string, what: string, got: number, n: number): void {
   if (got !== n) throw new Error(`bench: ${peer} ${what} returned ${got}, not ${n}: the batch would not measure the same work`);
@@ -136,12 +140,15 @@ async function main(): Promise<void> {
     const bufK = encodeMsrs(batch(n).map((index) => ({ index, data: 0n })));
     const bufN = bufK.slice();
     const bufR = bufK.slice();
+    const bufT = bufK.slice();
     mustProcessAll('kvmsr', name, kvm.ioctl(vcpu, I.KVM_GET_MSRS, bufK), n);
     mustProcessAll('JS baseline', name, naive.getMsrs(bufN), n);
+    mustProcessAll(TABLE_LOOP, name, tableLoop.getMsrs(bufT), n);
     if (real) mustProcessAll('real kernel', name, real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), n);
     const cases = [
       add('kvmsr', () => kvm.ioctl(vcpu, I.KVM_GET_MSRS, bufK), opts),
       add('JS baseline', () => naive.getMsrs(bufN), opts),
+      add(TABLE_LOOP, () => tableLoop.getMsrs(bufT), opts),
       ...(real ? [add('real kernel', () => real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), opts)] : []),
     ];
     const before = runC(n);
@@ -153,12 +160,15 @@ async function main(): Promise<void> {
     const bufK = setBatch(n);
     const bufN = bufK.slice();
     const bufR = bufK.slice();
+    const bufT = bufK.slice();
     mustProcessAll('kvmsr', name, kvm.ioctl(vcpu, I.KVM_SET_MSRS, bufK), n);
     mustProcessAll('JS baseline', name, naive.setMsrs(bufN), n);
+    mustProcessAll(TABLE_LOOP, name, tableLoop.setMsrs(bufT), n);
     if (real) mustProcessAll('real kernel', name, real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), n);
     const cases = [
       add('kvmsr', () => kvm.ioctl(vcpu, I.KVM_SET_MSRS, bufK), opts),
       add('JS baseline', () => naive.setMsrs(bufN), opts),
+      add(TABLE_LOOP, () => tableLoop.setMsrs(bufT), opts),
       ...(real ? [add('real kernel', () => real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), opts)] : []),
     ];
     const before = runC(n);
