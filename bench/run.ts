@@ -14,6 +14,7 @@ import { Kvm } from '../src/kvm/kvm.js';
 import { loadRealKvm, realKvmStatus } from '../src/native/real-kvm.js';
 import { NaiveMsrs } from './baseline/naive-msrs.js';
 import { TableLoop } from './baseline/table-loop.js';
+import { C_LOOP, evaluateTargets, JS_BASELINE, KERNEL, targetTable, type BenchRow } from './targets.js';
 import { parseCapture } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 
@@ -21,18 +22,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = join(ROOT, 'bench', 'results');
 const SIZES = [1, 8, 32, 128, 255];
 
-interface Row {
-  suite: string;
-  entries: number;
-  peer: string;
-  opsPerSec: number;
-  nsPerOp: number;
-  entriesPerSec: number;
-  ratioToKvmsr: number;
-  /** The C loop only: its two timings around kvmsr's suite. */
-  cBeforeNs?: number;
-  cAfterNs?: number;
-}
+type Row = BenchRow;
 const rows: Row[] = [];
 const notes: string[] = [];
 
@@ -122,7 +112,7 @@ function addC(suiteName: string, entries: number, key: 'getNsPerIoctl' | 'setNsP
   if (!before || !after || !mine) return;
   const ns = (before[key] + after[key]) / 2;
   const ops = 1e9 / ns;
-  rows.push({ suite: suiteName, entries, peer: 'C loop (gcc -O2)', opsPerSec: ops, nsPerOp: ns, entriesPerSec: ops * entries, ratioToKvmsr: ops / mine.opsPerSec, cBeforeNs: before[key], cAfterNs: after[key] });
+  rows.push({ suite: suiteName, entries, peer: C_LOOP, opsPerSec: ops, nsPerOp: ns, entriesPerSec: ops * entries, ratioToKvmsr: ops / mine.opsPerSec, cBeforeNs: before[key], cAfterNs: after[key] });
 }
 
 const opts = { minSamples: 5, maxTime: 1.5 };
@@ -142,14 +132,14 @@ async function main(): Promise<void> {
     const bufR = bufK.slice();
     const bufT = bufK.slice();
     mustProcessAll('kvmsr', name, kvm.ioctl(vcpu, I.KVM_GET_MSRS, bufK), n);
-    mustProcessAll('JS baseline', name, naive.getMsrs(bufN), n);
+    mustProcessAll(JS_BASELINE, name, naive.getMsrs(bufN), n);
     mustProcessAll(TABLE_LOOP, name, tableLoop.getMsrs(bufT), n);
-    if (real) mustProcessAll('real kernel', name, real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), n);
+    if (real) mustProcessAll(KERNEL, name, real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), n);
     const cases = [
       add('kvmsr', () => kvm.ioctl(vcpu, I.KVM_GET_MSRS, bufK), opts),
-      add('JS baseline', () => naive.getMsrs(bufN), opts),
+      add(JS_BASELINE, () => naive.getMsrs(bufN), opts),
       add(TABLE_LOOP, () => tableLoop.getMsrs(bufT), opts),
-      ...(real ? [add('real kernel', () => real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), opts)] : []),
+      ...(real ? [add(KERNEL, () => real.ioctl(realVcpu, I.KVM_GET_MSRS, bufR), opts)] : []),
     ];
     const before = runC(n);
     await suite(name, ...cases, cycle(), record(name, n), save({ file: `get-${n}`, folder: OUT, format: 'chart.html' }));
@@ -162,14 +152,14 @@ async function main(): Promise<void> {
     const bufR = bufK.slice();
     const bufT = bufK.slice();
     mustProcessAll('kvmsr', name, kvm.ioctl(vcpu, I.KVM_SET_MSRS, bufK), n);
-    mustProcessAll('JS baseline', name, naive.setMsrs(bufN), n);
+    mustProcessAll(JS_BASELINE, name, naive.setMsrs(bufN), n);
     mustProcessAll(TABLE_LOOP, name, tableLoop.setMsrs(bufT), n);
-    if (real) mustProcessAll('real kernel', name, real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), n);
+    if (real) mustProcessAll(KERNEL, name, real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), n);
     const cases = [
       add('kvmsr', () => kvm.ioctl(vcpu, I.KVM_SET_MSRS, bufK), opts),
-      add('JS baseline', () => naive.setMsrs(bufN), opts),
+      add(JS_BASELINE, () => naive.setMsrs(bufN), opts),
       add(TABLE_LOOP, () => tableLoop.setMsrs(bufT), opts),
-      ...(real ? [add('real kernel', () => real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), opts)] : []),
+      ...(real ? [add(KERNEL, () => real.ioctl(realVcpu, I.KVM_SET_MSRS, bufR), opts)] : []),
     ];
     const before = runC(n);
     await suite(name, ...cases, cycle(), record(name, n), save({ file: `set-${n}`, folder: OUT, format: 'chart.html' }));
@@ -182,7 +172,7 @@ async function main(): Promise<void> {
     await suite(
       name,
       add('kvmsr', () => kvm.ioctl(sys, I.KVM_GET_MSR_INDEX_LIST, bufK), opts),
-      ...(real ? [add('real kernel', () => real.ioctl(realSys, I.KVM_GET_MSR_INDEX_LIST, bufR), opts)] : []),
+      ...(real ? [add(KERNEL, () => real.ioctl(realSys, I.KVM_GET_MSR_INDEX_LIST, bufR), opts)] : []),
       cycle(),
       record(name, 0),
       save({ file: 'index-list', folder: OUT, format: 'chart.html' }),
@@ -205,9 +195,13 @@ async function main(): Promise<void> {
       notes.push(`replay of ${f}: ${Math.round(r.opsPerSec * ioctls).toLocaleString('en')} ioctls per second, fds, profile and comparison included`);
     }
   }
-  const result = { date: new Date().toISOString(), node: process.version, profile: kvm.profile.host, notes, rows };
+  const targets = evaluateTargets(rows, SIZES, {
+    kernel: real ? 'the kernel peer did not run' : `no kernel peer: ${status.ok ? 'the FFI did not load' : status.reason}`,
+    c: cExe === null ? 'no C peer (gcc missing)' : 'the C peer did not run',
+  });
+  const result = { date: new Date().toISOString(), node: process.version, profile: kvm.profile.host, notes, targets, rows };
   writeFileSync(join(OUT, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
-  process.stdout.write('\n' + table() + '\n' + notes.map((n) => `note: ${n}`).join('\n') + '\n');
+  process.stdout.write('\n' + table() + '\n\n' + targetTable(targets) + '\n' + notes.map((n) => `note: ${n}`).join('\n') + '\n');
 }
 
 function table(): string {

@@ -6,6 +6,7 @@ import { decodeMsrs, encodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { NaiveMsrs } from '../bench/baseline/naive-msrs.js';
 import { TableLoop } from '../bench/baseline/table-loop.js';
+import { C_LOOP, evaluateTargets, JS_BASELINE, KERNEL, targetTable, type BenchRow, type Target } from '../bench/targets.js';
 import { machine } from './helpers.js';
 
 describe('bench peers', () => {
@@ -35,5 +36,39 @@ describe('bench peers', () => {
     expect(new NaiveMsrs(values).getMsrs(big.slice())).toBe(-7);
     expect(new TableLoop(list).getMsrs(big.slice())).toBe(-7);
     expect(new TableLoop(list).setMsrs(big.slice())).toBe(-7);
+  });
+});
+
+describe('bench targets', () => {
+  const row = (suite: string, peer: string, ratioToKvmsr: number): BenchRow => ({ suite, entries: 0, peer, opsPerSec: 1, nsPerOp: 1, entriesPerSec: 1, ratioToKvmsr });
+  const missing = { kernel: 'no kernel peer: /dev/kvm is absent', c: 'no C peer' };
+  const byName = (t: Target[], prefix: string): Target => t.find((x) => x.target.startsWith(prefix))!;
+
+  test('a target whose peer did not run is not measured, with why', () => {
+    const t = evaluateTargets([row('KVM_GET_MSRS x255', 'kvmsr', 1)], [255], missing);
+    expect(byName(t, 'KVM_GET_MSRS x255: >= 10x the kernel')).toEqual({ target: 'KVM_GET_MSRS x255: >= 10x the kernel', reached: null, status: 'not measured', why: missing.kernel });
+    expect(byName(t, 'KVM_GET_MSRS x255: within 4x').status).toBe('not measured');
+    expect(targetTable(t)).toContain('| KVM_SET_MSRS x255: >= 5x the kernel | - | not measured (no kernel peer: /dev/kvm is absent) |');
+  });
+
+  test('ratios are judged as kvmsr over the peer, at each threshold', () => {
+    const rows = [
+      row('KVM_GET_MSRS x255', KERNEL, 1 / 10), // kvmsr 10x the kernel: met
+      row('KVM_SET_MSRS x255', KERNEL, 1 / 4.9), // 4.9x: not met
+      row('KVM_GET_MSRS x1', KERNEL, 1 / 25),
+      row('KVM_GET_MSRS x255', JS_BASELINE, 1 / 8),
+      row('KVM_SET_MSRS x255', JS_BASELINE, 1 / 7.9),
+      row('KVM_GET_MSRS x255', C_LOOP, 4), // C 4x kvmsr: within 4x
+    ];
+    const t = evaluateTargets(rows, [255], missing);
+    expect(byName(t, 'KVM_GET_MSRS x255: >= 10x').status).toBe('met');
+    expect(byName(t, 'KVM_SET_MSRS x255: >= 5x').status).toBe('not met');
+    expect(byName(t, 'KVM_GET_MSRS x1: >= 20x').status).toBe('met');
+    expect(byName(t, 'KVM_GET_MSRS x255: >= 8x the JS').status).toBe('met');
+    expect(byName(t, 'KVM_SET_MSRS x255: >= 8x the JS').status).toBe('not met');
+    expect(byName(t, 'KVM_GET_MSRS x255: within 4x').status).toBe('met');
+    const slower = evaluateTargets([row('KVM_GET_MSRS x255', C_LOOP, 4.1)], [255], missing);
+    expect(byName(slower, 'KVM_GET_MSRS x255: within 4x').status).toBe('not met');
+    expect(targetTable(slower)).toContain('| KVM_GET_MSRS x255: within 4x of the C loop | 1/4.1 | not met |');
   });
 });
