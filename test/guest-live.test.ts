@@ -16,6 +16,7 @@ import type { GuestMsrResult } from '../src/kvm/guest-msr.js';
 import type { HostProfile } from '../src/kvm/profile.js';
 import { loadRealKvm, realKvmStatus } from '../src/native/real-kvm.js';
 import { captureProfile } from '../src/profile/capture.js';
+import { datas, msrs } from './helpers.js';
 
 const status = realKvmStatus();
 const cc = spawnSync('cc', ['--version']).status === 0;
@@ -28,6 +29,8 @@ interface Mode {
   userMsr: number;
 }
 type Step = ['r', number] | ['w', number, bigint];
+/** Steps with host ioctls between guest ones: a one-entry KVM_GET_MSRS (h) or KVM_SET_MSRS (H), or a pause in ms (s). */
+type MixedStep = Step | ['h', number] | ['H', number, bigint] | ['s', number];
 type Seen = { kind: 'ok'; value: string } | { kind: 'gp' } | { kind: 'exit'; exitReason: number; reason: number; index: string; data: string };
 
 const hex = (v: bigint): string => '0x' + v.toString(16);
@@ -76,9 +79,9 @@ describe.skipIf(why !== '')(`guest RDMSR/WRMSR against /dev/kvm${why ? ` (skippe
     profile = captureProfile(loadRealKvm()!);
   });
 
-  const onKernel = (mode: Mode, steps: Step[]): Seen[] => {
+  const onKernel = (mode: Mode, steps: MixedStep[]): Seen[] => {
     const args = [...(mode.irqchip ? ['--irqchip'] : []), ...(mode.cpuid ? ['--cpuid'] : []), ...(mode.userMsr ? ['--user-msr', String(mode.userMsr)] : [])];
-    const input = steps.map((s) => (s[0] === 'r' ? `r ${s[1]}` : `w ${s[1]} ${s[2]}`)).join('\n') + '\n';
+    const input = steps.map((s) => s.join(' ')).join('\n') + '\n';
     const r = spawnSync(exe, args, { input, encoding: 'utf8', maxBuffer: 1 << 24 });
     const lines = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Seen & { fatal?: string });
     const fatal = lines.find((l) => l.fatal !== undefined);
@@ -113,6 +116,56 @@ describe.skipIf(why !== '')(`guest RDMSR/WRMSR against /dev/kvm${why ? ` (skippe
     const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
     return kvm.vcpuOf(kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0))!.tscKhz === 0;
   };
+  test('IA32_TSC across guest entries: host reads and the guest read move as the kernel\'s do', () => {
+    // A host write far from the TSC starts a generation. On a stable host the TSC counts from it;
+    // on an unstable one it stands still between entries, and each entry catches it up to the
+    // generation's time (kvm_arch_vcpu_load sets tsc_catchup there); a vCPU whose multiplier was
+    // never written stands still. Compared within 150 ms of cycles: the two sides run the same
+    // steps at different times, and the pause (600 ms) is what a missed catch-up would lose.
+    const mode: Mode = { irqchip: false, cpuid: true, userMsr: 0 };
+    const X = 1n << 44n;
+    const steps: MixedStep[] = [['H', 0x10, X], ['h', 0x10], ['s', 600], ['h', 0x10], ['r', 0x10], ['h', 0x10]];
+    const real = onKernel(mode, steps);
+    const kvm = new Kvm({ profile });
+    const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    kvm.ioctlOrThrow(v, I.KVM_SET_CPUID2, encodeCpuid2(profile.supportedCpuid));
+    const emu = steps.map((s): Seen => {
+      switch (s[0]) {
+        case 's':
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, s[1]);
+          return { kind: 'ok', value: 'slept' };
+        case 'h':
+        case 'H': {
+          const b = msrs([[s[1], s[0] === 'H' ? s[2] : 0n]]);
+          const r = kvm.ioctl(v, s[0] === 'h' ? I.KVM_GET_MSRS : I.KVM_SET_MSRS, b);
+          return r === 1 ? { kind: 'ok', value: hex(datas(b)[0]!) } : { kind: 'gp' };
+        }
+        case 'r': {
+          kvm.markRan(v); // the step's KVM_RUN
+          const g = kvm.rdmsr(v, s[1]);
+          return g.kind === 'ok' ? { kind: 'ok', value: hex(g.value) } : { kind: 'gp' };
+        }
+        default:
+          throw new Error(`unexpected step ${s[0]}`);
+      }
+    });
+    const window = BigInt(Math.ceil(150 * profile.tscKhz));
+    const diffs: string[] = [];
+    steps.forEach((s, k) => {
+      if (s[0] === 's') return;
+      const a = real[k]!;
+      const b = emu[k]!;
+      if (a.kind !== 'ok' || b.kind !== 'ok') {
+        if (a.kind !== b.kind) diffs.push(`step ${k} ${s[0]}: kernel ${JSON.stringify(a)}, kvmsr ${JSON.stringify(b)}`);
+        return;
+      }
+      const d = BigInt(a.value) - BigInt(b.value);
+      if ((d < 0n ? -d : d) > window) diffs.push(`step ${k} ${s[0]} 0x${s[1].toString(16)}: kernel ${a.value}, kvmsr ${b.value} (${Number(d) / profile.tscKhz} ms apart)`);
+    });
+    expect(diffs, `kernel ${JSON.stringify(real)}`).toEqual([]);
+  });
+
   for (const [name, mode] of modes) {
     test(`with ${name}: every step sees what the kernel's guest saw`, () => {
       const steps = stepsFor(mode);
@@ -123,8 +176,9 @@ describe.skipIf(why !== '')(`guest RDMSR/WRMSR against /dev/kvm${why ? ` (skippe
       steps.forEach((s, k) => {
         const a = real[k]!;
         const b = emu[k]!;
-        // IA32_TSC: the guest reads a moving counter; both must read it, and non-zero, unless the
-        // host TSC is unstable: then kvmsr's vCPU, which never runs, stands at last_guest_tsc. A
+        // IA32_TSC: the guest reads a moving counter, and the two sides run these steps at
+        // different times, so both must read it, and non-zero (on an unstable host a fresh vCPU's
+        // TSC may read 0 until an entry catches it up; the test above compares values there). A
         // vCPU whose TSC multiplier was never written reads its offset on both sides: exactly,
         // unless a catch-up moved it, to a time kvmsr can only estimate (then: both non-zero).
         if (s[0] === 'r' && s[1] === 0x10 && a.kind === 'ok' && b.kind === 'ok' && (tscEstimated[k] || !tscStandsStill(profile))) {

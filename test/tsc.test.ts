@@ -227,6 +227,29 @@ describe('an unstable host TSC (kvm_arch_vcpu_load with kvm_check_tsc_unstable)'
     expect(s.get(a, 0x10)).toBe(0x1234_5678_9abcn);
   });
 
+  test('a guest entry catches the TSC up to its generation: every vcpu_load sets tsc_catchup there', () => {
+    // kvm_arch_vcpu_load on an unstable host sets tsc_catchup and requests a clock update, so
+    // kvm_guest_time_update at the next entry moves the TSC up to compute_guest_tsc (no master
+    // clock: the time is the clock's own). Between entries it stands still again.
+    const s = setup(unstable);
+    const a = s.vcpu(0);
+    s.advance(5000);
+    expect(s.get(a, 0x10)).toBe(0n);
+    s.kvm.markRan(a);
+    expect(s.get(a, 0x10)).toBe(5000n * s.khz);
+    s.advance(1000);
+    expect(s.get(a, 0x10)).toBe(5000n * s.khz);
+    const g = s.kvm.rdmsr(a, 0x10); // a guest RDMSR is an entry too
+    expect(g.kind === 'ok' ? g.value : g.kind).toBe(6000n * s.khz);
+    expect(s.kvm.tscEstimated(a)).toBe(false);
+    // A host write far away starts a generation there; the next entry counts from it.
+    expect(s.set(a, 0x10, 0x1234_5678_9abcn)).toBe(1);
+    s.advance(2000);
+    expect(s.get(a, 0x10)).toBe(0x1234_5678_9abcn);
+    s.kvm.markRan(a);
+    expect(s.get(a, 0x10)).toBe(0x1234_5678_9abcn + 2000n * s.khz);
+  });
+
   test('the flag round-trips through the profile JSON, and a stable profile still counts', () => {
     const back = parseProfile(JSON.parse(JSON.stringify(profileToJson(unstable))), 'p.json');
     expect(back.tscUnstable).toBe(true);

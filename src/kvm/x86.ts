@@ -554,14 +554,16 @@ export class X86 {
   }
 
   /**
-   * kvm_guest_time_update with tsc_catchup, which runs at each guest entry once set_tsc_khz took a
-   * rate above the host's without TSC scaling (tsc_always_catchup): the offset is moved up to
-   * this_tsc_write plus the virtual cycles since this_tsc_nsec. The kernel takes that time from
-   * the master clock's last update, which kvmsr cannot know; it takes now, and says the value is
-   * an estimate.
+   * kvm_guest_time_update with tsc_catchup at a guest entry: the offset is moved up to
+   * this_tsc_write plus the virtual cycles since this_tsc_nsec (compute_guest_tsc), if that is
+   * ahead. tsc_catchup is set for good when set_tsc_khz took a rate above the host's without TSC
+   * scaling (tsc_always_catchup), and on an unstable host by every kvm_arch_vcpu_load, which also
+   * requests the clock update (KVM_REQ_GLOBAL_CLOCK_UPDATE, as there is no master clock).
+   * Without a master clock the kernel takes that time from the clock itself, as kvmsr does; with
+   * one, from the master clock's last update, which kvmsr cannot know, so the value is an estimate.
    */
   enterGuest(vcpu: Vcpu): void {
-    if (!vcpu.tscCatchup || this.tscUnstable || !this.vendor.tscOffsetHonored) return;
+    if ((!vcpu.tscCatchup && !this.tscUnstable) || !this.vendor.tscOffsetHonored) return;
     const now = this.clock();
     const target = this.scratch;
     addCycles(vcpu.thisTscLo, vcpu.thisTscHi, Math.floor((now - vcpu.thisTscAt) * vcpu.virtualTscKhz), target);

@@ -81,9 +81,27 @@ int main(int argc, char **argv) {
     char *q = line;
     while (*q == ' ') q++;
     op = *q++;
-    if (op != 'r' && op != 'w') continue;
+    if (op != 'r' && op != 'w' && op != 'h' && op != 'H' && op != 's') continue;
     unsigned long long index = strtoull(q, &q, 0);
     unsigned long long value = strtoull(q, &q, 0); /* the full u64 range, unlike %lli */
+    if (op == 's') {
+      usleep((useconds_t)index * 1000);
+      printf("{\"kind\":\"slept\"}\n");
+      fflush(stdout);
+      continue;
+    }
+    if (op == 'h' || op == 'H') {
+      struct { struct kvm_msrs h; struct kvm_msr_entry e; } m;
+      memset(&m, 0, sizeof m);
+      m.h.nmsrs = 1;
+      m.e.index = (unsigned int)index;
+      m.e.data = value;
+      int r = ioctl(vcpu, op == 'h' ? KVM_GET_MSRS : KVM_SET_MSRS, &m);
+      if (r == 1) printf("{\"kind\":\"ok\",\"value\":\"0x%llx\"}\n", (unsigned long long)m.e.data);
+      else printf("{\"kind\":\"host-refused\",\"ret\":%d}\n", r);
+      fflush(stdout);
+      continue;
+    }
     unsigned char *p = mem + CODE;
     unsigned int lo = (unsigned int)value, hi = (unsigned int)(value >> 32), idx = (unsigned int)index;
     *p++ = 0x66; *p++ = 0xb9; memcpy(p, &idx, 4); p += 4;   /* mov ecx, idx */
