@@ -22,8 +22,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = join(ROOT, 'bench', 'results');
 const SIZES = [1, 8, 32, 128, 255];
 
-type Row = BenchRow;
-const rows: Row[] = [];
+const rows: BenchRow[] = [];
 const notes: string[] = [];
 
 // ---- the machines under test ----

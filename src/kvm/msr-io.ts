@@ -119,7 +119,8 @@ export function msrIo(
 /**
  * KVM_GET_MSRS over u32 words: first is the word of the first entry (its index; the data follows at + 2).
  * Every fast class is handled inline, so the loop calls out only for the TSC and the full path.
- * A read changes none of the gates (capabilities, PV features), so they are read once.
+ * No MSR access changes the gates (capabilities, PV features: CPUID and KVM_ENABLE_CAP set them),
+ * so both loops read them once.
  */
 function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first: number, n: number, out: MsrValue): number {
   const msrs = vcpu.msrs;
@@ -127,8 +128,7 @@ function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first:
   const capMask = x86.capMask;
   const pvBit = x86.pvBit;
   const caps = vcpu.capBits;
-  // guest_pv_has as a mask: every feature counts unless enforcement is on.
-  const pv = vcpu.enforcePvCpuid ? vcpu.pvFeatures : -1;
+  const pv = pvMask(vcpu);
   // w: a fresh int32 local (a parameter as loop variable stays a tagged value).
   for (let i = 0, w = first | 0; i < n; i++, w += 4) {
     const index = i32[w]!;
@@ -182,6 +182,10 @@ function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first:
 function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number): number {
   const msrs = vcpu.msrs;
   const fast = vcpu.hasRun ? x86.fastSetRan : x86.fastSet;
+  const capMask = x86.capMask;
+  const pvBit = x86.pvBit;
+  const caps = vcpu.capBits;
+  const pv = pvMask(vcpu);
   for (let i = 0, w = first | 0; i < n; i++, w += 4) {
     const index = i32[w]!;
     // int32 halves: see x86.ts on why written values travel signed.
@@ -217,44 +221,44 @@ function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number
           if (lo === 0 && hi === 0) break store;
           break;
         case SET_PV_STORE:
-          if (pvHas(vcpu, x86.pvBit[s]!)) break store;
+          if (((pv >>> pvBit[s]!) & 1) !== 0) break store;
           break;
         case SET_PV_ZERO_STORE:
-          if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          if (lo === 0 && hi === 0 && ((pv >>> pvBit[s]!) & 1) !== 0) break store;
           break;
         case SET_PV_ZERO_ONLY:
-          if (lo === 0 && hi === 0 && pvHas(vcpu, x86.pvBit[s]!)) continue;
+          if (lo === 0 && hi === 0 && ((pv >>> pvBit[s]!) & 1) !== 0) continue;
           break;
         case SET_PV_BIT0_STORE:
-          if (hi === 0 && (lo & ~1) === 0 && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          if (hi === 0 && (lo & ~1) === 0 && ((pv >>> pvBit[s]!) & 1) !== 0) break store;
           break;
         case SET_PV_BYTE_STORE_IF_IRQCHIP:
-          if (hi === 0 && lo >>> 8 === 0 && vcpu.vm.irqchip && pvHas(vcpu, x86.pvBit[s]!)) break store;
+          if (hi === 0 && lo >>> 8 === 0 && vcpu.vm.irqchip && ((pv >>> pvBit[s]!) & 1) !== 0) break store;
           break;
         case SET_PV_STORE_KVMCLOCK:
-          if (pvHas(vcpu, x86.pvBit[s]!)) {
+          if (((pv >>> pvBit[s]!) & 1) !== 0) {
             msrs[SYSTEM_TIME_SLOT] = msrs[SYSTEM_TIME_NEW_SLOT] = lo;
             msrs[SYSTEM_TIME_SLOT + 1] = msrs[SYSTEM_TIME_NEW_SLOT + 1] = hi;
             continue;
           }
           break;
         case SET_PV_WALL_CLOCK:
-          if (pvHas(vcpu, x86.pvBit[s]!)) {
+          if (((pv >>> pvBit[s]!) & 1) !== 0) {
             vcpu.vm.wallClockLo = lo;
             vcpu.vm.wallClockHi = hi;
             continue;
           }
           break;
         case SET_STORE_IF_CAP_ELSE_DROP:
-          if ((vcpu.capBits & x86.capMask[s]!) !== 0) break store;
+          if ((caps & capMask[s]!) !== 0) break store;
           continue;
         case SET_STORE_IF_CAP_ELSE_ZERO_ONLY:
-          if ((vcpu.capBits & x86.capMask[s]!) !== 0) break store;
+          if ((caps & capMask[s]!) !== 0) break store;
           if (lo === 0 && hi === 0) continue;
           break;
         case SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY:
           if (lo === 0 && hi === 0) {
-            if ((vcpu.capBits & x86.capMask[s]!) !== 0) break store;
+            if ((caps & capMask[s]!) !== 0) break store;
             continue;
           }
           break;
@@ -268,9 +272,9 @@ function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number
   return n;
 }
 
-/** guest_pv_has: every PV feature counts unless enforcement is on. */
-function pvHas(vcpu: Vcpu, bit: number): boolean {
-  return !vcpu.enforcePvCpuid || ((vcpu.pvFeatures >>> bit) & 1) === 1;
+/** guest_pv_has as a mask: every PV feature counts unless enforcement is on. No write changes it. */
+function pvMask(vcpu: Vcpu): number {
+  return vcpu.enforcePvCpuid ? vcpu.pvFeatures : -1;
 }
 
 function featureLoop(x86: X86, dv: DataView, off: number, n: number, out: MsrValue): number {

@@ -572,7 +572,7 @@ export class X86 {
     this.readTsc(vcpu, target);
     if (tHi > target.hi || (tHi === target.hi && tLo > target.lo)) {
       this.writeTsc(vcpu, tLo, tHi);
-      vcpu.tscEstimated = true;
+      vcpu.tscEstimated = !this.tscUnstable; // timed by the master clock only on a stable host
     }
   }
 
