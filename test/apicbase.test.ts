@@ -7,7 +7,7 @@ import { builtinProfile } from '../src/profiles.js';
 import { encodeCpuid2 } from '../src/abi/codecs.js';
 import { datas, msrs } from './helpers.js';
 
-function vcpus(profile = builtinProfile('pvm-amd-epyc-6.18')) {
+function vcpus(profile = builtinProfile('pvm-amd-epyc-6.18.44-v782-derived')) {
   const kvm = new Kvm({ profile });
   const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
   const a = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);

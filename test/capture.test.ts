@@ -9,10 +9,11 @@ import { KvmRecorder } from '../src/capture/kvm-recorder.js';
 import { CaptureFormatError, parseCapture, recordLine, parseRecord, type CaptureRecord } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 import { Kvm } from '../src/kvm/kvm.js';
+import { sourceProfile } from './helpers.js';
 
 /** A session like a VMM's save: lists, CPUID, filter, reads, write-back, a run, reads again. */
 function session(): KvmRecorder {
-  const kvm = new Kvm();
+  const kvm = new Kvm({ profile: sourceProfile() });
   const rec = new KvmRecorder(kvm);
   const sys = kvm.open('/dev/kvm');
   const l0 = encodeMsrList(0);
@@ -154,7 +155,7 @@ describe('malformed captures', () => {
 });
 
 describe('KVM_SET_SREGS in a capture', () => {
-  function sregsCapture(profileName: 'svm-amd-derived' | 'pvm-amd-epyc-6.18', efer: bigint) {
+  function sregsCapture(profileName: 'svm-amd-derived' | 'pvm-amd-epyc-6.18.44-v782-derived', efer: bigint) {
     return import('../src/profiles.js').then(({ builtinProfile }) => {
       const kvm = new Kvm({ profile: builtinProfile(profileName) });
       const rec = new KvmRecorder(kvm);
@@ -192,7 +193,7 @@ describe('KVM_SET_SREGS in a capture', () => {
     expect(replay(parseCapture(altered, 'a.jsonl')).divergences).toHaveLength(1);
   });
   test('on PVM it stays unknowable and the later values are adopted and counted', async () => {
-    const text = await sregsCapture('pvm-amd-epyc-6.18', 0xd01n);
+    const text = await sregsCapture('pvm-amd-epyc-6.18.44-v782-derived', 0xd01n);
     const r = replay(parseCapture(text, 's.jsonl'));
     expect(r.divergences).toEqual([]);
     expect(r.unknowable.map((u) => u.name)).toEqual(['KVM_SET_SREGS']);

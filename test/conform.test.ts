@@ -10,7 +10,7 @@ import { Kvm } from '../src/kvm/kvm.js';
 import { M } from '../src/kvm/msr-index.js';
 import type { VendorOps } from '../src/kvm/vendor.js';
 import { pvmOps } from '../src/pvm/pvm-ops.js';
-import { defaultProfile } from '../src/profiles.js';
+import { sourceProfile } from './helpers.js';
 
 /** The PVM rules, except that IA32_MISC_ENABLE drops bit 22 on writes. */
 const mutated: VendorOps = {
@@ -26,7 +26,7 @@ const mutated: VendorOps = {
 
 describe('kvmsr conform (kvmsr against kvmsr)', () => {
   test('identical models agree on every systematic and random case', () => {
-    const p = defaultProfile();
+    const p = sourceProfile();
     const c = new Conformance(new Kvm({ profile: p }), new Kvm({ profile: p }), p, { cases: 200, seed: 7 });
     const r = c.run();
     expect(r.disagreements).toEqual([]);
@@ -40,7 +40,7 @@ describe('kvmsr conform (kvmsr against kvmsr)', () => {
   });
 
   test('a one-rule difference is caught and shrunk to a minimal reproducer', () => {
-    const p = defaultProfile();
+    const p = sourceProfile();
     const real = new Kvm({ profile: p, vendor: mutated });
     const c = new Conformance(real, new Kvm({ profile: p }), p, { cases: 0, seed: 1 });
     const r = c.run();
@@ -59,7 +59,7 @@ describe('kvmsr conform (kvmsr against kvmsr)', () => {
   });
 
   test('random batches with a difference are shrunk to the entries that matter', () => {
-    const p = defaultProfile();
+    const p = sourceProfile();
     const c = new Conformance(new Kvm({ profile: p, vendor: mutated }), new Kvm({ profile: p }), p, { cases: 200, seed: 3 });
     const r = c.run();
     const random = r.disagreements.filter((d) => d.group.startsWith('random'));

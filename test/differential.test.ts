@@ -27,7 +27,7 @@ describe.skipIf(!status.ok)(`differential against /dev/kvm${status.ok ? '' : ` (
   let vcpu: FdPair;
   beforeAll(() => {
     real = loadRealKvm()!;
-    profile = captureProfile(real);
+    profile = captureProfile();
     pair = new Pair(real, new Kvm({ profile }));
     sys = pair.open();
     vm = pair.create(sys, I.KVM_CREATE_VM, 0);

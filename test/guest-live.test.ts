@@ -76,7 +76,7 @@ describe.skipIf(why !== '')(`guest RDMSR/WRMSR against /dev/kvm${why ? ` (skippe
     const dir = mkdtempSync(join(tmpdir(), 'kvmsr-guest-'));
     exe = join(dir, 'guest-msr');
     execFileSync('cc', ['-O1', '-o', exe, join(import.meta.dirname, 'c', 'guest-msr.c')]);
-    profile = captureProfile(loadRealKvm()!);
+    profile = captureProfile();
   });
 
   const onKernel = (mode: Mode, steps: MixedStep[]): Seen[] => {

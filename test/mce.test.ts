@@ -5,6 +5,7 @@ import { encodeCpuid2 } from '../src/abi/codecs.js';
 import { EFAULT, EINVAL } from '../src/abi/errno.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { datas, machine, msrs, type Machine } from './helpers.js';
+import { builtinProfile } from '../src/profiles.js';
 
 const ONES = 0xffffffffffffffffn;
 const get = (m: Machine, i: number): bigint | null => {
@@ -80,8 +81,15 @@ describe('machine-check MSRs', () => {
     expect(new DataView(b.buffer).getBigUint64(0, true)).toBe(0x1000100n);
     expect(m.kvm.ioctl(m.sys, I.KVM_X86_GET_MCE_CAP_SUPPORTED, 0)).toBe(-EFAULT);
   });
-  test('SMBASE: the host reads and writes it; the guest gets #GP', () => {
-    const m = machine();
+  test('SMBASE without CONFIG_KVM_SMM (KVM_CAP_X86_SMM 0, as on the kvm_pvm 6.18.44 hosts): no handler, host or guest', () => {
+    const m = machine({ profile: builtinProfile('pvm-amd-epyc-6.18.44-v669') });
+    expect(m.kvm.profile.extensions.system[117]).toBeUndefined();
+    expect(get(m, 0x9e)).toBeNull();
+    expect(set(m, 0x9e, 0n)).toBe(0);
+    expect(m.kvm.rdmsr(m.vcpu, 0x9e)).toEqual({ kind: 'gp' });
+  });
+  test('SMBASE with CONFIG_KVM_SMM: the host reads and writes it; the guest gets #GP', () => {
+    const m = machine({ profile: builtinProfile('svm-amd-derived') });
     expect(get(m, 0x9e)).toBe(0x30000n);
     expect(set(m, 0x9e, 0x40000n)).toBe(1);
     expect(get(m, 0x9e)).toBe(0x40000n);

@@ -5,7 +5,7 @@ import { decodeMsrList, encodeMsrList, encodeMsrs } from '../src/abi/codecs.js';
 import { E2BIG, EFAULT } from '../src/abi/errno.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
-import { datas, hexdump, machine, msrs } from './helpers.js';
+import { datas, hexdump, machine, msrs, sourceProfile } from './helpers.js';
 
 const PAT = 0x277;
 const UNKNOWN = 0x12345678;
@@ -128,7 +128,7 @@ describe('msr_io', () => {
   });
 
   test('write-back of every value read succeeds with an irqchip and reads back the same', () => {
-    const kvm = new Kvm();
+    const kvm = new Kvm({ profile: sourceProfile() });
     const sys = kvm.open('/dev/kvm');
     const vm = kvm.ioctlOrThrow(sys, I.KVM_CREATE_VM, 0);
     kvm.ioctlOrThrow(vm, I.KVM_CREATE_IRQCHIP, 0);

@@ -6,7 +6,7 @@ import { Kvm } from '../src/kvm/kvm.js';
 import { builtinProfile } from '../src/profiles.js';
 import { msrs } from './helpers.js';
 
-function vcpu(name: 'vmx-intel-derived' | 'pvm-amd-epyc-6.18', cpuid: boolean) {
+function vcpu(name: 'vmx-intel-derived' | 'pvm-amd-epyc-6.18.44-v782-derived', cpuid: boolean) {
   const kvm = new Kvm({ profile: builtinProfile(name) });
   const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
   const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
@@ -33,7 +33,7 @@ describe('PRED_CMD and FLUSH_CMD', () => {
     expect(full.kvm.wrmsr(full.v, 0x10b, 1n).kind).toBe('ok');
   });
   test('a host without L1D flush (the PVM host) refuses FLUSH_CMD', () => {
-    const t = vcpu('pvm-amd-epyc-6.18', false);
+    const t = vcpu('pvm-amd-epyc-6.18.44-v782-derived', false);
     expect(t.set(0x10b, 1n)).toBe(0);
   });
 });

@@ -5,8 +5,7 @@ import { describe, expect, test } from 'vitest';
 import { encodeCpuid2 } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
-import { defaultProfile } from '../src/profiles.js';
-import { datas, machine, msrs } from './helpers.js';
+import { datas, machine, msrs, sourceProfile } from './helpers.js';
 
 const ONES = 0xffffffffffffffffn;
 const get = (m: ReturnType<typeof machine>, index: number): bigint | null => {
@@ -24,7 +23,7 @@ const withSupportedCpuid = (m: ReturnType<typeof machine>): void => {
 
 test('every fresh-vCPU value in the profile is what kvmsr reads (IA32_TSC by rule)', () => {
   const m = machine();
-  for (const { index, value } of defaultProfile().vcpuReset) {
+  for (const { index, value } of sourceProfile().vcpuReset) {
     if (index === 0x10) {
       expect(get(m, index)).not.toBeNull();
       continue;

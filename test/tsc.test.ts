@@ -121,7 +121,7 @@ describe('tsc_msrs_test.c (host side, kvm_amd profile)', () => {
 
 describe('PVM: the guest reads the host TSC', () => {
   test('a host write does not move it (pvm_write_tsc_offset forces the offset to 0)', () => {
-    const s = setup(builtinProfile('pvm-amd-epyc-6.18'));
+    const s = setup(builtinProfile('pvm-amd-epyc-6.18.44-v782-derived'));
     const v = s.vcpu(0);
     const before = s.get(v, 0x10);
     expect(before).toBeGreaterThan(0n);
@@ -134,7 +134,7 @@ describe('KVM_SET_TSC_KHZ (kvm_set_tsc_khz)', () => {
   test('without scaling, the tolerance is around the kernel\'s refined tsc_khz (profile.hostTscKhz), not the vCPU rate', () => {
     // Seen live on kvm_amd 6.12 under TCG: a new vCPU reported 2094375 kHz (max_tsc_khz), and
     // QEMU's KVM_SET_TSC_KHZ(2094375) got EINVAL, because the refined tsc_khz was higher.
-    const base = profileToJson(builtinProfile('pvm-amd-epyc-6.18')) as Record<string, unknown>;
+    const base = profileToJson(builtinProfile('pvm-amd-epyc-6.18.44-v782-derived')) as Record<string, unknown>;
     const khz = base['tscKhz'] as number;
     const refined = parseProfile({ ...base, hostTscKhz: khz + 2000 }, 'refined');
     const s = setup(refined);
@@ -143,7 +143,7 @@ describe('KVM_SET_TSC_KHZ (kvm_set_tsc_khz)', () => {
     expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz)).toBe(-22);
     expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz + 2000)).toBe(0);
     expect(parseProfile(JSON.parse(JSON.stringify(profileToJson(refined))), 'p.json').hostTscKhz).toBe(khz + 2000);
-    const plain = setup(builtinProfile('pvm-amd-epyc-6.18'));
+    const plain = setup(builtinProfile('pvm-amd-epyc-6.18.44-v782-derived'));
     expect(plain.kvm.ioctl(plain.vcpu(0), I.KVM_SET_TSC_KHZ, khz)).toBe(0);
   });
   test('kvm_amd profile (TSC scaling): any rate; KVM_GET_TSC_KHZ reports it and the TSC counts at it', () => {
@@ -159,7 +159,7 @@ describe('KVM_SET_TSC_KHZ (kvm_set_tsc_khz)', () => {
     expect(s.kvm.ioctl(v, I.KVM_GET_TSC_KHZ, 0)).toBe(khz);
   });
   test('PVM (no TSC scaling): within tolerance or faster is accepted, slower is EINVAL; the host TSC is still read', () => {
-    const s = setup(builtinProfile('pvm-amd-epyc-6.18'));
+    const s = setup(builtinProfile('pvm-amd-epyc-6.18.44-v782-derived'));
     const v = s.vcpu(0);
     const khz = Number(s.khz);
     expect(s.kvm.ioctl(v, I.KVM_SET_TSC_KHZ, khz + 100)).toBe(0); // 48 ppm
@@ -185,7 +185,7 @@ describe('the VM-wide KVM_SET_TSC_KHZ and virtual_tsc_khz', () => {
     expect(kvm.ioctl(vm, I.KVM_SET_TSC_KHZ, 2000000)).toBe(-22);
   });
   test('a refused slower rate still changes what KVM_GET_TSC_KHZ reports (virtual_tsc_khz is set first)', () => {
-    const kvm = new Kvm({ profile: builtinProfile('pvm-amd-epyc-6.18') });
+    const kvm = new Kvm({ profile: builtinProfile('pvm-amd-epyc-6.18.44-v782-derived') });
     const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
     const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
     expect(kvm.ioctl(v, I.KVM_SET_TSC_KHZ, 1000)).toBe(-22);

@@ -3,6 +3,7 @@
 // bytes (hex). Parsing never throws anything but CaptureFormatError, which names the file, the line
 // and the field; records read before a bad line are kept.
 import { ioctlName } from '../abi/kvm-ioctls.js';
+import { FileLineError } from '../util/file-error.js';
 
 export const CAPTURE_FORMAT = 'kvmsr-capture';
 export const CAPTURE_VERSION = 1;
@@ -48,16 +49,8 @@ export interface CaptureRecord {
   op?: 'ioctl' | 'close';
 }
 
-export class CaptureFormatError extends Error {
-  constructor(
-    readonly file: string,
-    readonly line: number,
-    readonly field: string,
-    message: string,
-  ) {
-    super(`${file}:${line}: ${field}: ${message}`);
-    this.name = 'CaptureFormatError';
-  }
+export class CaptureFormatError extends FileLineError {
+  override name = 'CaptureFormatError';
 }
 
 export const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');

@@ -22,6 +22,8 @@ import { loadRealKvm, realKvmStatus } from '../native/real-kvm.js';
 import { captureProfile } from '../profile/capture.js';
 import { BUILTIN_PROFILES, builtinProfile, defaultProfile, type BuiltinProfileName } from '../profiles.js';
 import { KVMSR_VERSION } from '../version.js';
+import { CliError, print } from './common.js';
+import { registerHarvest } from './harvest.js';
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
 
@@ -47,11 +49,6 @@ function loadProfile(file: string | undefined): HostProfile {
   return parseProfile(json, file);
 }
 
-class CliError extends Error {}
-
-function print(json: boolean, value: unknown, text: () => string): void {
-  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n');
-}
 
 function cmdList(opts: { json?: boolean; profile?: string }): void {
   const kvm = new Kvm({ profile: loadProfile(opts.profile) });
@@ -296,7 +293,7 @@ function cmdRecord(command: string[], opts: { output: string; profile?: boolean 
     if (!real) process.stderr.write(`kvmsr record: no host profile embedded: ${st.ok ? 'the FFI did not load' : st.reason}\n`);
     else {
       try {
-        const p = captureProfile(real);
+        const p = captureProfile();
         if (embedProfile(opts.output, p)) process.stderr.write(`kvmsr record: embedded the host profile (${p.host.vendorModule} ${p.host.kernel}) in ${opts.output}\n`);
       } catch (e) {
         process.stderr.write(`kvmsr record: no host profile embedded: ${(e as Error).message}\n`);
@@ -314,7 +311,7 @@ function cmdConform(opts: { cases?: string; seed?: string; json?: boolean; save?
   const st = realKvmStatus();
   if (!st.ok) throw new CliError(`conform compares kvmsr with the real kernel and needs /dev/kvm: ${st.reason}`);
   const real = loadRealKvm()!;
-  const profile = captureProfile(real);
+  const profile = captureProfile();
   const bar = !opts.json && process.stderr.isTTY ? new SingleBar({ format: 'conform [{bar}] {value}/{total} {phase}', stream: process.stderr }, Presets.shades_classic) : null;
   let started = false;
   const c = new Conformance(real, new Kvm({ profile }), profile, {
@@ -362,7 +359,7 @@ function cmdCapture(opts: { output?: string; json?: boolean }): void {
   if (!st.ok) throw new CliError(`cannot capture a profile: ${st.reason}`);
   const real = loadRealKvm();
   if (!real) throw new CliError('cannot capture a profile: koffi is not available');
-  const p = captureProfile(real);
+  const p = captureProfile();
   const text = JSON.stringify(profileToJson(p), null, 1) + '\n';
   if (opts.output) {
     writeFileSync(opts.output, text);
@@ -381,7 +378,7 @@ export function main(argv: string[]): number {
     .command('list')
     .description('the MSR index list and feature MSR list, with names')
     .option('--json', 'machine-readable output')
-    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18)')
+    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18.44-v669)')
     .action((o) => cmdList(o));
   program
     .command('get')
@@ -389,7 +386,7 @@ export function main(argv: string[]): number {
     .argument('[msr...]', 'MSR numbers (0x10) or names (IA32_TSC)')
     .option('--all', 'every MSR on the index list')
     .option('--json', 'machine-readable output')
-    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18)')
+    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18.44-v669)')
     .action((m: string[], o) => {
       status = cmdGet(m, o);
     });
@@ -443,6 +440,9 @@ export function main(argv: string[]): number {
     .action((o) => {
       status = cmdConform(o);
     });
+  registerHarvest(program, (s) => {
+    status = s;
+  });
   const profile = program.command('profile').description('host profiles');
   profile
     .command('capture')

@@ -11,6 +11,7 @@ import { systemIoctl } from './ioctl-system.js';
 import { vfsIoctl } from './ioctl-vfs.js';
 import * as VcpuIoctl from './ioctl-vcpu.js';
 import { vmIoctl } from './ioctl-vm.js';
+import { withMeasuredRules } from './measured-rules.js';
 import { MSR_IO_GET, MSR_IO_SET, msrIo } from './msr-io.js';
 import type { MsrValue } from './msr-ret.js';
 import { isValidatedProfile, parseProfile, type HostProfile } from './profile.js';
@@ -81,7 +82,8 @@ export class Kvm {
   constructor(opts: KvmOptions = {}) {
     const p = opts.profile ?? defaultProfile();
     this.profile = isHostProfile(p) ? p : parseProfile(p);
-    this.x86 = new X86(this.profile, opts.vendor ?? vendorFor(this.profile.host.vendorModule), opts);
+    // The measured rules stand in front of the vendor's hooks (measured-rules.ts).
+    this.x86 = new X86(this.profile, withMeasuredRules(opts.vendor ?? vendorFor(this.profile.host.vendorModule), this.profile.msrRules), opts);
     this.memory = opts.memory ?? new UserMemory();
     this.args = new ArgResolver(this.memory);
     this.msrIndexListBytes = u32Bytes(this.profile.msrIndexList);

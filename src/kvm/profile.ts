@@ -1,6 +1,7 @@
 // Host profiles are data: what one host's KVM lists, reports and resets to. `kvmsr profile capture`
 // writes one from a real /dev/kvm; the built-in default is such a file, checked in.
 import type { CpuidEntry2 } from '../abi/codecs.js';
+import { READ_KINDS, RULE_FIELDS, WRITE_KINDS, type MsrRule } from './measured-rules.js';
 import { slotOf } from './msr-slots.js';
 
 export type VendorModule = 'kvm_pvm' | 'kvm_intel' | 'kvm_amd';
@@ -50,6 +51,12 @@ export interface HostProfile {
    */
   specCtrlAccepted?: bigint;
   /**
+   * The EFER bits a host write accepts, each written alone on a fresh vCPU: ~efer_reserved_bits
+   * (set_efer checks only these for the host). Measured by `profile capture`; absent, the vendor
+   * derives them from CPUID (kvm_enable_efer_bits), which kvm_pvm 6.18.44 does not follow for FFXSR.
+   */
+  eferAccepted?: bigint;
+  /**
    * The host kernel's tsc_khz, the centre of kvm.tsc_tolerance_ppm in kvm_set_tsc_khz, when it is not
    * tscKhz (the rate a new vCPU gets: max_tsc_khz, fixed when kvm loaded, before the TSC calibration
    * was refined). Measured by `profile capture` on hosts without TSC scaling; absent: tscKhz.
@@ -57,6 +64,11 @@ export interface HostProfile {
   hostTscKhz?: number;
   /** What each MSR reads on a fresh vCPU (no KVM_SET_CPUID2, no irqchip), one index per ioctl. */
   vcpuReset: ProfileMsr[];
+  /**
+   * MSRs whose vendor hook answers otherwise than kvmsr's source-derived model, as measured by
+   * `profile capture` from the host and from a real-mode guest (measured-rules.ts), by index.
+   */
+  msrRules?: Record<number, MsrRule>;
 }
 
 /** An error in a profile, naming the file (when known) and the field. */
@@ -185,7 +197,25 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
   if (typeof unstable === 'boolean') p.tscUnstable = unstable;
   else if (unstable !== undefined) r.fail('tscUnstable', 'expected true or false');
   if (top['specCtrlAccepted'] !== undefined) p.specCtrlAccepted = r.u64(top['specCtrlAccepted'], 'specCtrlAccepted');
+  if (top['eferAccepted'] !== undefined) p.eferAccepted = r.u64(top['eferAccepted'], 'eferAccepted');
   if (top['hostTscKhz'] !== undefined) p.hostTscKhz = r.int(top['hostTscKhz'], 'hostTscKhz');
+  if (top['msrRules'] !== undefined) {
+    const rules: Record<number, MsrRule> = {};
+    for (const [k, v] of Object.entries(r.obj(top['msrRules'], 'msrRules'))) {
+      const field = `msrRules.${k}`;
+      const index = r.msrIndex(k, field);
+      const o = r.obj(v, field);
+      const rule: MsrRule = {};
+      for (const [name, kind] of Object.entries(o)) {
+        if (!(RULE_FIELDS as readonly string[]).includes(name)) r.fail(`${field}.${name}`, `expected only ${RULE_FIELDS.join(', ')}`);
+        const allowed: readonly string[] = name.endsWith('Read') ? READ_KINDS : WRITE_KINDS;
+        if (typeof kind !== 'string' || !allowed.includes(kind)) r.fail(`${field}.${name}`, `expected one of ${allowed.join(', ')}`);
+        (rule as Record<string, string>)[name] = kind as string;
+      }
+      rules[index] = rule;
+    }
+    p.msrRules = rules;
+  }
   return p;
 }
 
@@ -214,7 +244,11 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     ...(p.mceCapSupported !== undefined ? { mceCapSupported: hex(p.mceCapSupported) } : {}),
     ...(p.tscUnstable !== undefined ? { tscUnstable: p.tscUnstable } : {}),
     ...(p.specCtrlAccepted !== undefined ? { specCtrlAccepted: hex(p.specCtrlAccepted) } : {}),
+    ...(p.eferAccepted !== undefined ? { eferAccepted: hex(p.eferAccepted) } : {}),
     ...(p.hostTscKhz !== undefined ? { hostTscKhz: p.hostTscKhz } : {}),
+    ...(p.msrRules !== undefined
+      ? { msrRules: Object.fromEntries(Object.entries(p.msrRules).sort(([a], [b]) => Number(a) - Number(b)).map(([k, v]) => [hex(Number(k)), v])) }
+      : {}),
   };
 }
 

@@ -4,6 +4,7 @@
 // int32 halves (a uint32 above 2^31 would be boxed at every call), and rules compare bits, not
 // signs. Nothing here allocates per entry.
 import { uptime } from 'node:os';
+import { KVM_CAP } from '../abi/kvm-ioctls.js';
 import { CAP, capBitsOf } from './cpuid-caps.js';
 import { M } from './msr-index.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
@@ -41,6 +42,7 @@ import {
   UNHANDLED,
 } from './fast-path.js';
 import { indexOfSlot, MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
+import type { CpuidEntry2 } from '../abi/codecs.js';
 import { findCpuid, type HostProfile } from './profile.js';
 import type { Vcpu } from './vcpu.js';
 import type { VendorOps } from './vendor.js';
@@ -56,6 +58,25 @@ export interface X86Options {
   /** Serve simple MSRs from per-slot fast-path classes (default true); false sends every entry down the full path. */
   fastPath?: boolean;
 }
+
+/**
+ * Legacy and model-specific MSRs kvm_get_msr_common reads as 0 with no CPUID check, so that old
+ * guests boot (the RAPL ones also hide the host's energy counters). Writes to some are dropped
+ * (kvm_set_msr_common), to the rest unsupported. Found handled but unlisted by the harvest's rule
+ * probes on kvm_pvm 6.18.44; the rules are x86.c's.
+ */
+const ZERO_READ_MSRS: ReadonlySet<number> = new Set([
+  M.MSR_IA32_PLATFORM_ID, M.MSR_IA32_EBL_CR_POWERON, M.MSR_AMD64_SYSCFG, M.MSR_K8_TSEG_ADDR, M.MSR_K8_TSEG_MASK,
+  M.MSR_K8_INT_PENDING_MSG, M.MSR_AMD64_NB_CFG, M.MSR_FAM10H_MMIO_CONF_BASE, M.MSR_AMD64_BU_CFG2, M.MSR_IA32_PERF_CTL,
+  M.MSR_AMD64_DC_CFG, M.MSR_AMD64_TW_CFG, M.MSR_F15H_EX_CFG, M.MSR_RAPL_POWER_UNIT, M.MSR_PP0_ENERGY_STATUS,
+  M.MSR_PP1_ENERGY_STATUS, M.MSR_PKG_ENERGY_STATUS, M.MSR_DRAM_ENERGY_STATUS,
+]);
+
+/** MSRs whose writes kvm_set_msr_common accepts and drops (microcode loading, AMD config, K7 clock). */
+const DROPPED_WRITE_MSRS: ReadonlySet<number> = new Set([
+  M.MSR_AMD64_NB_CFG, M.MSR_IA32_UCODE_WRITE, M.MSR_AMD64_PATCH_LOADER, M.MSR_AMD64_BU_CFG2, M.MSR_AMD64_DC_CFG,
+  M.MSR_AMD64_TW_CFG, M.MSR_F15H_EX_CFG, M.MSR_K7_CLK_CTL, M.MSR_IA32_BBL_CR_CTL3,
+]);
 
 /** MSR_IA32_MISC_ENABLE_PMU_RO_MASK (BTS_UNAVAIL | PEBS_UNAVAIL) and MSR_IA32_MISC_ENABLE_EMON. */
 const MISC_ENABLE_PMU_RO_MASK = 0x1800;
@@ -127,6 +148,8 @@ export class X86 {
   readonly featureMsrsNeedCpuid: boolean;
   /** The host's TSC is unstable (profile.tscUnstable): a vCPU's TSC stands still between runs. */
   readonly tscUnstable: boolean;
+  /** CONFIG_KVM_SMM: KVM_CAP_X86_SMM is non-zero. Without it IA32_SMBASE has no handler. */
+  readonly smm: boolean;
   /** The EFER bits set_efer accepts (the complement of efer_reserved_bits). */
   readonly eferAllowed: number;
   /** kvm_caps.supported_mce_cap (KVM_X86_GET_MCE_CAP_SUPPORTED). */
@@ -180,13 +203,16 @@ export class X86 {
     this.hostTscKhz = profile.hostTscKhz ?? profile.tscKhz;
     this.tscTolerancePpm = tscTolerancePpm(profile.host.moduleParams);
     this.tscUnstable = profile.tscUnstable === true;
+    this.smm = (profile.extensions.system[KVM_CAP.X86_SMM] ?? profile.extensions.vm[KVM_CAP.X86_SMM] ?? 0) > 0;
     this.kernel = kernelGeneration(profile.host.kernel);
     this.featureMsrsNeedCpuid = this.kernel >= 614;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
     const mce = profile.mceCapSupported ?? vendor.supportedMceCap ?? DEFAULT_MCE_CAP;
     this.supportedMceCapLo = Number(mce & 0xffffffffn);
     this.supportedMceCapHi = Number(mce >> 32n);
-    this.eferAllowed = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | vendor.eferExtraBits(this);
+    // ~efer_reserved_bits: measured by `profile capture` where it can be (host writes check only
+    // these bits, in set_efer); otherwise what kvm_enable_efer_bits gives from CPUID.
+    this.eferAllowed = profile.eferAccepted !== undefined ? Number(profile.eferAccepted & 0xffffffffn) | 0 : EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | vendor.eferExtraBits(this);
     if (opts.fastPath !== false) {
       // The classes depend only on the profile and the vendor: build them once per pair.
       let byVendor = FAST_TABLES.get(profile);
@@ -291,12 +317,13 @@ export class X86 {
 
   /** Fast-path read classes of what kvm_get_msr_common does for the host. */
   commonFastGetClass(index: number): number {
-    if (isLegacyPmuMsr(index)) return GET_ZERO;
+    if (isLegacyPmuMsr(index) || ZERO_READ_MSRS.has(index)) return GET_ZERO;
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
       case M.MSR_IA32_APICBASE:
         return GET_LOAD;
       case M.MSR_IA32_SMBASE:
+        return this.smm ? GET_LOAD : FAST_SLOW;
       case M.MSR_IA32_MCG_CAP:
         return GET_LOAD;
       case M.MSR_IA32_P5_MC_ADDR:
@@ -321,6 +348,12 @@ export class X86 {
       case M.MSR_IA32_LASTINTTOIP:
       case M.MSR_IA32_TSC_DEADLINE:
         return GET_ZERO;
+      case M.MSR_IA32_PERF_STATUS:
+      case M.MSR_K7_CLK_CTL:
+      case M.MSR_IA32_BBL_CR_CTL3:
+      case M.MSR_AMD64_OSVW_ID_LENGTH:
+      case M.MSR_AMD64_OSVW_STATUS:
+        return FAST_SLOW;
       case M.MSR_IA32_ARCH_CAPABILITIES:
         if (!this.featureMsrsNeedCpuid) return FAST_SLOW;
         return GATED_CAP | (capIndex(CAP.ARCH_CAPABILITIES) << 8);
@@ -356,7 +389,7 @@ export class X86 {
 
   /** Fast-path write classes of what kvm_set_msr_common does for the host. */
   commonFastSetClass(index: number): number {
-    if (isLegacyPmuMsr(index)) return SET_DROP;
+    if (isLegacyPmuMsr(index) || DROPPED_WRITE_MSRS.has(index)) return SET_DROP;
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
       case M.MSR_IA32_APICBASE:
@@ -364,7 +397,7 @@ export class X86 {
       case M.MSR_IA32_FLUSH_CMD:
         return FAST_SLOW;
       case M.MSR_IA32_SMBASE:
-        return SET_STORE;
+        return this.smm ? SET_STORE : FAST_SLOW;
       case M.MSR_IA32_MISC_ENABLE:
       case M.MSR_IA32_POWER_CTL:
       case M.MSR_IA32_MCG_STATUS:
@@ -374,6 +407,10 @@ export class X86 {
       case M.MSR_VM_HSAVE_PA:
       case M.MSR_IA32_TSC_DEADLINE:
         return SET_DROP;
+      case M.MSR_FAM10H_MMIO_CONF_BASE:
+      case M.MSR_AMD64_OSVW_ID_LENGTH:
+      case M.MSR_AMD64_OSVW_STATUS:
+        return FAST_SLOW;
       case M.MSR_IA32_CR_PAT:
         return SET_PAT;
       case M.MSR_KVM_SYSTEM_TIME:
@@ -460,6 +497,12 @@ export class X86 {
     vcpu.msrs[s + 1] = hi;
     return MSR_OK;
   }
+  /** guest_cpu_cap_has(X86_FEATURE_OSVW): CPUID 0x80000001 ECX[9], in the vCPU's CPUID and KVM's. */
+  hasOsvw(vcpu: Vcpu): boolean {
+    const bit = (l: readonly CpuidEntry2[]): boolean => (((findCpuid(l, 0x80000001, 0)?.ecx ?? 0) >>> 9) & 1) === 1;
+    return bit(vcpu.cpuid) && bit(this.profile.supportedCpuid);
+  }
+
   hasCap(vcpu: Vcpu, cap: number): boolean {
     return (vcpu.capBits & cap) !== 0;
   }
@@ -783,15 +826,16 @@ export class X86 {
   // ---- kvm_get_msr_common ----
   getMsrCommon(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
     // Legacy PMU MSRs the vPMU does not own (enable_pmu=N on the hosts kvmsr models) read 0.
-    if (isLegacyPmuMsr(index)) return zero(out);
+    if (isLegacyPmuMsr(index) || ZERO_READ_MSRS.has(index)) return zero(out);
     if (isMceBankMsr(index)) return this.getMce(vcpu, index, host, out);
     if (isMtrrRange(index)) return this.getMtrr(vcpu, index, out);
     switch (index) {
       case M.MSR_IA32_APICBASE:
         return this.load(vcpu, index, out);
       case M.MSR_IA32_SMBASE:
-        // Readable by the host only (CONFIG_KVM_SMM); whether it is listed is the vendor's call.
-        if (!host) return MSR_ERR;
+        // Readable by the host only, and only in a kernel built with CONFIG_KVM_SMM, which
+        // KVM_CAP_X86_SMM tells; whether it is listed is the vendor's call.
+        if (!host || !this.smm) return MSR_ERR;
         return this.load(vcpu, index, out);
       case M.MSR_IA32_P5_MC_ADDR:
       case M.MSR_IA32_P5_MC_TYPE:
@@ -817,6 +861,24 @@ export class X86 {
       case M.MSR_IA32_LASTINTFROMIP:
       case M.MSR_IA32_LASTINTTOIP:
         return zero(out);
+      case M.MSR_IA32_PERF_STATUS:
+        // "TSC increment by tick" 1000, CPU multiplier 4 at bit 40.
+        out.lo = 1000;
+        out.hi = 4 << 8;
+        return MSR_OK;
+      case M.MSR_K7_CLK_CTL:
+        out.lo = 0x20000000; // the ramp-up count old K7 guests expect
+        out.hi = 0;
+        return MSR_OK;
+      case M.MSR_IA32_BBL_CR_CTL3:
+        out.lo = 0xbe702111; // "L2 cache control register 3", as winxp reads it
+        out.hi = 0;
+        return MSR_OK;
+      case M.MSR_AMD64_OSVW_ID_LENGTH:
+      case M.MSR_AMD64_OSVW_STATUS:
+        // The host too needs the OSVW bit in the vCPU's CPUID.
+        if (!this.hasOsvw(vcpu)) return MSR_ERR;
+        return this.load(vcpu, index, out);
       case M.MSR_IA32_ARCH_CAPABILITIES:
         // 6.18: unsupported unless the vCPU model has the CPUID bit, host or guest; 6.12: the guest
         // needs the bit (#GP), the host never does.
@@ -884,8 +946,8 @@ export class X86 {
 
   // ---- kvm_set_msr_common ----
   setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
-    // Legacy PMU MSRs the vPMU does not own accept every value and drop it.
-    if (isLegacyPmuMsr(index)) return MSR_OK;
+    // Legacy PMU MSRs the vPMU does not own accept every value and drop it, as do these.
+    if (isLegacyPmuMsr(index) || DROPPED_WRITE_MSRS.has(index)) return MSR_OK;
     if (isMceBankMsr(index)) return this.setMce(vcpu, index, host, lo, hi);
     if (isMtrrRange(index)) return this.setMtrr(vcpu, index, lo, hi);
     switch (index) {
@@ -899,7 +961,7 @@ export class X86 {
         if (!this.hostHas('FLUSH_L1D') || hi !== 0 || (lo & ~1) !== 0) return MSR_ERR;
         return MSR_OK;
       case M.MSR_IA32_SMBASE:
-        if (!host) return MSR_ERR;
+        if (!host || !this.smm) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_EFER:
         return this.setEfer(vcpu, host, lo, hi);
@@ -933,12 +995,20 @@ export class X86 {
         return this.store(vcpu, index, lo, hi);
       case M.MSR_VM_HSAVE_PA:
         return MSR_OK; // accepted and dropped
+      case M.MSR_FAM10H_MMIO_CONF_BASE:
+        return lo === 0 && hi === 0 ? MSR_OK : MSR_ERR;
+      case M.MSR_AMD64_OSVW_ID_LENGTH:
+      case M.MSR_AMD64_OSVW_STATUS:
+        if (!this.hasOsvw(vcpu)) return MSR_ERR;
+        return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_UCODE_REV:
         if (host) this.store(vcpu, index, lo, hi);
         return MSR_OK;
       case M.MSR_IA32_ARCH_CAPABILITIES:
         if (this.featureMsrsNeedCpuid && !this.hasCap(vcpu, CAP.ARCH_CAPABILITIES)) return MSR_UNSUPPORTED;
-        if (!host) return MSR_ERR;
+        // From 6.14 a guest write is unsupported (KVM_MSR_EXIT_REASON_UNKNOWN), as seen live on
+        // kvm_pvm 6.18.44; before, kvm_set_msr_common returned 1.
+        if (!host) return this.featureMsrsNeedCpuid ? MSR_UNSUPPORTED : MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_PERF_CAPABILITIES:
         if (this.featureMsrsNeedCpuid && !this.hasCap(vcpu, CAP.PDCM)) return MSR_UNSUPPORTED;

@@ -28,6 +28,34 @@ export interface PairResult {
 
 const MSR_IA32_TSC = 0x10;
 
+/**
+ * KVM_GET_SUPPORTED_CPUID runs CPUID on whichever CPU the ioctl lands on, and KVM leaves that CPU's
+ * APIC IDs in the answer (leaf 1 EBX[31:24], the x2APIC ID in EDX of leaves 0xb and 0x1f, leaf
+ * 0x8000001e's extended APIC, core and node IDs): those bytes are taken from the kernel's answer.
+ */
+function apicIdsByRule(a: Uint8Array, b: Uint8Array, rules: string[]): void {
+  if (a.length < 8 || b.length !== a.length) return;
+  const da = new DataView(a.buffer, a.byteOffset, a.byteLength);
+  const n = Math.min(da.getUint32(0, true), Math.floor((a.length - 8) / 40));
+  const fields: [number, number, number][] = []; // [leaf, register offset, mask]
+  fields.push([1, 16, 0xff000000], [0xb, 24, 0xffffffff], [0x1f, 24, 0xffffffff], [0x8000001e, 12, 0xffffffff], [0x8000001e, 16, 0xff], [0x8000001e, 20, 0xff]);
+  let changed = false;
+  for (let i = 0; i < n; i++) {
+    const off = 8 + i * 40;
+    const fn = da.getUint32(off, true);
+    for (const [leaf, reg, mask] of fields) {
+      if (fn !== leaf) continue;
+      const db = new DataView(b.buffer, b.byteOffset, b.byteLength);
+      const va = da.getUint32(off + reg, true);
+      const vb = db.getUint32(off + reg, true);
+      if (((va ^ vb) & mask) === 0) continue;
+      db.setUint32(off + reg, (vb & ~mask) | (va & mask), true);
+      changed = true;
+    }
+  }
+  if (changed) rules.push("KVM_GET_SUPPORTED_CPUID: the APIC IDs of the CPU the ioctl ran on (leaf 1 EBX[31:24], 0xb/0x1f EDX, 0x8000001e) taken from the kernel's answer");
+}
+
 export class Pair {
   /**
    * The longest time one call took on both sides together, in ms: each side reads its clock at
@@ -83,6 +111,7 @@ export class Pair {
     this.noteLag(t0);
     const rules: string[] = [];
     if (req === I.KVM_GET_MSRS) this.tscByRule(realBytes, emuBytes, Math.min(realRet, emuRet), rules, fd.emu);
+    if (req === I.KVM_GET_SUPPORTED_CPUID && realRet === 0 && emuRet === 0) apicIdsByRule(realBytes, emuBytes, rules);
     const differences: string[] = [];
     if (realRet !== emuRet) differences.push(`return value: real ${realRet}, kvmsr ${emuRet}`);
     for (let i = 0; i < realBytes.length; i++) {

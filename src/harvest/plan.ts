@@ -1,0 +1,175 @@
+// `kvmsr harvest plan`: the cases a host is measured with, written before anything is known about
+// it. Four parts, told apart by the case id's prefix:
+// - `profile.*`: what `profile capture` records (lists, CPUID, capabilities, feature values, what
+//   every candidate MSR reads on a fresh vCPU, the TSC facts);
+// - `rule.*`: each candidate MSR read and written (0, 1, all-ones) by the host and by a real-mode
+//   guest, on a fresh vCPU and after KVM_SET_CPUID2, from which the profile's measured rules come;
+// - `sys.*`: conform's systematic part over every candidate MSR, listed or not;
+// - `rnd.*`: conform's seeded random batches; `guest.*`: guest RDMSR/WRMSR of every candidate.
+import { encodeMsrList, encodeMsrs, type MsrEntry } from '../abi/codecs.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
+import { prng } from '../util/prng.js';
+import { CANDIDATE_MSRS, NOT_RULE_MEASURED, UNKNOWN_MSRS } from './candidates.js';
+import type { CaseSetup, PlanCase, PlanStep } from './format.js';
+
+/** KVM_CHECK_EXTENSION is asked for capabilities 0..MAX_CAP. */
+export const MAX_CAP = 300;
+/** The list ioctls get room for this many indices. */
+export const LIST_ROOM = 1024;
+const ONES = 0xffffffffffffffffn;
+/** KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN: rule cases tell the two apart. */
+export const RULE_USERMSR = 0x3;
+/** The values a rule case writes, host and guest. */
+export const RULE_VALUES: readonly bigint[] = [0n, 1n, ONES];
+
+const hexId = (i: number): string => i.toString(16);
+const get1 = (on: 'sys' | number, index: number, data = 0n): PlanStep => ({ op: 'io', on, request: I.KVM_GET_MSRS, arg: encodeMsrs([{ index, data }]) });
+const set1 = (on: number, index: number, data: bigint): PlanStep => ({ op: 'io', on, request: I.KVM_SET_MSRS, arg: encodeMsrs([{ index, data }]) });
+const plain = (vcpus: number, extra: Partial<CaseSetup> = {}): CaseSetup => ({ vcpus, irqchip: false, cpuid: false, usermsr: 0, guest: false, ...extra });
+
+/** The cases `profile capture` needs. */
+export function profileCases(): PlanCase[] {
+  const sys: PlanStep[] = [
+    { op: 'io', on: 'sys', request: I.KVM_GET_API_VERSION, arg: 0 },
+    { op: 'io', on: 'sys', request: I.KVM_GET_VCPU_MMAP_SIZE, arg: 0 },
+    { op: 'io', on: 'sys', request: I.KVM_GET_MSR_INDEX_LIST, arg: encodeMsrList(LIST_ROOM, LIST_ROOM) },
+    { op: 'io', on: 'sys', request: I.KVM_GET_MSR_FEATURE_INDEX_LIST, arg: encodeMsrList(LIST_ROOM, LIST_ROOM) },
+  ];
+  const cpuid = new Uint8Array(KVM_CPUID2_LAYOUT.size + KVM_MAX_CPUID_ENTRIES * KVM_CPUID_ENTRY2_LAYOUT.size);
+  new DataView(cpuid.buffer).setUint32(0, KVM_MAX_CPUID_ENTRIES, true);
+  sys.push({ op: 'io', on: 'sys', request: I.KVM_GET_SUPPORTED_CPUID, arg: cpuid });
+  sys.push({ op: 'io', on: 'sys', request: I.KVM_X86_GET_MCE_CAP_SUPPORTED, arg: new Uint8Array(8) });
+  for (let c = 0; c <= MAX_CAP; c++) sys.push({ op: 'io', on: 'sys', request: I.KVM_CHECK_EXTENSION, arg: c });
+  for (const i of [...CANDIDATE_MSRS, ...UNKNOWN_MSRS]) sys.push(get1('sys', i));
+
+  const vm: PlanStep[] = [];
+  for (let c = 0; c <= MAX_CAP; c++) vm.push({ op: 'io', on: 'vm', request: I.KVM_CHECK_EXTENSION, arg: c });
+  vm.push({ op: 'io', on: 0, request: I.KVM_GET_TSC_KHZ, arg: 0 });
+  for (const i of [...CANDIDATE_MSRS, ...UNKNOWN_MSRS]) vm.push(get1(0, i));
+  // tscUnstable (profile/build.ts): a write of 2^40, 20 ms, a write of 0 that joins its generation.
+  vm.push(set1(0, 0x10, 1n << 40n), { op: 'sleep', ms: 20 }, set1(0, 0x10, 0n), get1(0, 0x10));
+  // specCtrlAccepted: each bit of IA32_SPEC_CTRL written alone, then 0.
+  for (let b = 0n; b < 64n; b++) vm.push(set1(0, 0x48, 1n << b));
+  vm.push(set1(0, 0x48, 0n));
+  // eferAccepted: each bit of EFER written alone (set_efer checks efer_reserved_bits for the host), then 0.
+  for (let b = 0n; b < 64n; b++) vm.push(set1(0, 0xc0000080, 1n << b), set1(0, 0xc0000080, 0n));
+
+  return [
+    { id: 'profile.sys', setup: plain(0), steps: sys },
+    { id: 'profile.vcpu', setup: plain(1), steps: vm },
+    // hostTscKhz: the lowest rate KVM_SET_TSC_KHZ takes without TSC scaling (kvm_set_tsc_khz).
+    { id: 'profile.tsckhz', setup: plain(1), steps: [{ op: 'tsckhz-floor', on: 0, lo: 1, hi: 0x7fffffff }] },
+  ];
+}
+
+/** Host steps of a rule case, on vCPU 1: read, then each value written and read back. */
+export function ruleHostSteps(index: number): PlanStep[] {
+  const s: PlanStep[] = [get1(1, index)];
+  for (const v of RULE_VALUES) s.push(set1(1, index, v), get1(1, index));
+  return s;
+}
+/** Guest steps of a rule case, on vCPU 0, the same accesses as RDMSR/WRMSR. */
+export function ruleGuestSteps(index: number): PlanStep[] {
+  const s: PlanStep[] = [{ op: 'rd', vcpu: 0, index }];
+  for (const v of RULE_VALUES) s.push({ op: 'wr', vcpu: 0, index, value: v }, { op: 'rd', vcpu: 0, index });
+  return s;
+}
+export const RULE_HOST_STEPS = 1 + 2 * RULE_VALUES.length;
+
+/** One case per candidate MSR and context (a fresh vCPU, or one with the supported CPUID). */
+export function ruleCases(): PlanCase[] {
+  const out: PlanCase[] = [];
+  for (const cpuid of [false, true]) {
+    for (const i of CANDIDATE_MSRS) {
+      if (NOT_RULE_MEASURED.has(i)) continue;
+      out.push({
+        id: `rule.${hexId(i)}.${cpuid ? 'cpuid' : 'fresh'}`,
+        setup: { vcpus: 2, irqchip: false, cpuid, usermsr: RULE_USERMSR, guest: true },
+        steps: [...ruleHostSteps(i), ...ruleGuestSteps(i)],
+      });
+    }
+  }
+  return out;
+}
+
+const SETUPS: [string, CaseSetup][] = [
+  ['fresh', plain(1)],
+  ['cpuid', plain(1, { cpuid: true })],
+  ['irqchip', plain(1, { irqchip: true })],
+  ['irqchip-cpuid', plain(1, { irqchip: true, cpuid: true })],
+];
+
+/** conform's systematic part over every candidate MSR: read, write-back, then 0, all-ones, a typical value and each single bit. */
+export function systematicCases(): PlanCase[] {
+  const out: PlanCase[] = [];
+  for (const [name, setup] of SETUPS) {
+    out.push({ id: `sys.${name}.batch`, setup, steps: [{ op: 'io', on: 0, request: I.KVM_GET_MSRS, arg: encodeMsrs([...CANDIDATE_MSRS].map((index) => ({ index, data: 0n }))) }] });
+    for (const i of CANDIDATE_MSRS) {
+      if (i === 0x10) continue; // IA32_TSC moves with time; the rnd.* batches read it by rule
+      const steps: PlanStep[] = [get1(0, i, 0x5a5a5a5a5a5a5a5an), { op: 'io', on: 0, request: I.KVM_SET_MSRS, arg: 'wb' }, get1(0, i)];
+      for (const v of [0n, ONES, 0x12345678n, ...Array.from({ length: 64 }, (_, b) => 1n << BigInt(b))]) steps.push(set1(0, i, v), get1(0, i));
+      out.push({ id: `sys.${name}.${hexId(i)}`, setup, steps });
+    }
+  }
+  return out;
+}
+
+/** conform's random part: sequences of 20 batches of 0-260 entries on three vCPUs, then everything read back. */
+export function randomCases(n: number, seed: number): PlanCase[] {
+  const rnd = prng(seed);
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)]!;
+  const edge = [0n, 1n, ONES, 0x8000000000000000n, 0x0000800000000000n, 0xffff800000000000n, 0x0007040600070406n, 0x80000000n, 0x400000n];
+  const out: PlanCase[] = [];
+  for (let b = 0, k = 0; b < n; b += 20, k++) {
+    const setup = k % 2 === 0 ? plain(3) : plain(3, { irqchip: true, cpuid: true });
+    const steps: PlanStep[] = [];
+    for (let j = 0; j < Math.min(20, n - b); j++) {
+      const count = Math.floor(rnd() * 261);
+      const isSet = rnd() < 0.5;
+      const entries: MsrEntry[] = [];
+      for (let e = 0; e < count; e++) {
+        const r = rnd();
+        const index = r < 0.97 ? pick(CANDIDATE_MSRS) : r < 0.99 ? pick(UNKNOWN_MSRS) : Math.floor(rnd() * 0x100000000);
+        const v = rnd();
+        const data = isSet && v < 0.8 ? 0n : v < 0.9 ? pick(edge) : (BigInt(Math.floor(rnd() * 0x100000000)) << 32n) | BigInt(Math.floor(rnd() * 0x100000000));
+        entries.push({ index, data });
+      }
+      const arg = count >= 256 ? encodeMsrs({ nmsrs: count, entries }) : encodeMsrs(entries);
+      steps.push({ op: 'io', on: Math.floor(rnd() * 3), request: isSet ? I.KVM_SET_MSRS : I.KVM_GET_MSRS, arg });
+    }
+    for (let v = 0; v < 3; v++) steps.push({ op: 'io', on: v, request: I.KVM_GET_MSRS, arg: encodeMsrs([...CANDIDATE_MSRS].map((index) => ({ index, data: 0n }))) });
+    out.push({ id: `rnd.${seed}.${k}`, setup, steps });
+  }
+  return out;
+}
+
+/** Guest RDMSR/WRMSR of every candidate and a few unknown MSRs, in the four setups of test/guest-live.test.ts. */
+export function guestCases(): PlanCase[] {
+  const modes: [string, CaseSetup][] = [
+    ['fresh', { ...plain(1), guest: true }],
+    ['cpuid', { ...plain(1, { cpuid: true }), guest: true }],
+    ['irqchip-cpuid', { ...plain(1, { irqchip: true, cpuid: true }), guest: true }],
+    ['exits', { ...plain(1, { irqchip: true, cpuid: true }), guest: true, usermsr: RULE_USERMSR }],
+  ];
+  return modes.map(([name, setup]) => {
+    const all = [...CANDIDATE_MSRS, ...UNKNOWN_MSRS];
+    const steps: PlanStep[] = all.map((index) => ({ op: 'rd', vcpu: 0, index }));
+    for (const index of all) {
+      if (index === 0x10) continue; // a guest write of IA32_TSC would move every later TSC read
+      for (const value of RULE_VALUES) steps.push({ op: 'wr', vcpu: 0, index, value }, { op: 'rd', vcpu: 0, index });
+    }
+    return { id: `guest.${name}`, setup, steps };
+  });
+}
+
+export interface PlanOptions {
+  /** Random batches (default 300). */
+  cases?: number;
+  seed?: number;
+}
+
+/** The whole harvest plan. */
+export function harvestPlan(opts: PlanOptions = {}): PlanCase[] {
+  return [...profileCases(), ...ruleCases(), ...systematicCases(), ...randomCases(opts.cases ?? 300, opts.seed ?? 1), ...guestCases()];
+}

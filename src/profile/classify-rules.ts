@@ -1,0 +1,94 @@
+// The measured MSR rules (kvm/measured-rules.ts) from a harvest's `rule.*` cases: for each
+// candidate MSR and each side (host, guest), the first pair of a read kind and a write kind (kvmsr's
+// own model first, then load/store, zero/drop, unsupported, error, then the mixed pairs) whose
+// answers on kvmsr equal the host's in both contexts (a fresh vCPU, and one with the supported
+// CPUID). Where kvmsr's model already agrees no rule is recorded, so the
+// source-derived rules stay the model wherever the host agrees with them.
+import { READ_KINDS, WRITE_KINDS, withMeasuredRules, type MsrRule, type ReadKind, type WriteKind } from '../kvm/measured-rules.js';
+import type { HostProfile } from '../kvm/profile.js';
+import { vendorFor } from '../kvm/vendors.js';
+import type { Answers, CaseAnswer, PlanCase, StepAnswer } from '../harvest/format.js';
+import { runOnKvmsr } from '../harvest/on-kvmsr.js';
+import { RULE_HOST_STEPS, ruleCases } from '../harvest/plan.js';
+
+export interface RuleMeasurement {
+  rules: Record<number, MsrRule>;
+  /** MSR sides no rule kind reproduces: kvmsr still answers them otherwise than the host. */
+  unmatched: { index: number; side: 'host' | 'guest' }[];
+}
+
+export function sameAnswer(a: StepAnswer | undefined, b: StepAnswer | undefined): boolean {
+  if (!a || !b || a.op !== b.op) return false;
+  if (a.op === 'io' && b.op === 'io') {
+    if (a.ret !== b.ret || a.errno !== b.errno) return false;
+    if (!a.out || !b.out) return a.out === b.out;
+    return Buffer.from(a.out).equals(Buffer.from(b.out));
+  }
+  if (a.op === 'g' && b.op === 'g') {
+    if (a.kind !== b.kind) return false;
+    if (a.kind === 'ok' && b.kind === 'ok') return a.value === b.value;
+    if (a.kind === 'exit' && b.kind === 'exit') return a.exitReason === b.exitReason && a.reason === b.reason && a.index === b.index && a.data === b.data;
+    if (a.kind === 'fail' && b.kind === 'fail') return a.errno === b.errno;
+    return true;
+  }
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function sideAgrees(host: CaseAnswer, emu: CaseAnswer, side: 'host' | 'guest'): boolean {
+  if (emu.setupFail || host.setupFail) return !!emu.setupFail === !!host.setupFail;
+  const from = side === 'host' ? 0 : RULE_HOST_STEPS;
+  const to = side === 'host' ? RULE_HOST_STEPS : host.steps.length;
+  for (let i = from; i < to; i++) if (!sameAnswer(host.steps[i], emu.steps[i])) return false;
+  return host.steps.length === emu.steps.length || side === 'host';
+}
+
+/** The pairs tried, in order: the model, the four plain kinds, then every other pair. */
+const PAIRS: [ReadKind | undefined, WriteKind | undefined][] = (() => {
+  const plain: [ReadKind, WriteKind][] = [['load', 'store'], ['zero', 'drop'], ['unsupported', 'unsupported'], ['error', 'error']];
+  const out: [ReadKind | undefined, WriteKind | undefined][] = [[undefined, undefined], ...plain];
+  const have = new Set(out.map((p) => p.join()));
+  // A write-only command MSR cannot tell drop from store: prefer drop, and zero before load.
+  const reads = [undefined, ...[...READ_KINDS].sort((a) => (a === 'zero' ? -1 : 0))];
+  const writes = [undefined, ...[...WRITE_KINDS].sort((a) => (a === 'drop' ? -1 : 0))];
+  for (const r of reads) {
+    for (const w of writes) {
+      if (!have.has([r, w].join())) out.push([r, w]);
+    }
+  }
+  return out;
+})();
+
+export function classifyRules(base: HostProfile, a: Answers): RuleMeasurement {
+  const byIndex = new Map<number, { c: PlanCase; host: CaseAnswer }[]>();
+  for (const c of ruleCases()) {
+    const host = a.cases.get(c.id);
+    if (!host) continue;
+    const index = Number.parseInt(c.id.split('.')[1]!, 16);
+    const l = byIndex.get(index) ?? [];
+    l.push({ c, host });
+    byIndex.set(index, l);
+  }
+  const vendor = vendorFor(base.host.vendorModule);
+  const rules: Record<number, MsrRule> = {};
+  const unmatched: RuleMeasurement['unmatched'] = [];
+  for (const [index, cases] of byIndex) {
+    const rule: MsrRule = {};
+    for (const side of ['host', 'guest'] as const) {
+      const trial = (read: ReadKind | undefined, write: WriteKind | undefined): boolean => {
+        const r: MsrRule = {};
+        if (read) r[`${side}Read`] = read;
+        if (write) r[`${side}Write`] = write;
+        const ops = withMeasuredRules(vendor, read || write ? { [index]: r } : undefined);
+        return cases.every(({ c, host }) => sideAgrees(host, runOnKvmsr(base, c, { vendor: ops, fastPath: false }), side));
+      };
+      const found = PAIRS.find(([read, write]) => trial(read, write));
+      if (!found) unmatched.push({ index, side });
+      else {
+        if (found[0]) rule[`${side}Read`] = found[0];
+        if (found[1]) rule[`${side}Write`] = found[1];
+      }
+    }
+    if (Object.keys(rule).length > 0) rules[index] = rule;
+  }
+  return { rules, unmatched };
+}
