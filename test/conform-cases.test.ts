@@ -18,6 +18,7 @@ for (const host of readdirSync(ROOT)) {
       test(f, () => {
         const r = replayConformCase(JSON.parse(readFileSync(join(ROOT, host, f), 'utf8')), profile, f);
         expect(r.actual).toBe(r.expected);
+        if (r.expectedRet !== null) expect(r.actualRet).toBe(r.expectedRet);
       });
     }
   });

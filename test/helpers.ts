@@ -2,7 +2,7 @@
 import { encodeMsrs, decodeMsrs, type MsrEntry } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
-import type { HostProfile } from '../src/kvm/profile.js';
+import { profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
 
 export interface Machine {
@@ -42,3 +42,10 @@ export const getFeatureMsr = (m: Machine, index: number): bigint | null => {
   const b = msrs([index]);
   return m.kvm.ioctl(m.sys, I.KVM_GET_MSRS, b) === 1 ? datas(b)[0]! : null;
 };
+
+/** A profile's JSON without what differs between two captures of one host: when, and the moving TSC. */
+export function comparable(p: HostProfile): Record<string, unknown> {
+  const j = profileToJson(p) as Record<string, unknown> & { host: Record<string, unknown>; vcpuReset: { index: string; value: string | null }[] };
+  return { ...j, notes: '', host: { ...j.host, capturedAt: '' }, vcpuReset: j.vcpuReset.map((m) => (m.index === '0x10' ? { ...m, value: 'moves' } : m)) };
+}
+

@@ -18,6 +18,27 @@ export interface CaseResult {
   expected: string;
   /** What kvmsr wrote back, hex. */
   actual: string;
+  /** The real kernel's return value at the last step, when the case file says it (null: not recorded). */
+  expectedRet: number | null;
+  /** kvmsr's return value at the last step (-errno on failure). */
+  actualRet: number;
+}
+
+/**
+ * The kernel's return value at the last step: `expected.ret` in case files written since it was
+ * recorded, else the "return value: real N" difference older files carry; null when neither says.
+ */
+function expectedReturn(json: Record<string, Json>): number | null {
+  const e = json['expected'];
+  if (isObj(e) && typeof e['ret'] === 'number') return e['ret'];
+  const diffs = json['differences'];
+  if (Array.isArray(diffs)) {
+    for (const d of diffs) {
+      const m = typeof d === 'string' ? /^return value: real (-?\d+), kvmsr/.exec(d) : null;
+      if (m) return Number(m[1]);
+    }
+  }
+  return null;
 }
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -50,6 +71,7 @@ export function replayConformCase(json: unknown, profile: HostProfile, file = 'c
     vcpus.push(v);
   }
   let last: Uint8Array | null = null;
+  let ret = 0;
   for (let n = 0; n < steps.length; n++) {
     const s: Json = steps[n] as Json;
     if (!isObj(s)) return fail(`steps[${n}]`, 'expected an object');
@@ -62,8 +84,8 @@ export function replayConformCase(json: unknown, profile: HostProfile, file = 'c
     else if (typeof s['arg'] === 'string' && /^([0-9a-f]{2})*$/.test(s['arg'])) arg = new Uint8Array(Buffer.from(s['arg'], 'hex'));
     else if (typeof s['arg'] === 'number') arg = s['arg'];
     else return fail(`steps[${n}].arg`, 'expected hex bytes or a number');
-    kvm.ioctl(fd, req, arg);
+    ret = kvm.ioctl(fd, req, arg);
     last = arg instanceof Uint8Array ? arg : null;
   }
-  return { expected, actual: last ? Buffer.from(last).toString('hex') : '' };
+  return { expected, actual: last ? Buffer.from(last).toString('hex') : '', expectedRet: expectedReturn(json), actualRet: ret };
 }

@@ -35,6 +35,9 @@ export interface Disagreement {
   differences: string[];
   realBytes: string;
   emuBytes: string;
+  /** The return values of the last step: the kernel's, and kvmsr's (-errno on failure). */
+  realRet: number;
+  emuRet: number;
   decoded: string[];
   /**
    * Whether the shrunk reproducer still disagreed when run once more to describe it. A difference
@@ -372,6 +375,8 @@ export class Conformance {
       differences: last?.differences ?? [],
       realBytes: hex(last?.realBytes),
       emuBytes: hex(last?.emuBytes),
+      realRet: last?.realRet ?? 0,
+      emuRet: last?.emuRet ?? 0,
       decoded,
       recurred: (last?.differences.length ?? 0) > 0,
     };
@@ -391,8 +396,8 @@ export function caseFile(d: Disagreement, profile: HostProfile): Record<string, 
       name: I.ioctlName(s.request),
       ...(s.writeBack ? { writeBack: true } : { arg: s.arg instanceof Uint8Array ? Buffer.from(s.arg).toString('hex') : s.arg }),
     })),
-    expected: { bytes: d.realBytes },
-    kvmsr: { bytes: d.emuBytes },
+    expected: { bytes: d.realBytes, ret: d.realRet },
+    kvmsr: { bytes: d.emuBytes, ret: d.emuRet },
     differences: d.differences,
     decoded: d.decoded,
   };

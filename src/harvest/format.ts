@@ -311,3 +311,37 @@ export function readPlan(file: string): PlanCase[] {
 export function readAnswers(file: string): Answers {
   return parseAnswers(readFileSync(file, 'utf8'), file);
 }
+
+/** answers.txt for these answers, as kvmsr-probe writes it (for tests, and kvmsr standing in for a host). */
+export function writeAnswers(a: Answers): string {
+  const out = ['kvmsr-answers 1', `info kernel ${a.info.kernel}`, `info machine ${a.info.machine}`, `info cpu_vendor ${a.info.cpuVendor}`, `info cpu_model ${a.info.cpuModel}`];
+  for (const m of a.info.modules) out.push(`info module ${m}`);
+  for (const [k, v] of Object.entries(a.info.params)) out.push(`info param ${k} ${v}`);
+  out.push(`info jobs ${a.info.jobs}`);
+  for (const c of a.cases.values()) {
+    out.push(`case ${c.id} begin`);
+    if (c.setupFail) out.push(`setup fail ${c.setupFail.what} ${c.setupFail.errno}`);
+    c.steps.forEach((s, n) => {
+      switch (s.op) {
+        case 'io':
+          out.push(`io ${n} ${s.ret} ${s.errno} ${s.out ? hex(s.out) : '-'}`);
+          break;
+        case 'g':
+          if (s.kind === 'ok') out.push(`g ${n} ok ${h(s.value)}`);
+          else if (s.kind === 'gp') out.push(`g ${n} gp`);
+          else if (s.kind === 'exit') out.push(`g ${n} exit ${s.exitReason} ${s.reason} ${h(s.index)} ${h(s.data)}`);
+          else out.push(`g ${n} fail ${s.what} ${s.errno}`);
+          break;
+        case 'sleep':
+          out.push(`sleep ${n}`);
+          break;
+        case 'tsckhz':
+          out.push(`tsckhz ${n} ${s.value}`);
+          break;
+      }
+    });
+    out.push(`case ${c.id} end`);
+  }
+  if (a.done) out.push(`done ${a.done.cases} ${a.done.seconds.toFixed(1)}`);
+  return out.join('\n') + '\n';
+}

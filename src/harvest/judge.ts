@@ -11,6 +11,7 @@ import { msrLabel } from '../abi/msr-names.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
 import { profileToJson, type HostProfile } from '../kvm/profile.js';
 import { msrGroup } from '../conform/conform.js';
+import { apicIdsByRule } from '../native/pair.js';
 import { sameAnswer } from '../profile/classify-rules.js';
 import { measureFromAnswers } from '../profile/from-answers.js';
 import { parseAnswers, parsePlan, type Answers, type CaseAnswer, type PlanCase, type PlanStep, type StepAnswer } from './format.js';
@@ -82,7 +83,18 @@ const ans = (s: StepAnswer | undefined): string => {
   }
 };
 
-/** Blanks IA32_TSC entries of a KVM_GET_MSRS answer on both sides where the rule holds. */
+/** What moves with time or with the CPU a call ran on, taken from the host's answer where the stated rule holds. */
+function byRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<string>): void {
+  if (step.op === 'io' && step.request === I.KVM_GET_SUPPORTED_CPUID && host.op === 'io' && emu.op === 'io' && host.out && emu.out && host.ret === 0 && emu.ret === 0) {
+    const said: string[] = [];
+    apicIdsByRule(host.out, emu.out, said);
+    for (const r of said) rules.add(r);
+    return;
+  }
+  tscByRule(step, host, emu, rules);
+}
+
+/** Takes the host's IA32_TSC values where both sides read one, and non-zero (TSC_RULE). */
 function tscByRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<string>): void {
   if (step.op === 'rd' && step.index === 0x10 && host.op === 'g' && emu.op === 'g' && host.kind === 'ok' && emu.kind === 'ok') {
     if (host.value !== emu.value && host.value !== 0n && emu.value !== 0n) {
@@ -106,6 +118,15 @@ function tscByRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set
       b.setBigUint64(off + 8, va, true);
     }
   }
+}
+
+/** Both answers in words; for long buffers only the return values and the bytes that differ. */
+function pairDetail(h: StepAnswer | undefined, e: StepAnswer | undefined): [string, string] {
+  if (h?.op !== 'io' || e?.op !== 'io' || !h.out || !e.out || h.out.length <= 48) return [ans(h), ans(e)];
+  const at: string[] = [];
+  for (let i = 0; i < h.out.length && at.length < 8; i++) if (h.out[i] !== e.out[i]) at.push(`byte ${i}: 0x${h.out[i]!.toString(16)} vs 0x${(e.out[i] ?? 0).toString(16)}`);
+  const r = (x: typeof h): string => `ret ${x.ret}${x.ret < 0 ? ` errno ${x.errno}` : ''}`;
+  return [`${r(h)}, ${h.out.length} bytes${at.length ? ` (host vs kvmsr: ${at.join('; ')})` : ''}`, `${r(e)}`];
 }
 
 /** What differs at a step, in words, with the MSR entries decoded. */
@@ -150,6 +171,8 @@ function caseFileOf(c: PlanCase, upTo: number, host: CaseAnswer, profile: HostPr
 export interface JudgeOptions {
   /** Where shrunk cases go (default DIR/cases); null: not written. */
   casesDir?: string | null;
+  /** Where the host's profile goes (default DIR/profile.json); null: not written. */
+  profileFile?: string | null;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -182,7 +205,7 @@ export function judgeAnswers(plan: PlanCase[], answers: Answers, profile: HostPr
     for (let i = 0; bad < 0 && i < c.steps.length; i++) {
       const h = host.steps[i];
       const e = emu.steps[i];
-      if (h && e) tscByRule(c.steps[i]!, h, e, rules);
+      if (h && e) byRule(c.steps[i]!, h, e, rules);
       if (!sameAnswer(h, e)) bad = i;
     }
     if (bad < 0) {
@@ -197,7 +220,8 @@ export function judgeAnswers(plan: PlanCase[], answers: Answers, profile: HostPr
       seen.alike++;
       continue;
     }
-    const jd: JudgeDisagreement = { group: g, caseId: c.id, step: bad, what: d.what, host: ans(host.steps[bad]), kvmsr: emu.setupFail ? `setup failed: ${emu.setupFail.what} errno ${emu.setupFail.errno}` : ans(emu.steps[bad]), alike: 0 };
+    const [hostSaid, emuSaid] = emu.setupFail ? [ans(host.steps[bad]), `setup failed: ${emu.setupFail.what} errno ${emu.setupFail.errno}`] : pairDetail(host.steps[bad], emu.steps[bad]);
+    const jd: JudgeDisagreement = { group: g, caseId: c.id, step: bad, what: d.what, host: hostSaid, kvmsr: emuSaid, alike: 0 };
     if (opts.casesDir) {
       mkdirSync(opts.casesDir, { recursive: true });
       jd.file = join(opts.casesDir, `${c.id}.json`);
@@ -224,15 +248,16 @@ export function judgeAnswers(plan: PlanCase[], answers: Answers, profile: HostPr
 }
 
 /** Judges DIR: writes DIR/profile.json and, for each distinct disagreement, DIR/cases/ID.json. */
-export function judgeDir(dir: string, opts: JudgeOptions = {}): { report: JudgeReport; profile: HostProfile } {
+export function judgeDir(dir: string, opts: JudgeOptions = {}): { report: JudgeReport; profile: HostProfile; plan: PlanCase[]; answers: Answers } {
   const p = readHarvestFile(dir, 'plan.txt');
   const plan = parsePlan(p.text, p.file);
   const a = readHarvestFile(dir, 'answers.txt');
   const answers = parseAnswers(a.text, a.file);
-  const { profile, unmatched } = measureFromAnswers(answers);
-  writeFileSync(join(dir, 'profile.json'), JSON.stringify(profileToJson(profile), null, 1) + '\n');
+  const { profile, unmatched } = measureFromAnswers(plan, answers);
+  const profileFile = opts.profileFile === undefined ? join(dir, 'profile.json') : opts.profileFile;
+  if (profileFile) writeFileSync(profileFile, JSON.stringify(profileToJson(profile), null, 1) + '\n');
   const report = judgeAnswers(plan, answers, profile, { casesDir: opts.casesDir === undefined ? join(dir, 'cases') : opts.casesDir, unmatched, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
-  return { report, profile };
+  return { report, profile, plan, answers };
 }
 
 /** conform's table for a judge report. */

@@ -75,7 +75,6 @@ export function ruleGuestSteps(index: number): PlanStep[] {
   for (const v of RULE_VALUES) s.push({ op: 'wr', vcpu: 0, index, value: v }, { op: 'rd', vcpu: 0, index });
   return s;
 }
-export const RULE_HOST_STEPS = 1 + 2 * RULE_VALUES.length;
 
 /** One case per candidate MSR and context (a fresh vCPU, or one with the supported CPUID). */
 export function ruleCases(): PlanCase[] {

@@ -33,7 +33,9 @@ const MSR_IA32_TSC = 0x10;
  * APIC IDs in the answer (leaf 1 EBX[31:24], the x2APIC ID in EDX of leaves 0xb and 0x1f, leaf
  * 0x8000001e's extended APIC, core and node IDs): those bytes are taken from the kernel's answer.
  */
-function apicIdsByRule(a: Uint8Array, b: Uint8Array, rules: string[]): void {
+export const APIC_ID_RULE = "KVM_GET_SUPPORTED_CPUID: the APIC IDs of the CPU the ioctl ran on (leaf 1 EBX[31:24], 0xb/0x1f EDX, 0x8000001e) taken from the kernel's answer";
+
+export function apicIdsByRule(a: Uint8Array, b: Uint8Array, rules: string[]): void {
   if (a.length < 8 || b.length !== a.length) return;
   const da = new DataView(a.buffer, a.byteOffset, a.byteLength);
   const n = Math.min(da.getUint32(0, true), Math.floor((a.length - 8) / 40));
@@ -53,7 +55,7 @@ function apicIdsByRule(a: Uint8Array, b: Uint8Array, rules: string[]): void {
       changed = true;
     }
   }
-  if (changed) rules.push("KVM_GET_SUPPORTED_CPUID: the APIC IDs of the CPU the ioctl ran on (leaf 1 EBX[31:24], 0xb/0x1f EDX, 0x8000001e) taken from the kernel's answer");
+  if (changed) rules.push(APIC_ID_RULE);
 }
 
 export class Pair {

@@ -17,7 +17,8 @@ export function captureCases(): ReturnType<typeof profileCases> {
 /** Captures the host's profile through the real /dev/kvm (needs kvmsr-probe, built by `npm ci`). */
 export function captureProfile(opts: { jobs?: number } = {}): HostProfile {
   try {
-    return profileFromAnswers(probeCases(captureCases(), opts.jobs ?? 2));
+    const cases = captureCases();
+    return profileFromAnswers(cases, probeCases(cases, opts.jobs ?? 2));
   } catch (e) {
     throw new CaptureError(`profile capture: ${(e as Error).message}`);
   }

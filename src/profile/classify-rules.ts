@@ -9,7 +9,6 @@ import type { HostProfile } from '../kvm/profile.js';
 import { vendorFor } from '../kvm/vendors.js';
 import type { Answers, CaseAnswer, PlanCase, StepAnswer } from '../harvest/format.js';
 import { runOnKvmsr } from '../harvest/on-kvmsr.js';
-import { RULE_HOST_STEPS, ruleCases } from '../harvest/plan.js';
 
 export interface RuleMeasurement {
   rules: Record<number, MsrRule>;
@@ -34,12 +33,10 @@ export function sameAnswer(a: StepAnswer | undefined, b: StepAnswer | undefined)
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-function sideAgrees(host: CaseAnswer, emu: CaseAnswer, side: 'host' | 'guest'): boolean {
+/** Whether kvmsr answered the host's (io) or the guest's (rd/wr) steps of a rule case as the host did. */
+function sideAgrees(c: PlanCase, host: CaseAnswer, emu: CaseAnswer, side: 'host' | 'guest'): boolean {
   if (emu.setupFail || host.setupFail) return !!emu.setupFail === !!host.setupFail;
-  const from = side === 'host' ? 0 : RULE_HOST_STEPS;
-  const to = side === 'host' ? RULE_HOST_STEPS : host.steps.length;
-  for (let i = from; i < to; i++) if (!sameAnswer(host.steps[i], emu.steps[i])) return false;
-  return host.steps.length === emu.steps.length || side === 'host';
+  return c.steps.every((s, i) => (s.op === 'io') !== (side === 'host') || sameAnswer(host.steps[i], emu.steps[i]));
 }
 
 /** The pairs tried, in order: the model, the four plain kinds, then every other pair. */
@@ -58,9 +55,10 @@ const PAIRS: [ReadKind | undefined, WriteKind | undefined][] = (() => {
   return out;
 })();
 
-export function classifyRules(base: HostProfile, a: Answers): RuleMeasurement {
+export function classifyRules(base: HostProfile, plan: readonly PlanCase[], a: Answers): RuleMeasurement {
   const byIndex = new Map<number, { c: PlanCase; host: CaseAnswer }[]>();
-  for (const c of ruleCases()) {
+  for (const c of plan) {
+    if (!c.id.startsWith('rule.')) continue;
     const host = a.cases.get(c.id);
     if (!host) continue;
     const index = Number.parseInt(c.id.split('.')[1]!, 16);
@@ -79,7 +77,7 @@ export function classifyRules(base: HostProfile, a: Answers): RuleMeasurement {
         if (read) r[`${side}Read`] = read;
         if (write) r[`${side}Write`] = write;
         const ops = withMeasuredRules(vendor, read || write ? { [index]: r } : undefined);
-        return cases.every(({ c, host }) => sideAgrees(host, runOnKvmsr(base, c, { vendor: ops, fastPath: false }), side));
+        return cases.every(({ c, host }) => sideAgrees(c, host, runOnKvmsr(base, c, { vendor: ops, fastPath: false }), side));
       };
       const found = PAIRS.find(([read, write]) => trial(read, write));
       if (!found) unmatched.push({ index, side });

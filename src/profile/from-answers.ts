@@ -1,15 +1,14 @@
 // A host profile from a harvest's answers: what the `profile.*` cases of the plan (harvest/plan.ts)
 // read on the host, then the measured MSR rules from its `rule.*` cases (classify-rules.ts).
 // `kvmsr profile capture` and `kvmsr harvest judge` both build the profile here.
-import { decodeCpuid2, decodeMsrList, decodeMsrs } from '../abi/codecs.js';
+import { decodeCpuid2, decodeMsrList, decodeMsrs, type CpuidEntry2 } from '../abi/codecs.js';
 import { E2BIG } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { parseProfile, profileToJson, VENDOR_MODULES, type HostProfile, type ProfileMsr, type VendorModule } from '../kvm/profile.js';
 import { adjustTscKhz, tscTolerancePpm } from '../kvm/x86.js';
 import { KVMSR_VERSION } from '../version.js';
-import { CANDIDATE_MSRS, UNKNOWN_MSRS } from '../harvest/candidates.js';
-import type { Answers, CaseAnswer, StepAnswer } from '../harvest/format.js';
-import { LIST_ROOM, MAX_CAP } from '../harvest/plan.js';
+import type { Answers, CaseAnswer, PlanCase, PlanStep, StepAnswer } from '../harvest/format.js';
+import { LIST_ROOM } from '../harvest/plan.js';
 import { classifyRules } from './classify-rules.js';
 
 export class ProfileBuildError extends Error {}
@@ -66,51 +65,107 @@ function vendorOf(a: Answers, features: number[], reset: ProfileMsr[]): VendorMo
   return a.info.cpuVendor === 'GenuineIntel' ? 'kvm_intel' : 'kvm_amd';
 }
 
-/** The profile the `profile.*` cases describe, without measured rules. */
-export function baseProfileFromAnswers(a: Answers): HostProfile {
-  const sys = needCase(a, 'profile.sys');
-  const apiVersion = must(sys, 0, 'KVM_GET_API_VERSION').ret;
-  const vcpuMmapSize = must(sys, 1, 'KVM_GET_VCPU_MMAP_SIZE').ret;
-  const msrIndexList = list(sys, 2, 'KVM_GET_MSR_INDEX_LIST');
-  const featureIndices = list(sys, 3, 'KVM_GET_MSR_FEATURE_INDEX_LIST');
-  const cpuid = must(sys, 4, 'KVM_GET_SUPPORTED_CPUID');
-  const supportedCpuid = decodeCpuid2(cpuid.out!).entries;
-  const mce = io(sys, 5);
-  const system: Record<number, number> = {};
-  for (let c = 0; c <= MAX_CAP; c++) {
-    const r = io(sys, 6 + c).ret;
-    if (r > 0) system[c] = r;
-  }
-  const probed = [...CANDIDATE_MSRS, ...UNKNOWN_MSRS];
-  const sysRead = new Map<number, bigint | null>();
-  probed.forEach((i, k) => sysRead.set(i, read1(sys, 7 + MAX_CAP + k)));
+/**
+ * KVM_GET_SUPPORTED_CPUID leaves the APIC IDs of whichever CPU the ioctl ran on (leaf 1
+ * EBX[31:24], the x2APIC ID in EDX of leaves 0xb and 0x1f, leaf 0x8000001e's IDs); a profile keeps
+ * CPU 0's (0), so two captures of one host are equal. (native/pair.ts compares them by that rule.)
+ */
+function withoutApicIds(e: CpuidEntry2): CpuidEntry2 {
+  if (e.function === 1) return { ...e, ebx: (e.ebx & 0x00ffffff) >>> 0 };
+  if (e.function === 0xb || e.function === 0x1f) return { ...e, edx: 0 };
+  if (e.function === 0x8000001e) return { ...e, eax: 0, ebx: (e.ebx & ~0xff) >>> 0, ecx: (e.ecx & ~0xff) >>> 0 };
+  return e;
+}
+
+/** A plan case and its answers, step by step: what each step asked, with what the host said. */
+interface Walk {
+  steps: PlanStep[];
+  answers: CaseAnswer;
+}
+
+function walk(plan: readonly PlanCase[], a: Answers, id: string): Walk {
+  const c = plan.find((p) => p.id === id);
+  if (!c) throw new ProfileBuildError(`the plan has no case ${id}`);
+  return { steps: c.steps, answers: needCase(a, id) };
+}
+
+/** The one MSR index of a one-entry KVM_GET_MSRS/KVM_SET_MSRS step, and the value it writes. */
+function oneEntry(s: PlanStep): { index: number; data: bigint } | null {
+  if (s.op !== 'io' || !(s.arg instanceof Uint8Array) || s.arg.length !== 24) return null;
+  return decodeMsrs(s.arg).entries[0] ?? null;
+}
+
+/**
+ * The profile the `profile.*` cases describe, without measured rules. Each answer is read by what
+ * its plan step asked (the request, the capability, the MSR), so a harvest judges the same after
+ * the plan generator changes.
+ */
+export function baseProfileFromAnswers(plan: readonly PlanCase[], a: Answers): HostProfile {
+  const sys = walk(plan, a, 'profile.sys');
+  const byRequest = (w: Walk, req: number): number => {
+    const n = w.steps.findIndex((s) => s.op === 'io' && s.request === req);
+    if (n < 0) throw new ProfileBuildError(`case ${w.answers.id} has no ${I.ioctlName(req)}`);
+    return n;
+  };
+  const apiVersion = must(sys.answers, byRequest(sys, I.KVM_GET_API_VERSION), 'KVM_GET_API_VERSION').ret;
+  const vcpuMmapSize = must(sys.answers, byRequest(sys, I.KVM_GET_VCPU_MMAP_SIZE), 'KVM_GET_VCPU_MMAP_SIZE').ret;
+  const msrIndexList = list(sys.answers, byRequest(sys, I.KVM_GET_MSR_INDEX_LIST), 'KVM_GET_MSR_INDEX_LIST');
+  const featureIndices = list(sys.answers, byRequest(sys, I.KVM_GET_MSR_FEATURE_INDEX_LIST), 'KVM_GET_MSR_FEATURE_INDEX_LIST');
+  const cpuid = must(sys.answers, byRequest(sys, I.KVM_GET_SUPPORTED_CPUID), 'KVM_GET_SUPPORTED_CPUID');
+  const supportedCpuid = decodeCpuid2(cpuid.out!).entries.map(withoutApicIds);
+  const mce = io(sys.answers, byRequest(sys, I.KVM_X86_GET_MCE_CAP_SUPPORTED));
+  const caps = (w: Walk, on: 'sys' | 'vm'): Record<number, number> => {
+    const out: Record<number, number> = {};
+    w.steps.forEach((s, n) => {
+      if (s.op === 'io' && s.on === on && s.request === I.KVM_CHECK_EXTENSION && typeof s.arg === 'number') {
+        const r = io(w.answers, n).ret;
+        if (r > 0) out[s.arg] = r;
+      }
+    });
+    return out;
+  };
+  const system = caps(sys, 'sys');
+  /** What each one-entry KVM_GET_MSRS read first, by index. */
+  const firstReads = (w: Walk): Map<number, bigint | null> => {
+    const out = new Map<number, bigint | null>();
+    w.steps.forEach((s, n) => {
+      const e = s.op === 'io' && s.request === I.KVM_GET_MSRS ? oneEntry(s) : null;
+      if (e && !out.has(e.index)) out.set(e.index, read1(w.answers, n));
+    });
+    return out;
+  };
+  const sysRead = firstReads(sys);
   const featureMsrs: ProfileMsr[] = featureIndices.map((index) => {
-    if (!sysRead.has(index)) throw new ProfileBuildError(`feature MSR 0x${index.toString(16)} is not among the MSRs a plan reads (harvest/candidates.ts)`);
+    if (!sysRead.has(index)) throw new ProfileBuildError(`feature MSR 0x${index.toString(16)} is not among the MSRs the plan reads (harvest/candidates.ts)`);
     return { index, value: sysRead.get(index)! };
   });
 
-  const vc = needCase(a, 'profile.vcpu');
-  const vm: Record<number, number> = {};
-  for (let c = 0; c <= MAX_CAP; c++) {
-    const r = io(vc, c).ret;
-    if (r > 0) vm[c] = r;
-  }
-  const tscKhz = must(vc, MAX_CAP + 1, 'KVM_GET_TSC_KHZ').ret;
-  const base = MAX_CAP + 2;
-  const vcRead = new Map<number, bigint | null>();
-  probed.forEach((i, k) => vcRead.set(i, read1(vc, base + k)));
-  const order = [...new Set([...msrIndexList, ...featureIndices, ...probed])];
+  const vc = walk(plan, a, 'profile.vcpu');
+  const vm = caps(vc, 'vm');
+  const tscKhz = must(vc.answers, byRequest(vc, I.KVM_GET_TSC_KHZ), 'KVM_GET_TSC_KHZ').ret;
+  const vcRead = firstReads(vc);
+  const order = [...new Set([...msrIndexList, ...featureIndices, ...vcRead.keys()])];
   const vcpuReset: ProfileMsr[] = order.map((index) => {
-    if (!vcRead.has(index)) throw new ProfileBuildError(`listed MSR 0x${index.toString(16)} is not among the MSRs a plan reads (harvest/candidates.ts)`);
+    if (!vcRead.has(index)) throw new ProfileBuildError(`listed MSR 0x${index.toString(16)} is not among the MSRs the plan reads (harvest/candidates.ts)`);
     return { index, value: vcRead.get(index)! };
   });
-  const t = base + probed.length;
-  const tsc = read1(vc, t + 3);
+  // tscUnstable: the IA32_TSC read after the sleep that follows a write of 2^40 (plan.ts).
+  const pause = vc.steps.findIndex((s) => s.op === 'sleep');
+  const after = vc.steps.findIndex((s, n) => n > pause && s.op === 'io' && s.request === I.KVM_GET_MSRS && oneEntry(s)?.index === 0x10);
+  const tsc = pause >= 0 && after >= 0 ? read1(vc.answers, after) : null;
   const tscUnstable = tsc !== null && tsc < 1n << 39n;
-  let spec = 0n;
-  for (let b = 0; b < 64; b++) if (io(vc, t + 4 + b).ret === 1) spec |= 1n << BigInt(b);
-  let efer = 0n;
-  for (let b = 0; b < 64; b++) if (io(vc, t + 4 + 65 + 2 * b).ret === 1) efer |= 1n << BigInt(b);
+  /** The single bits whose one-bit write of `index` the host accepted. */
+  const acceptedBits = (index: number): bigint => {
+    let bits = 0n;
+    vc.steps.forEach((s, n) => {
+      const e = s.op === 'io' && s.request === I.KVM_SET_MSRS ? oneEntry(s) : null;
+      if (e && e.index === index && e.data !== 0n && (e.data & (e.data - 1n)) === 0n && io(vc.answers, n).ret === 1) bits |= e.data;
+    });
+    return bits;
+  };
+  const spec = acceptedBits(0x48);
+  const efer = acceptedBits(0xc0000080);
+  const eferMeasured = vc.steps.some((s) => s.op === 'io' && s.request === I.KVM_SET_MSRS && oneEntry(s)?.index === 0xc0000080);
 
   const vendorModule = vendorOf(a, featureIndices, vcpuReset);
   const moduleParams: Record<string, string> = {};
@@ -123,7 +178,7 @@ export function baseProfileFromAnswers(a: Answers): HostProfile {
   }
   let hostTscKhz: number | undefined;
   const scaling = (vm[I.KVM_CAP.TSC_CONTROL] ?? system[I.KVM_CAP.TSC_CONTROL] ?? 0) > 0;
-  const floor = needCase(a, 'profile.tsckhz').steps[0];
+  const floor = walk(plan, a, 'profile.tsckhz').answers.steps[0];
   if (!scaling && floor?.op === 'tsckhz' && floor.value > 0) {
     // The smallest tsc_khz whose lower threshold (u64 arithmetic, rounded down) is the floor.
     const ppm = tscTolerancePpm(moduleParams);
@@ -153,7 +208,7 @@ export function baseProfileFromAnswers(a: Answers): HostProfile {
     vcpuReset,
     tscUnstable,
     ...(msrIndexList.includes(0x48) ? { specCtrlAccepted: spec } : {}),
-    eferAccepted: efer,
+    ...(eferMeasured ? { eferAccepted: efer } : {}),
     ...(hostTscKhz !== undefined ? { hostTscKhz } : {}),
     ...(mce.ret === 0 && mce.out ? { mceCapSupported: new DataView(mce.out.buffer, mce.out.byteOffset).getBigUint64(0, true) } : {}),
   };
@@ -162,15 +217,15 @@ export function baseProfileFromAnswers(a: Answers): HostProfile {
 }
 
 /** The host's profile, and the measured MSR sides no rule kind reproduces ('0x3a host'). */
-export function measureFromAnswers(a: Answers): { profile: HostProfile; unmatched: string[] } {
-  const base = baseProfileFromAnswers(a);
-  const rules = classifyRules(base, a);
+export function measureFromAnswers(plan: readonly PlanCase[], a: Answers): { profile: HostProfile; unmatched: string[] } {
+  const base = baseProfileFromAnswers(plan, a);
+  const rules = classifyRules(base, plan, a);
   const unmatched = rules.unmatched.map((u) => `0x${u.index.toString(16)} ${u.side}`);
   if (Object.keys(rules.rules).length === 0) return { profile: base, unmatched };
   return { profile: parseProfile(JSON.parse(JSON.stringify(profileToJson({ ...base, msrRules: rules.rules }))), 'capture'), unmatched };
 }
 
 /** The host's profile: the `profile.*` answers, then the rules the `rule.*` answers measure. */
-export function profileFromAnswers(a: Answers): HostProfile {
-  return measureFromAnswers(a).profile;
+export function profileFromAnswers(plan: readonly PlanCase[], a: Answers): HostProfile {
+  return measureFromAnswers(plan, a).profile;
 }

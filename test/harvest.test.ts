@@ -1,0 +1,115 @@
+// The harvest: plan.txt and answers.txt (their parsers name file, line and field), judge on a host's
+// stored answers (this development host's, measured with kvmsr-probe), and judge catching an answer
+// changed by one bit. test/harvest-live.test.ts runs plan, probe and judge on a live /dev/kvm.
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { HarvestFileError, parseAnswers, parsePlan, writeAnswers, writePlan, type Answers, type CaseAnswer } from '../src/harvest/format.js';
+import { judgeAnswers, judgeDir, TSC_RULE } from '../src/harvest/judge.js';
+import { runOnKvmsr } from '../src/harvest/on-kvmsr.js';
+import { guestCases, harvestPlan, profileCases, randomCases, ruleCases } from '../src/harvest/plan.js';
+import type { HostProfile } from '../src/kvm/profile.js';
+import { profileFromAnswers } from '../src/profile/from-answers.js';
+import { builtinProfile } from '../src/profiles.js';
+import { comparable } from './helpers.js';
+
+const HOST = join(import.meta.dirname, 'hosts', 'pvm-amd-epyc-6.18.44-v669', 'harvest');
+
+/** kvmsr standing in for a host: every case of the plan run on kvmsr, as answers.txt. */
+function answersOnKvmsr(profile: HostProfile, cases = harvestPlan({ cases: 40, seed: 5 })): Answers {
+  const m = new Map<string, CaseAnswer>();
+  for (const c of cases) m.set(c.id, runOnKvmsr(profile, c));
+  const info = { kernel: profile.host.kernel, machine: 'x86_64', cpuVendor: profile.host.cpuVendor, cpuModel: profile.host.cpuModel, modules: ['kvm', profile.host.vendorModule], params: {}, jobs: 1 };
+  return parseAnswers(writeAnswers({ info, cases: m }));
+}
+
+describe('plan.txt', () => {
+  test('a plan round-trips through its text', () => {
+    const plan = [...profileCases(), ...ruleCases().slice(0, 4), ...randomCases(40, 3), ...guestCases().slice(0, 1)];
+    const text = writePlan(plan);
+    expect(writePlan(parsePlan(text))).toBe(text);
+  });
+  test('a malformed plan is refused with file, line and field', () => {
+    const bad = (text: string): string => {
+      try {
+        parsePlan(text, 'p.txt');
+      } catch (e) {
+        expect(e).toBeInstanceOf(HarvestFileError);
+        return (e as Error).message;
+      }
+      throw new Error('accepted');
+    };
+    expect(bad('kvmsr-plan 2\n')).toBe("p.txt:1: header: expected 'kvmsr-plan 1'");
+    const head = 'kvmsr-plan 1\ncase a vcpus=1 irqchip=0 cpuid=0 usermsr=0x0 guest=0\n';
+    expect(bad(head + 'io v1 0xc008ae88 x:00\nend\n')).toBe('p.txt:3: io.target: vCPU 1, but the case has 1');
+    expect(bad(head + 'io v0 0xc008ae88 x:0\nend\n')).toBe('p.txt:3: io.arg: expected hex bytes');
+    expect(bad(head + 'rd 0 0x10\nend\n')).toBe('p.txt:3: rd: a guest step in a case without guest=1');
+    expect(bad(head + 'io v0 0xc008ae88 i:1\n')).toBe("p.txt:4: case: case a has no 'end'"); // the file's end
+    expect(bad(head + 'end\n' + head.split('\n')[1] + '\nend\n')).toBe('p.txt:4: case.id: a is not unique');
+  });
+});
+
+describe('answers.txt', () => {
+  test('a malformed answer is refused with file, line and field; finished cases before it are not lost', () => {
+    const ok = 'kvmsr-answers 1\ninfo kernel 6.18\ncase a begin\nio 0 1 0 00\ncase a end\n';
+    expect(parseAnswers(ok).cases.get('a')!.steps).toHaveLength(1);
+    expect(() => parseAnswers(ok + 'case b begin\nio 0 x 0 00\ncase b end\n', 'a.txt')).toThrow('a.txt:7: io.ret: expected a number');
+    expect(() => parseAnswers(ok + 'case b begin\nio 1 1 0 00\n', 'a.txt')).toThrow('a.txt:7: io.step: expected step 0, not 1');
+    expect(() => parseAnswers(ok + 'case b begin\ng 0 maybe\n', 'a.txt')).toThrow("a.txt:7: g.kind: expected ok, gp, exit or fail, not 'maybe'");
+    // A probe that died mid-case: the finished case stays, the unfinished one is absent.
+    const cut = parseAnswers(ok + 'case b begin\nio 0 1 0 00\n');
+    expect([...cut.cases.keys()]).toEqual(['a']);
+  });
+});
+
+describe('judge', () => {
+  test('kvmsr standing in for the host: its own profile back, and every case agrees', () => {
+    const p = builtinProfile('pvm-amd-epyc-6.18.44-v669');
+    const plan = harvestPlan({ cases: 40, seed: 5 });
+    const answers = answersOnKvmsr(p, plan);
+    const built = profileFromAnswers(plan, answers);
+    expect(built.msrIndexList).toEqual(p.msrIndexList);
+    expect(built.msrRules).toEqual(p.msrRules);
+    const r = judgeAnswers(plan, answers, built);
+    expect(r.disagreements).toEqual([]);
+    expect(r.cases).toBe(plan.length);
+  });
+
+  // This development host (kvm_pvm 6.18.44-fc-v669, AMD EPYC): `kvmsr harvest plan --cases 300
+  // --seed 1`, `kvmsr-probe --jobs 2`, on 2026-12-01.
+  test('the stored harvest of this development host: every case agrees, and its profile is the built-in default', () => {
+    const { report, profile } = judgeDir(HOST, { casesDir: null, profileFile: null });
+    expect(report.unanswered).toEqual([]);
+    expect(report.disagreements).toEqual([]);
+    expect(report.cases).toBe(1400);
+    expect(report.agreed).toBe(1400);
+    expect(report.unmatchedRules).toEqual([]);
+    expect(report.rules).toContain(TSC_RULE);
+    expect(comparable(profile)).toEqual(comparable(builtinProfile('pvm-amd-epyc-6.18.44-v669')));
+  });
+
+  test('an answer changed by one bit is a disagreement, reported at its case and step', () => {
+    const { plan, answers, profile } = judgeDir(HOST, { casesDir: null, profileFile: null });
+    // Flip bit 0 of the value IA32_CR_PAT read back after the host wrote 1 to it (sys.fresh.277, step 6).
+    const c = answers.cases.get('sys.fresh.277')!;
+    const s = c.steps[6]!;
+    if (s.op !== 'io' || !s.out) throw new Error('not an ioctl answer');
+    const out = s.out.slice();
+    out[16]! ^= 1;
+    const changed: Answers = { ...answers, cases: new Map(answers.cases) };
+    changed.cases.set(c.id, { ...c, steps: c.steps.map((x, i) => (i === 6 ? { ...s, out } : x)) });
+    const r = judgeAnswers(plan, changed, profile, { casesDir: null });
+    expect(r.disagreements).toHaveLength(1);
+    expect(r.disagreements[0]).toMatchObject({ caseId: 'sys.fresh.277', step: 6, what: 'KVM_GET_MSRS entry 0 0x277 IA32_CR_PAT' });
+    expect(r.agreed).toBe(r.cases - 1);
+  });
+
+  test('a guest answer changed (a #GP where the host read a value) is caught too', () => {
+    const { plan, answers, profile } = judgeDir(HOST, { casesDir: null, profileFile: null });
+    const c = answers.cases.get('guest.fresh')!;
+    const k = c.steps.findIndex((s) => s.op === 'g' && s.kind === 'ok');
+    const changed: Answers = { ...answers, cases: new Map(answers.cases) };
+    changed.cases.set(c.id, { ...c, steps: c.steps.map((x, i) => (i === k ? { op: 'g', kind: 'gp' } : x)) });
+    const r = judgeAnswers(plan, changed, profile, { casesDir: null });
+    expect(r.disagreements.map((d) => [d.caseId, d.step, d.host])).toEqual([['guest.fresh', k, 'gp']]);
+  });
+});
