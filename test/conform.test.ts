@@ -10,6 +10,8 @@ import { Kvm } from '../src/kvm/kvm.js';
 import { M } from '../src/kvm/msr-index.js';
 import type { VendorOps } from '../src/kvm/vendor.js';
 import { pvmOps } from '../src/pvm/pvm-ops.js';
+import type { Answers, PlanCase } from '../src/harvest/format.js';
+import { runOnKvmsr } from '../src/harvest/on-kvmsr.js';
 import { sourceProfile } from './helpers.js';
 
 /** The PVM rules, except that IA32_MISC_ENABLE drops bit 22 on writes. */
@@ -67,5 +69,50 @@ describe('kvmsr conform (kvmsr against kvmsr)', () => {
     const last = random[0]!.steps[random[0]!.steps.length - 1]!;
     expect(decodeMsrs(last.arg as Uint8Array).entries.length).toBeLessThanOrEqual(2);
     expect(r.random.agreed).toBeLessThan(200);
+  });
+});
+
+describe('kvmsr conform: what the host handles unlisted, the guest path, one shrink per distinct disagreement', () => {
+  test('unlisted MSRs the host handles are compared too, under their own groups', () => {
+    const p = sourceProfile();
+    // The stand-in kernel refuses IA32_PLATFORM_ID, which x86.c reads as 0 and this profile does not list.
+    const refuses: VendorOps = { ...pvmOps, getMsr: (x86, v, i, h, out) => (i === 0x17 ? 1 : pvmOps.getMsr(x86, v, i, h, out)), fastGetClass: (x86, i) => (i === 0x17 ? 0 : pvmOps.fastGetClass(x86, i)) };
+    expect(p.msrIndexList).not.toContain(0x17);
+    const c = new Conformance(new Kvm({ profile: p, vendor: refuses }), new Kvm({ profile: p }), p, { cases: 0, seed: 1 });
+    const r = c.run();
+    expect(r.systematic.some((g) => g.group.startsWith('unlisted'))).toBe(true);
+    expect(r.disagreements.map((d) => d.group)).toContain('unlisted other');
+    expect(r.disagreements.some((d) => d.decoded.some((x) => x.startsWith('[0] 0x17')))).toBe(true);
+  });
+
+  test('many disagreements of one kind are shrunk once and counted', () => {
+    const p = sourceProfile();
+    const c = new Conformance(new Kvm({ profile: p, vendor: mutated }), new Kvm({ profile: p }), p, { cases: 200, seed: 3 });
+    const r = c.run();
+    // Every setup and batch that touches MISC_ENABLE bit 22 disagrees the same way.
+    expect(r.alike).toBeGreaterThan(0);
+    const sigs = r.disagreements.filter((d) => !d.group.startsWith('random')).map((d) => d.decoded[0]?.split(':')[0]);
+    expect(new Set(sigs).size).toBe(sigs.length);
+  });
+
+  test('the guest path: a guest runner stands in for kvmsr-probe; a difference is shrunk to the step and what it needs', () => {
+    const p = sourceProfile();
+    // The stand-in host's guest may not write MISC_ENABLE at all (#GP).
+    const noGuestMiscEnable: VendorOps = { ...pvmOps, setMsr: (x86, v, i, h, lo, hi) => (i === M.MSR_IA32_MISC_ENABLE && !h ? 1 : pvmOps.setMsr(x86, v, i, h, lo, hi)) };
+    const runner = (cases: PlanCase[]): Answers => {
+      const m = new Map(cases.map((c) => [c.id, runOnKvmsr(p, c, { vendor: noGuestMiscEnable })] as const));
+      return { info: { kernel: '', machine: '', cpuVendor: '', cpuModel: '', modules: [], params: {}, jobs: 1 }, cases: m };
+    };
+    const c = new Conformance(new Kvm({ profile: p }), new Kvm({ profile: p }), p, { cases: 0, seed: 1, guestRunner: runner });
+    const r = c.run();
+    expect(r.guestSkipped).toBeUndefined();
+    const g = r.disagreements.filter((d) => d.group.startsWith('guest path'));
+    expect(g.length).toBeGreaterThan(0);
+    const last = g[0]!.guest!.case.steps.at(-1)!;
+    expect(last).toMatchObject({ op: 'wr', index: 0x1a0 });
+    expect(g[0]!.guest!.case.steps.length).toBeLessThan(5);
+    expect(g[0]!.differences[0]).toContain('guest WRMSR');
+    // Without a runner (no /dev/kvm), the report says the guest path was not compared.
+    expect(new Conformance(new Kvm({ profile: p }), new Kvm({ profile: p }), p, { cases: 0 }).run().guestSkipped).toContain('no guest runner');
   });
 });

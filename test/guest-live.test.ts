@@ -7,16 +7,13 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { encodeCpuid2, encodeEnableCap } from '../src/abi/codecs.js';
+import { encodeCpuid2 } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
-import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
-import { KVM_RUN_LAYOUT } from '../src/abi/layout.js';
 import { Kvm } from '../src/kvm/kvm.js';
-import type { GuestMsrResult } from '../src/kvm/guest-msr.js';
 import type { HostProfile } from '../src/kvm/profile.js';
-import { loadRealKvm, realKvmStatus } from '../src/native/real-kvm.js';
+import { realKvmStatus } from '../src/native/real-kvm.js';
 import { captureProfile } from '../src/profile/capture.js';
-import { datas, msrs } from './helpers.js';
+import { datas, guestOnKvmsr, msrs, type GuestSeen } from './helpers.js';
 
 const status = realKvmStatus();
 const cc = spawnSync('cc', ['--version']).status === 0;
@@ -31,42 +28,21 @@ interface Mode {
 type Step = ['r', number] | ['w', number, bigint];
 /** Steps with host ioctls between guest ones: a one-entry KVM_GET_MSRS (h) or KVM_SET_MSRS (H), or a pause in ms (s). */
 type MixedStep = Step | ['h', number] | ['H', number, bigint] | ['s', number];
-type Seen = { kind: 'ok'; value: string } | { kind: 'gp' } | { kind: 'exit'; exitReason: number; reason: number; index: string; data: string };
+type Seen = GuestSeen;
 
 const hex = (v: bigint): string => '0x' + v.toString(16);
 const ONES = 0xffffffffffffffffn;
 
-/** The same steps on kvmsr, as the guest sees them. */
 /** What each step saw on kvmsr, and whether its IA32_TSC value rests on kvmsr's estimate of the host TSC. */
 function onKvmsr(profile: HostProfile, mode: Mode, steps: Step[]): { seen: Seen[]; tscEstimated: boolean[] } {
-  const kvm = new Kvm({ profile });
-  const sys = kvm.open('/dev/kvm');
-  const vm = kvm.ioctl(sys, I.KVM_CREATE_VM, 0);
-  if (mode.userMsr) kvm.ioctl(vm, I.KVM_ENABLE_CAP, encodeEnableCap(KVM_CAP.X86_USER_SPACE_MSR, [BigInt(mode.userMsr)]));
-  if (mode.irqchip) kvm.ioctl(vm, I.KVM_CREATE_IRQCHIP, 0);
-  const region = new Uint8Array(32);
-  new DataView(region.buffer).setBigUint64(16, 0x10000n, true); // slot 0, GPA 0, 64 KiB
-  kvm.ioctl(vm, I.KVM_SET_USER_MEMORY_REGION, region);
-  const v = kvm.ioctl(vm, I.KVM_CREATE_VCPU, 0);
-  if (mode.cpuid) kvm.ioctl(v, I.KVM_SET_CPUID2, encodeCpuid2(profile.supportedCpuid));
-  kvm.markRan(v);
-  const run = kvm.runPage(v)!;
-  const seen = (r: GuestMsrResult, write?: bigint): Seen => {
-    if (r.kind === 'ok') return { kind: 'ok', value: hex(write ?? r.value) };
-    if (r.kind === 'exit') {
-      run[KVM_RUN_LAYOUT.msrError] = 1; // as the C program completes it: the guest takes #GP
-      kvm.completeMsrExit(v);
-      return { kind: 'exit', exitReason: r.exitReason, reason: r.reason, index: hex(BigInt(r.index)), data: hex(r.data) };
-    }
-    return { kind: 'gp' };
-  };
+  const { kvm, vcpu, step } = guestOnKvmsr(profile, mode);
   const tscEstimated: boolean[] = [];
-  const all = steps.map((s) => {
-    const r = s[0] === 'r' ? seen(kvm.rdmsr(v, s[1])) : seen(kvm.wrmsr(v, s[1], s[2]), s[2]);
-    tscEstimated.push(kvm.tscEstimated(v));
+  const seen = steps.map((s) => {
+    const r = s[0] === 'r' ? step(s[1]) : step(s[1], s[2]);
+    tscEstimated.push(kvm.tscEstimated(vcpu));
     return r;
   });
-  return { seen: all, tscEstimated };
+  return { seen, tscEstimated };
 }
 
 describe.skipIf(why !== '')(`guest RDMSR/WRMSR against /dev/kvm${why ? ` (skipped: ${why})` : ''}`, () => {

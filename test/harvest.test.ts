@@ -113,3 +113,29 @@ describe('judge', () => {
     expect(r.disagreements.map((d) => [d.caseId, d.step, d.host])).toEqual([['guest.fresh', k, 'gp']]);
   });
 });
+
+describe('harvest case files', () => {
+  test('a disagreement saved by judge replays on kvmsr alone, and still fails while kvmsr differs', async () => {
+    const { mkdtempSync, readFileSync, readdirSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { harvestCaseFile, replayHarvestCase } = await import('../src/harvest/case-file.js');
+    const { plan, answers, profile } = judgeDir(HOST, { casesDir: null, profileFile: null });
+    const c = plan.find((x) => x.id === 'sys.fresh.277')!;
+    const host = answers.cases.get(c.id)!;
+    // As the host answered: replays clean.
+    expect(replayHarvestCase(JSON.parse(JSON.stringify(harvestCaseFile(c, host, 6, profile))), profile).disagreements).toEqual([]);
+    // With one answer changed by a bit, judge writes it to DIR/cases, and the file keeps failing.
+    const s = host.steps[6]!;
+    if (s.op !== 'io' || !s.out) throw new Error('not an ioctl answer');
+    const out = s.out.slice();
+    out[16]! ^= 1;
+    const changed: Answers = { ...answers, cases: new Map(answers.cases) };
+    changed.cases.set(c.id, { ...host, steps: host.steps.map((x, i) => (i === 6 ? { ...s, out } : x)) });
+    const dir = mkdtempSync(join(tmpdir(), 'kvmsr-cases-'));
+    judgeAnswers(plan, changed, profile, { casesDir: dir });
+    expect(readdirSync(dir)).toEqual(['sys.fresh.277.json']);
+    const saved: unknown = JSON.parse(readFileSync(join(dir, 'sys.fresh.277.json'), 'utf8'));
+    expect(replayHarvestCase(saved, profile).disagreements).toHaveLength(1);
+    expect(() => replayHarvestCase({ format: 'x' }, profile, 'c.json')).toThrow('c.json: format: expected "kvmsr-harvest-case"');
+  });
+});

@@ -1,6 +1,8 @@
 // Shared helpers for tests: a fresh system/VM/vCPU on kvmsr, and buffer builders.
-import { encodeMsrs, decodeMsrs, type MsrEntry } from '../src/abi/codecs.js';
+import { encodeCpuid2, encodeEnableCap, encodeMsrs, decodeMsrs, type MsrEntry } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
+import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
+import { KVM_RUN_LAYOUT } from '../src/abi/layout.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
 import { profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
@@ -49,3 +51,44 @@ export function comparable(p: HostProfile): Record<string, unknown> {
   return { ...j, notes: '', host: { ...j.host, capturedAt: '' }, vcpuReset: j.vcpuReset.map((m) => (m.index === '0x10' ? { ...m, value: 'moves' } : m)) };
 }
 
+
+/** What the real-mode guest saw for one RDMSR/WRMSR: the value, a #GP, or a userspace exit. */
+export type GuestSeen = { kind: 'ok'; value: string } | { kind: 'gp' } | { kind: 'exit'; exitReason: number; reason: number; index: string; data: string };
+export interface GuestSetup {
+  irqchip: boolean;
+  cpuid: boolean;
+  userMsr: number;
+}
+
+/**
+ * A vCPU set up on kvmsr as test/c/guest-msr.c sets one up on /dev/kvm (user-space MSR exits,
+ * irqchip, 64 KiB at GPA 0, CPUID), marked as having run; `step` performs one guest RDMSR
+ * (value undefined) or WRMSR and reports it as the C guest reports it, completing an exit with
+ * msr.error = 1, so the guest takes #GP.
+ */
+export function guestOnKvmsr(profile: HostProfile, setup: GuestSetup): { kvm: Kvm; vcpu: number; step: (index: number, value?: bigint) => GuestSeen } {
+  const kvm = new Kvm({ profile });
+  const sys = kvm.open('/dev/kvm');
+  const vm = kvm.ioctl(sys, I.KVM_CREATE_VM, 0);
+  if (setup.userMsr) kvm.ioctl(vm, I.KVM_ENABLE_CAP, encodeEnableCap(KVM_CAP.X86_USER_SPACE_MSR, [BigInt(setup.userMsr)]));
+  if (setup.irqchip) kvm.ioctl(vm, I.KVM_CREATE_IRQCHIP, 0);
+  const region = new Uint8Array(32);
+  new DataView(region.buffer).setBigUint64(16, 0x10000n, true); // slot 0, GPA 0, 64 KiB
+  kvm.ioctl(vm, I.KVM_SET_USER_MEMORY_REGION, region);
+  const vcpu = kvm.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+  if (setup.cpuid) kvm.ioctl(vcpu, I.KVM_SET_CPUID2, encodeCpuid2(profile.supportedCpuid));
+  kvm.markRan(vcpu);
+  const run = kvm.runPage(vcpu)!;
+  const hex = (v: bigint): string => '0x' + v.toString(16);
+  const step = (index: number, value?: bigint): GuestSeen => {
+    const r = value === undefined ? kvm.rdmsr(vcpu, index) : kvm.wrmsr(vcpu, index, value);
+    if (r.kind === 'ok') return { kind: 'ok', value: hex(value ?? r.value) };
+    if (r.kind === 'exit') {
+      run[KVM_RUN_LAYOUT.msrError] = 1; // as the C program completes it: the guest takes #GP
+      kvm.completeMsrExit(vcpu);
+      return { kind: 'exit', exitReason: r.exitReason, reason: r.reason, index: hex(BigInt(r.index)), data: hex(r.data) };
+    }
+    return { kind: 'gp' };
+  };
+  return { kvm, vcpu, step };
+}

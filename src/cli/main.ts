@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // The kvmsr command line: list, get, decode, profile capture.
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SingleBar, Presets } from 'cli-progress';
 import { gunzipSync } from 'node:zlib';
@@ -12,7 +11,6 @@ import { parseCapture, type ParsedCapture } from '../capture/format.js';
 import { recordCommand } from '../capture/recorder-lib.js';
 import { embedProfile } from '../capture/embed-profile.js';
 import { replay } from '../capture/replay.js';
-import { caseFile, Conformance } from '../conform/conform.js';
 import { checkCaptures } from '../check/check.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
@@ -23,6 +21,7 @@ import { captureProfile } from '../profile/capture.js';
 import { BUILTIN_PROFILES, builtinProfile, defaultProfile, type BuiltinProfileName } from '../profiles.js';
 import { KVMSR_VERSION } from '../version.js';
 import { CliError, print } from './common.js';
+import { registerConform } from './conform.js';
 import { registerHarvest } from './harvest.js';
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
@@ -303,56 +302,6 @@ function cmdRecord(command: string[], opts: { output: string; profile?: boolean 
   return status;
 }
 
-function cmdConform(opts: { cases?: string; seed?: string; json?: boolean; save?: string }): number {
-  const cases = opts.cases === undefined ? 1000 : Number(opts.cases);
-  const seed = opts.seed === undefined ? 1 : Number(opts.seed);
-  if (!Number.isInteger(cases) || cases < 0) throw new CliError(`--cases takes a whole number, not '${opts.cases}'`);
-  if (!Number.isInteger(seed)) throw new CliError(`--seed takes a whole number, not '${opts.seed}'`);
-  const st = realKvmStatus();
-  if (!st.ok) throw new CliError(`conform compares kvmsr with the real kernel and needs /dev/kvm: ${st.reason}`);
-  const real = loadRealKvm()!;
-  const profile = captureProfile();
-  const bar = !opts.json && process.stderr.isTTY ? new SingleBar({ format: 'conform [{bar}] {value}/{total} {phase}', stream: process.stderr }, Presets.shades_classic) : null;
-  let started = false;
-  const c = new Conformance(real, new Kvm({ profile }), profile, {
-    cases,
-    seed,
-    onProgress: (done, total, phase) => {
-      if (!started) bar?.start(total, 0, { phase });
-      started = true;
-      bar?.update(done, { phase });
-    },
-  });
-  const r = c.run();
-  c.close();
-  bar?.stop();
-  const dir = opts.save ?? 'conform-cases';
-  const saved: string[] = [];
-  if (r.disagreements.length > 0) {
-    mkdirSync(dir, { recursive: true });
-    r.disagreements.forEach((d, i) => {
-      const f = join(dir, `case-seed${seed}-${i}.json`);
-      writeFileSync(f, JSON.stringify(caseFile(d, profile), null, 1) + '\n');
-      saved.push(f);
-    });
-  }
-  print(!!opts.json, { ...r, saved, host: profile.host }, () => {
-    const out = [`kvmsr conform on ${profile.host.vendorModule} ${profile.host.kernel} (${profile.host.cpuModel}), seed ${seed}`, '', '| group | cases | agreed |', '|---|---:|---:|'];
-    for (const g of r.systematic) out.push(`| ${g.group} | ${g.cases} | ${g.agreed} |`);
-    out.push(`| random batches | ${r.random.batches} | ${r.random.agreed} |`, '');
-    for (const rule of r.rules) out.push(`rule: ${rule}`);
-    if (r.rules.some((x) => x.includes('longest time one paired call took'))) out.push(`(the longest paired call took ${r.longestCallMs} ms)`);
-    r.disagreements.forEach((d, i) => {
-      out.push('', `DISAGREEMENT ${i + 1} (${d.group}; irqchip ${d.setup.irqchip}, KVM_SET_CPUID2 ${d.setup.cpuid}): ${d.recurred ? d.differences.join('; ') : 'did not recur when the shrunk steps ran again: it hangs on host timing'}`);
-      d.steps.forEach((s, k) => out.push(`  step ${k}: ${I.ioctlName(s.request)} on ${typeof s.on === 'number' ? `vCPU ${s.on}` : s.on}${s.writeBack ? ' (write-back of the previous read)' : s.arg instanceof Uint8Array ? ` ${Buffer.from(s.arg).toString('hex')}` : ` ${s.arg}`}`));
-      out.push(`  kernel wrote: ${d.realBytes}`, `  kvmsr wrote:  ${d.emuBytes}`, ...d.decoded.map((x) => `  ${x}`));
-      out.push(`  saved as ${saved[i]}`);
-    });
-    out.push('', `systematic agreement ${(r.systematicRate * 100).toFixed(2)}%, overall ${(r.agreementRate * 100).toFixed(3)}%`);
-    return out.join('\n');
-  });
-  return r.disagreements.length > 0 ? 1 : 0;
-}
 
 function cmdCapture(opts: { output?: string; json?: boolean }): void {
   const st = realKvmStatus();
@@ -430,16 +379,9 @@ export function main(argv: string[]): number {
     .action((c: string[], o: { output: string; profile?: boolean }) => {
       status = cmdRecord(c, o);
     });
-  program
-    .command('conform')
-    .description('run the same ioctls on /dev/kvm and on kvmsr and compare every byte (needs /dev/kvm)')
-    .option('--cases <n>', 'random batches (default 1000)')
-    .option('--seed <s>', 'seed of the random part (default 1)')
-    .option('--save <dir>', 'where to write disagreement cases (default ./conform-cases)')
-    .option('--json', 'machine-readable output')
-    .action((o) => {
-      status = cmdConform(o);
-    });
+  registerConform(program, (s) => {
+    status = s;
+  });
   registerHarvest(program, (s) => {
     status = s;
   });

@@ -14,7 +14,8 @@ import { msrGroup } from '../conform/conform.js';
 import { apicIdsByRule } from '../native/pair.js';
 import { sameAnswer } from '../profile/classify-rules.js';
 import { measureFromAnswers } from '../profile/from-answers.js';
-import { parseAnswers, parsePlan, type Answers, type CaseAnswer, type PlanCase, type PlanStep, type StepAnswer } from './format.js';
+import { parseAnswers, parsePlan, type Answers, type PlanCase, type PlanStep, type StepAnswer } from './format.js';
+import { harvestCaseFile } from './case-file.js';
 import { runOnKvmsr } from './on-kvmsr.js';
 
 export const TSC_RULE = 'IA32_TSC compared by rule, since the host and kvmsr read it at different times: equal, or both non-zero';
@@ -149,25 +150,6 @@ function describe(step: PlanStep, host: StepAnswer | undefined, emu: StepAnswer 
   return { what: step.op, signature: step.op };
 }
 
-/** A disagreement as a replayable case: the plan case up to the step that differs, and the host's answers. */
-function caseFileOf(c: PlanCase, upTo: number, host: CaseAnswer, profile: HostProfile): Record<string, unknown> {
-  const stepJson = (s: PlanStep): unknown => {
-    if (s.op === 'io') return { ...s, request: '0x' + (s.request >>> 0).toString(16), name: I.ioctlName(s.request), arg: s.arg instanceof Uint8Array ? Buffer.from(s.arg).toString('hex') : s.arg };
-    if (s.op === 'wr') return { ...s, index: '0x' + s.index.toString(16), value: '0x' + s.value.toString(16) };
-    if (s.op === 'rd') return { ...s, index: '0x' + s.index.toString(16) };
-    return s;
-  };
-  return {
-    format: 'kvmsr-harvest-case',
-    version: 1,
-    host: profile.host,
-    id: c.id,
-    setup: c.setup,
-    steps: c.steps.slice(0, upTo + 1).map(stepJson),
-    expected: host.steps.slice(0, upTo + 1).map(ans),
-  };
-}
-
 export interface JudgeOptions {
   /** Where shrunk cases go (default DIR/cases); null: not written. */
   casesDir?: string | null;
@@ -225,7 +207,7 @@ export function judgeAnswers(plan: PlanCase[], answers: Answers, profile: HostPr
     if (opts.casesDir) {
       mkdirSync(opts.casesDir, { recursive: true });
       jd.file = join(opts.casesDir, `${c.id}.json`);
-      writeFileSync(jd.file, JSON.stringify(caseFileOf(c, bad, host, profile), null, 1) + '\n');
+      writeFileSync(jd.file, JSON.stringify(harvestCaseFile(c, host, bad, profile, [`${d.what}: host ${jd.host}, kvmsr ${jd.kvmsr}`]), null, 1) + '\n');
     }
     bySignature.set(signature, jd);
     disagreements.push(jd);
