@@ -7,7 +7,9 @@
  *
  * plan.txt (one item per line; '#' lines and blank lines are ignored):
  *   kvmsr-plan 1
- *   case <id> vcpus=<n> irqchip=<0|1> cpuid=<0|1> usermsr=<mask> guest=<0|1>
+ *   case <id> vcpus=<n> irqchip=<0|1> cpuid=<0|1|2> usermsr=<mask> guest=<0|1>
+ *                                        cpuid=2: KVM_GET_SUPPORTED_CPUID with KVM's leaves moved
+ *                                        to 0x40000100, plus KVM_GET_SUPPORTED_HV_CPUID's leaves
  *   io <target> <request> <arg>          target: sys | vm | v<N>;  arg: i:<num> | x:<hex> | wb
  *   rd <vcpu> <index>                    the guest executes RDMSR (guest=1, vcpu 0 only)
  *   wr <vcpu> <index> <value>            the guest executes WRMSR (guest=1, vcpu 0 only)
@@ -280,6 +282,10 @@ static void parse_plan(const char *path) {
           cur->vcpus = (int)v;
           break;
         case 3: cur->usermsr = v; break;
+        case 2:
+          if (v > 2) plan_error(lineno, "cpuid must be 0, 1 or 2");
+          cur->cpuid = (int)v;
+          break;
         default:
           if (v > 1) plan_error(lineno, "%s must be 0 or 1", keys[k]);
           if (k == 1) cur->irqchip = (int)v;
@@ -519,6 +525,37 @@ static int guest_step(struct ctx *x, size_t si, const struct step *st, struct sb
   }
 }
 
+/* cpuid=2: KVM's leaves move from 0x400000xx to 0x400001xx (its max leaf with them) and Hyper-V's
+ * take their place, as QEMU lays the CPUID out with hv-* flags. -1 (errno set) on failure. */
+static int add_hyperv_leaves(int sys, struct kvm_cpuid2 *cpuid, int room) {
+#ifdef KVM_GET_SUPPORTED_HV_CPUID
+  struct {
+    struct kvm_cpuid2 h;
+    struct kvm_cpuid_entry2 e[32];
+  } hv;
+  memset(&hv, 0, sizeof hv);
+  hv.h.nent = 32;
+  if (ioctl(sys, KVM_GET_SUPPORTED_HV_CPUID, &hv) < 0) return -1;
+  for (unsigned i = 0; i < cpuid->nent; i++) {
+    struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+    if ((e->function & 0xffffff00u) != 0x40000000u) continue;
+    if (e->function == 0x40000000u && e->eax >= 0x40000000u && e->eax < 0x40000100u) e->eax += 0x100;
+    e->function += 0x100;
+  }
+  if (cpuid->nent + hv.h.nent > (unsigned)room) {
+    errno = E2BIG;
+    return -1;
+  }
+  memcpy(&cpuid->entries[cpuid->nent], hv.e, hv.h.nent * sizeof hv.e[0]);
+  cpuid->nent += hv.h.nent;
+  return 0;
+#else
+  (void)sys; (void)cpuid; (void)room;
+  errno = ENOTTY;
+  return -1;
+#endif
+}
+
 static void run_case(const struct kcase *c, struct sbuf *out) {
   struct ctx x;
   memset(&x, 0, sizeof x);
@@ -565,6 +602,7 @@ static void run_case(const struct kcase *c, struct sbuf *out) {
         if (!cpuid) { fail = "calloc"; goto setup_failed; }
         cpuid->nent = nent;
         if (ioctl(x.sys, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) { fail = "KVM_GET_SUPPORTED_CPUID"; goto setup_failed; }
+        if (c->cpuid == 2 && add_hyperv_leaves(x.sys, cpuid, nent) < 0) { fail = "KVM_GET_SUPPORTED_HV_CPUID"; goto setup_failed; }
       }
       if (ioctl(x.vcpu[i], KVM_SET_CPUID2, cpuid) < 0) { fail = "KVM_SET_CPUID2"; goto setup_failed; }
     }

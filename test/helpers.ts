@@ -6,6 +6,7 @@ import { KVM_RUN_LAYOUT } from '../src/abi/layout.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
 import { profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
+import { MOVING_MSRS } from '../src/kvm/moving-msrs.js';
 
 export interface Machine {
   kvm: Kvm;
@@ -48,7 +49,7 @@ export const getFeatureMsr = (m: Machine, index: number): bigint | null => {
 /** A profile's JSON without what differs between two captures of one host: when, and the moving TSC. */
 export function comparable(p: HostProfile): Record<string, unknown> {
   const j = profileToJson(p) as Record<string, unknown> & { host: Record<string, unknown>; vcpuReset: { index: string; value: string | null }[] };
-  return { ...j, notes: '', host: { ...j.host, capturedAt: '' }, vcpuReset: j.vcpuReset.map((m) => (m.index === '0x10' ? { ...m, value: 'moves' } : m)) };
+  return { ...j, notes: '', host: { ...j.host, capturedAt: '' }, vcpuReset: j.vcpuReset.map((m) => (MOVING_MSRS.has(Number(m.index)) ? { ...m, value: 'moves' } : m)) };
 }
 
 

@@ -205,3 +205,25 @@ export function decodeEnableCap(buf: Uint8Array): EnableCap {
     args: [a(0), a(1), a(2), a(3)],
   };
 }
+
+/** struct kvm_xen_hvm_config (56 bytes): flags, msr, blob_addr_32, blob_addr_64, blob_size_32, blob_size_64, pad. */
+export interface XenHvmConfig {
+  flags: number;
+  msr: number;
+  blobAddr32?: bigint;
+  blobAddr64?: bigint;
+  blobSize32?: number;
+  blobSize64?: number;
+}
+export const KVM_XEN_HVM_CONFIG_SIZE = 56;
+export function encodeXenHvmConfig(c: XenHvmConfig): Uint8Array {
+  const b = new Uint8Array(KVM_XEN_HVM_CONFIG_SIZE);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, c.flags >>> 0, true);
+  dv.setUint32(4, c.msr >>> 0, true);
+  dv.setBigUint64(8, c.blobAddr32 ?? 0n, true);
+  dv.setBigUint64(16, c.blobAddr64 ?? 0n, true);
+  b[24] = c.blobSize32 ?? 0;
+  b[25] = c.blobSize64 ?? 0;
+  return b;
+}

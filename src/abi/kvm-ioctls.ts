@@ -35,6 +35,8 @@ export const KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, 8);
 export const KVM_X86_SETUP_MCE = _IOW(KVMIO, 0x9c, 8);
 export const KVM_SET_TSC_KHZ = _IO(KVMIO, 0xa2);
 export const KVM_GET_TSC_KHZ = _IO(KVMIO, 0xa3);
+export const KVM_GET_SUPPORTED_HV_CPUID = _IOWR(KVMIO, 0xc1, 8);
+export const KVM_XEN_HVM_CONFIG = _IOW(KVMIO, 0x7a, 56);
 
 /** Every request number above, by its kernel name. */
 export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
@@ -67,6 +69,8 @@ export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_X86_SETUP_MCE,
   KVM_SET_TSC_KHZ,
   KVM_GET_TSC_KHZ,
+  KVM_GET_SUPPORTED_HV_CPUID,
+  KVM_XEN_HVM_CONFIG,
 });
 
 const namesByNumber = new Map<number, string>(Object.entries(KVM_IOCTLS).map(([k, v]) => [v, k]));
@@ -93,4 +97,11 @@ export const KVM_CAP = Object.freeze({
   X86_MSR_FILTER: 189,
   ENFORCE_PV_FEATURE_CPUID: 190,
   X86_TRIPLE_FAULT_EVENT: 218,
+  XEN_HVM: 38,
+  HYPERV: 44,
+  HYPERV_SYNIC: 123,
+  HYPERV_SYNIC2: 148,
+  HYPERV_ENLIGHTENED_VMCS: 163,
+  HYPERV_DIRECT_TLBFLUSH: 175,
+  HYPERV_ENFORCE_CPUID: 199,
 });

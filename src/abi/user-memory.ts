@@ -57,6 +57,14 @@ export class UserMemory {
     return false;
   }
 
+  /** copy_to_user: writes `src` at `addr`; false (nothing written) where it would fault. */
+  write(addr: number, src: Uint8Array): boolean {
+    const p: ResolvedPointer = { bytes: EMPTY, offset: 0, avail: 0 };
+    if (!Number.isSafeInteger(addr) || !this.resolveInto(addr, p) || p.avail < src.length) return false;
+    p.bytes.set(src, p.offset);
+    return true;
+  }
+
   /** Copy `len` bytes at `addr` into a new array; null where copy_from_user would fault. */
   read(addr: number, len: number): Uint8Array | null {
     if (len === 0) return new Uint8Array(0);

@@ -18,6 +18,11 @@ export interface CaseSetup {
   vcpus: number;
   irqchip: boolean;
   cpuid: boolean;
+  /**
+   * With cpuid: Hyper-V's CPUID leaves too (written cpuid=2): KVM_GET_SUPPORTED_HV_CPUID's leaves
+   * at 0x40000000 and KVM's own moved to 0x40000100, as QEMU lays them out with hv-* flags.
+   */
+  hv?: boolean;
   /** KVM_CAP_X86_USER_SPACE_MSR mask enabled on the VM (0: none). */
   usermsr: number;
   /** A 64 KiB memory slot at GPA 0 and a real-mode guest on vCPU 0 for the rd/wr steps. */
@@ -75,7 +80,7 @@ export function writePlan(cases: readonly PlanCase[], comment: string[] = []): s
   const out = ['kvmsr-plan 1', ...comment.map((c) => `# ${c}`)];
   for (const c of cases) {
     const s = c.setup;
-    out.push(`case ${c.id} vcpus=${s.vcpus} irqchip=${s.irqchip ? 1 : 0} cpuid=${s.cpuid ? 1 : 0} usermsr=${h(s.usermsr)} guest=${s.guest ? 1 : 0}`);
+    out.push(`case ${c.id} vcpus=${s.vcpus} irqchip=${s.irqchip ? 1 : 0} cpuid=${s.hv === true ? 2 : s.cpuid ? 1 : 0} usermsr=${h(s.usermsr)} guest=${s.guest ? 1 : 0}`);
     for (const st of c.steps) {
       switch (st.op) {
         case 'io': {
@@ -167,11 +172,11 @@ export function parsePlan(text: string, file = 'plan.txt'): PlanCase[] {
       ids.add(id);
       const vcpus = r.num(setupField(r, t[2], 'vcpus'), 'vcpus', 1024);
       const flag = (tok: string | undefined, name: string): boolean => r.num(setupField(r, tok, name), name, 1) === 1;
-      cur = {
-        id,
-        setup: { vcpus, irqchip: flag(t[3], 'irqchip'), cpuid: flag(t[4], 'cpuid'), usermsr: r.num(setupField(r, t[5], 'usermsr'), 'usermsr', 0xffffffff), guest: flag(t[6], 'guest') },
-        steps: [],
-      };
+      const irqchip = flag(t[3], 'irqchip');
+      const cpuid = r.num(setupField(r, t[4], 'cpuid'), 'cpuid', 2);
+      const setup: CaseSetup = { vcpus, irqchip, cpuid: cpuid > 0, usermsr: r.num(setupField(r, t[5], 'usermsr'), 'usermsr', 0xffffffff), guest: flag(t[6], 'guest') };
+      if (cpuid === 2) setup.hv = true;
+      cur = { id, setup, steps: [] };
       continue;
     }
     if (!cur) r.fail(t[0] ?? 'line', 'a step outside a case');

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { decodeMsrs } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
+import { MOVING_MSRS, movingAgree, movingRule, MSR_IA32_TSC } from '../kvm/moving-msrs.js';
 import { msrLabel } from '../abi/msr-names.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
 import { profileToJson, type HostProfile } from '../kvm/profile.js';
@@ -18,7 +19,7 @@ import { parseAnswers, parsePlan, type Answers, type PlanCase, type PlanStep, ty
 import { harvestCaseFile } from './case-file.js';
 import { runOnKvmsr } from './on-kvmsr.js';
 
-export const TSC_RULE = 'IA32_TSC compared by rule, since the host and kvmsr read it at different times: equal, or both non-zero';
+export const TSC_RULE = movingRule(MSR_IA32_TSC)!;
 
 export interface JudgeDisagreement {
   group: string;
@@ -95,11 +96,11 @@ function byRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<st
   tscByRule(step, host, emu, rules);
 }
 
-/** Takes the host's IA32_TSC values where both sides read one, and non-zero (TSC_RULE). */
+/** Takes the host's value of a moving MSR (moving-msrs.ts) where both sides read one and its rule holds. */
 function tscByRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<string>): void {
-  if (step.op === 'rd' && step.index === 0x10 && host.op === 'g' && emu.op === 'g' && host.kind === 'ok' && emu.kind === 'ok') {
-    if (host.value !== emu.value && host.value !== 0n && emu.value !== 0n) {
-      rules.add(TSC_RULE);
+  if (step.op === 'rd' && MOVING_MSRS.has(step.index) && host.op === 'g' && emu.op === 'g' && host.kind === 'ok' && emu.kind === 'ok') {
+    if (host.value !== emu.value && movingAgree(step.index, host.value, emu.value)) {
+      rules.add(movingRule(step.index)!);
       emu.value = host.value;
     }
     return;
@@ -111,11 +112,12 @@ function tscByRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set
   const n = Math.min(a.getUint32(0, true), Math.floor((host.out.length - 8) / 16), Math.max(0, Math.min(host.ret, emu.ret)));
   for (let i = 0; i < n; i++) {
     const off = KVM_MSRS_LAYOUT.entries + i * KVM_MSR_ENTRY_LAYOUT.size;
-    if (a.getUint32(off, true) !== 0x10) continue;
+    const index = a.getUint32(off, true);
+    if (!MOVING_MSRS.has(index) || b.getUint32(off, true) !== index) continue;
     const va = a.getBigUint64(off + 8, true);
     const vb = b.getBigUint64(off + 8, true);
-    if (va !== vb && va !== 0n && vb !== 0n) {
-      rules.add(TSC_RULE);
+    if (va !== vb && movingAgree(index, va, vb)) {
+      rules.add(movingRule(index)!);
       b.setBigUint64(off + 8, va, true);
     }
   }

@@ -1,6 +1,6 @@
 // Runs a plan case on kvmsr with the same setup kvmsr-probe gives it on the host (probe/kvmsr-probe.c),
 // and answers in the same form, so judge compares like with like.
-import { encodeCpuid2, encodeEnableCap } from '../abi/codecs.js';
+import { encodeCpuid2, encodeEnableCap, type CpuidEntry2 } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_RUN_LAYOUT } from '../abi/layout.js';
 import type { GuestMsrResult } from '../kvm/guest-msr.js';
@@ -22,9 +22,25 @@ function guestAnswer(kvm: Kvm, vcpu: number, r: GuestMsrResult, written?: bigint
       kvm.completeMsrExit(vcpu);
       return { op: 'g', kind: 'exit', exitReason: r.exitReason, reason: r.reason, index: r.index, data: r.data };
     }
+    case 'vmexit':
+      // The probe reports an exit it did not expect as "fail exit REASON" and ends the case.
+      return { op: 'g', kind: 'fail', what: 'exit', errno: r.exitReason };
     default:
       return { op: 'g', kind: 'fail', what: 'KVM_RUN', errno: r.errno };
   }
+}
+
+/**
+ * The CPUID of a cpuid=2 case, as kvmsr-probe builds it: KVM's leaves (0x400000xx) moved up by
+ * 0x100, then KVM_GET_SUPPORTED_HV_CPUID's leaves.
+ */
+export function withHypervLeaves(supported: readonly CpuidEntry2[], hv: readonly CpuidEntry2[]): CpuidEntry2[] {
+  const moved = supported.map((e) => {
+    if ((e.function & 0xffffff00) !== 0x40000000) return e;
+    const eax = e.function === 0x40000000 && e.eax >= 0x40000000 && e.eax < 0x40000100 ? e.eax + 0x100 : e.eax;
+    return { ...e, function: e.function + 0x100, eax };
+  });
+  return [...moved, ...hv];
 }
 
 /** One case on a fresh kvmsr: its answers, step by step, as the probe writes them. */
@@ -50,7 +66,7 @@ export function runOnKvmsr(profile: HostProfile, c: PlanCase, opts: Omit<KvmOpti
     if (r < 0) return fail('KVM_SET_USER_MEMORY_REGION', r);
   }
   const vcpus: number[] = [];
-  const cpuid = s.cpuid ? encodeCpuid2(profile.supportedCpuid) : null;
+  const cpuid = s.cpuid ? encodeCpuid2(s.hv === true ? withHypervLeaves(profile.supportedCpuid, kvm.x86.hvCpuid) : profile.supportedCpuid) : null;
   for (let i = 0; i < s.vcpus; i++) {
     const v = kvm.ioctl(vm, I.KVM_CREATE_VCPU, i);
     if (v < 0) return fail('KVM_CREATE_VCPU', v);
@@ -78,7 +94,9 @@ export function runOnKvmsr(profile: HostProfile, c: PlanCase, opts: Omit<KvmOpti
         const v = vcpus[st.vcpu]!;
         if (!ran) kvm.markRan(v); // the first KVM_RUN
         ran = true;
-        steps.push(st.op === 'rd' ? guestAnswer(kvm, v, kvm.rdmsr(v, st.index)) : guestAnswer(kvm, v, kvm.wrmsr(v, st.index, st.value), BigInt.asUintN(64, st.value)));
+        const g = st.op === 'rd' ? guestAnswer(kvm, v, kvm.rdmsr(v, st.index)) : guestAnswer(kvm, v, kvm.wrmsr(v, st.index, st.value), BigInt.asUintN(64, st.value));
+        steps.push(g);
+        if (g.op === 'g' && g.kind === 'fail') return { id: c.id, steps }; // the probe ends the case there
         break;
       }
       case 'sleep':

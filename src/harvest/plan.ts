@@ -6,10 +6,12 @@
 //   guest, on a fresh vCPU and after KVM_SET_CPUID2, from which the profile's measured rules come;
 // - `sys.*`: conform's systematic part over every candidate MSR, listed or not;
 // - `rnd.*`: conform's seeded random batches; `guest.*`: guest RDMSR/WRMSR of every candidate.
-import { encodeMsrList, encodeMsrs, type MsrEntry } from '../abi/codecs.js';
+import { encodeEnableCap, encodeMsrList, encodeMsrs, encodeXenHvmConfig, type MsrEntry } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import { prng } from '../util/prng.js';
+import { HV_MSRS } from '../kvm/hyperv.js';
+import { MOVING_MSRS } from '../kvm/moving-msrs.js';
 import { CANDIDATE_MSRS, NOT_RULE_MEASURED, UNKNOWN_MSRS } from './candidates.js';
 import type { CaseSetup, PlanCase, PlanStep } from './format.js';
 
@@ -42,6 +44,10 @@ export function profileCases(): PlanCase[] {
   sys.push({ op: 'io', on: 'sys', request: I.KVM_X86_GET_MCE_CAP_SUPPORTED, arg: new Uint8Array(8) });
   for (let c = 0; c <= MAX_CAP; c++) sys.push({ op: 'io', on: 'sys', request: I.KVM_CHECK_EXTENSION, arg: c });
   for (const i of [...CANDIDATE_MSRS, ...UNKNOWN_MSRS]) sys.push(get1('sys', i));
+  // hvCpuid: what KVM offers for Hyper-V (EINVAL without CONFIG_KVM_HYPERV).
+  const hvCpuid = new Uint8Array(KVM_CPUID2_LAYOUT.size + 32 * KVM_CPUID_ENTRY2_LAYOUT.size);
+  new DataView(hvCpuid.buffer).setUint32(0, 32, true);
+  sys.push({ op: 'io', on: 'sys', request: I.KVM_GET_SUPPORTED_HV_CPUID, arg: hvCpuid });
 
   const vm: PlanStep[] = [];
   for (let c = 0; c <= MAX_CAP; c++) vm.push({ op: 'io', on: 'vm', request: I.KVM_CHECK_EXTENSION, arg: c });
@@ -105,7 +111,7 @@ export function systematicCases(): PlanCase[] {
   for (const [name, setup] of SETUPS) {
     out.push({ id: `sys.${name}.batch`, setup, steps: [{ op: 'io', on: 0, request: I.KVM_GET_MSRS, arg: encodeMsrs([...CANDIDATE_MSRS].map((index) => ({ index, data: 0n }))) }] });
     for (const i of CANDIDATE_MSRS) {
-      if (i === 0x10) continue; // IA32_TSC moves with time; the rnd.* batches read it by rule
+      if (MOVING_MSRS.has(i)) continue; // these move with time; the rnd.* batches read them by rule
       const steps: PlanStep[] = [get1(0, i, 0x5a5a5a5a5a5a5a5an), { op: 'io', on: 0, request: I.KVM_SET_MSRS, arg: 'wb' }, get1(0, i)];
       for (const v of [0n, ONES, 0x12345678n, ...Array.from({ length: 64 }, (_, b) => 1n << BigInt(b))]) steps.push(set1(0, i, v), get1(0, i));
       out.push({ id: `sys.${name}.${hexId(i)}`, setup, steps });
@@ -162,6 +168,85 @@ export function guestCases(): PlanCase[] {
   });
 }
 
+/** KVM_ENABLE_CAP on a vCPU: SynIC (SYNIC2, needs the irqchip) or ENFORCE_CPUID. */
+const vcpuCap = (vcpu: number, cap: number, arg = 0n): PlanStep => ({ op: 'io', on: vcpu, request: I.KVM_ENABLE_CAP, arg: encodeEnableCap(cap, [arg]) });
+const HV_SETUP: CaseSetup = plain(1, { irqchip: true, cpuid: true, hv: true });
+/** The KVM PV MSRs, which a Hyper-V CPUID finds at base 0x40000100. */
+const KVM_PV_MSRS = Array.from({ length: 8 }, (_, i) => 0x4b564d00 + i);
+
+/**
+ * The Hyper-V MSRs with Hyper-V's CPUID set (cpuid=2): host reads, writes and single bits with
+ * and without the SynIC enabled; then the guest: each HV MSR read, one value written and read back,
+ * a case each (a write that asks for an exit ends the probe's case), plain and with
+ * KVM_CAP_HYPERV_ENFORCE_CPUID; then KVM_GET_SUPPORTED_HV_CPUID on the vCPU fd.
+ */
+export function hypervCases(): PlanCase[] {
+  const out: PlanCase[] = [];
+  for (const synic of [false, true]) {
+    for (const i of [...HV_MSRS, ...KVM_PV_MSRS]) {
+      if (MOVING_MSRS.has(i)) continue;
+      const steps: PlanStep[] = synic ? [vcpuCap(0, I.KVM_CAP.HYPERV_SYNIC2)] : [];
+      steps.push(get1(0, i), { op: 'io', on: 0, request: I.KVM_SET_MSRS, arg: 'wb' }, get1(0, i));
+      for (const v of [0n, ONES, 0x12345678n, 0x10010n, ...Array.from({ length: 64 }, (_, b) => 1n << BigInt(b))]) steps.push(set1(0, i, v), get1(0, i));
+      out.push({ id: `hv.${synic ? 'synic' : 'plain'}.${hexId(i)}`, setup: HV_SETUP, steps });
+    }
+  }
+  const hvCpuid = new Uint8Array(KVM_CPUID2_LAYOUT.size + 32 * KVM_CPUID_ENTRY2_LAYOUT.size);
+  new DataView(hvCpuid.buffer).setUint32(0, 32, true);
+  const small = new Uint8Array(KVM_CPUID2_LAYOUT.size + 4 * KVM_CPUID_ENTRY2_LAYOUT.size);
+  new DataView(small.buffer).setUint32(0, 4, true);
+  for (const irqchip of [false, true]) {
+    out.push({
+      id: `hv.cpuid.${irqchip ? 'irqchip' : 'plain'}`,
+      setup: plain(1, { irqchip }),
+      steps: [
+        { op: 'io', on: 'sys', request: I.KVM_GET_SUPPORTED_HV_CPUID, arg: hvCpuid },
+        { op: 'io', on: 'sys', request: I.KVM_GET_SUPPORTED_HV_CPUID, arg: small },
+        { op: 'io', on: 0, request: I.KVM_GET_SUPPORTED_HV_CPUID, arg: hvCpuid },
+        { op: 'io', on: 0, request: I.KVM_GET_SUPPORTED_HV_CPUID, arg: small },
+      ],
+    });
+  }
+  for (const [mode, pre] of [
+    ['guest', [vcpuCap(0, I.KVM_CAP.HYPERV_SYNIC2)]],
+    ['guest-enforce', [vcpuCap(0, I.KVM_CAP.HYPERV_SYNIC2), vcpuCap(0, I.KVM_CAP.HYPERV_ENFORCE_CPUID, 1n)]],
+  ] as const) {
+    for (const i of [...HV_MSRS, 0x40000004]) {
+      for (const [k, v] of [0n, 1n, ONES, 0x10010n].entries()) {
+        if (MOVING_MSRS.has(i) && k > 0) continue;
+        out.push({
+          id: `hv.${mode}.${hexId(i)}.${k}`,
+          setup: { ...HV_SETUP, guest: true, usermsr: RULE_USERMSR },
+          steps: [...pre, { op: 'rd', vcpu: 0, index: i }, { op: 'wr', vcpu: 0, index: i, value: v }, { op: 'rd', vcpu: 0, index: i }],
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * KVM_XEN_HVM_CONFIG and the MSR it names (CONFIG_KVM_XEN): configurations refused and taken,
+ * then host writes of the MSR (page 0 of the guest's slot, page 1, a page outside any slot) and a
+ * read of it; with interception, and with a blob of no pages.
+ */
+export function xenCases(): PlanCase[] {
+  const cfg = (flags: number, msr: number, blobAddr32 = 0n, blobSize32 = 0): Uint8Array => encodeXenHvmConfig({ flags, msr, blobAddr32, blobSize32 });
+  const out: PlanCase[] = [];
+  for (const msr of [0x40000200, 0x40000000, 0xc0001234]) {
+    for (const [name, flags] of [['intercept', 2], ['blob', 0]] as const) {
+      const steps: PlanStep[] = [
+        { op: 'io', on: 'vm', request: I.KVM_XEN_HVM_CONFIG, arg: cfg(0x100, msr) },
+        { op: 'io', on: 'vm', request: I.KVM_XEN_HVM_CONFIG, arg: cfg(2, msr, 0x1000n, 1) },
+        { op: 'io', on: 'vm', request: I.KVM_XEN_HVM_CONFIG, arg: cfg(flags, msr) },
+      ];
+      for (const v of [0n, 1n, 0x1000n, 0x100000n, ONES]) steps.push(set1(0, msr, v), get1(0, msr));
+      out.push({ id: `xen.${name}.${hexId(msr)}`, setup: { ...plain(1), guest: true }, steps });
+    }
+  }
+  return out;
+}
+
 export interface PlanOptions {
   /** Random batches (default 300). */
   cases?: number;
@@ -170,5 +255,5 @@ export interface PlanOptions {
 
 /** The whole harvest plan. */
 export function harvestPlan(opts: PlanOptions = {}): PlanCase[] {
-  return [...profileCases(), ...ruleCases(), ...systematicCases(), ...randomCases(opts.cases ?? 300, opts.seed ?? 1), ...guestCases()];
+  return [...profileCases(), ...ruleCases(), ...systematicCases(), ...hypervCases(), ...xenCases(), ...randomCases(opts.cases ?? 300, opts.seed ?? 1), ...guestCases()];
 }

@@ -4,6 +4,7 @@
 // resumes. Guest accesses pass host_initiated = false to the same rules as the ioctls.
 import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_RUN_LAYOUT } from '../abi/layout.js';
 import { MSR_FILTERED, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
+import { hvTakeExit } from './hyperv.js';
 import type { Vcpu } from './vcpu.js';
 import type { X86 } from './x86.js';
 
@@ -20,7 +21,13 @@ export type GuestMsrResult =
   /** KVM_RUN returns to userspace with this exit; complete it with Kvm.completeMsrExit. */
   | { kind: 'exit'; exitReason: number; reason: number; index: number; data: bigint }
   /** KVM_RUN itself fails with this errno (a negative return from the WRMSR path). */
-  | { kind: 'error'; errno: number };
+  | { kind: 'error'; errno: number }
+  /**
+   * KVM_RUN returns to userspace with this exit reason, from a request a Hyper-V MSR write left
+   * (KVM_EXIT_SYSTEM_EVENT for a crash or reset, KVM_EXIT_HYPERV for SynIC/syndbg): before the
+   * access when a host write left it, after the write retired when the write itself did.
+   */
+  | { kind: 'vmexit'; exitReason: number };
 
 /** kvm_msr_allowed: host accesses never get here; x2APIC MSRs are never filtered. */
 export function msrAllowed(vcpu: Vcpu, index: number, type: number): boolean {
@@ -61,6 +68,8 @@ function userSpaceExit(vcpu: Vcpu, index: number, exitReason: number, data: bigi
 
 export function guestRdmsr(x86: X86, vcpu: Vcpu, index: number, out: MsrValue): GuestMsrResult {
   x86.clockMs = NaN;
+  const before = hvTakeExit(vcpu);
+  if (before !== 0) return { kind: 'vmexit', exitReason: before };
   const r = msrAllowed(vcpu, index, FILTER_READ) ? x86.accessRead(vcpu, index, false, out) : MSR_FILTERED;
   if (r === MSR_OK) return { kind: 'ok', value: (BigInt(out.hi >>> 0) << 32n) | BigInt(out.lo >>> 0) };
   return userSpaceExit(vcpu, index, KVM_EXIT_X86_RDMSR, 0n, r) ?? { kind: 'gp' };
@@ -68,11 +77,16 @@ export function guestRdmsr(x86: X86, vcpu: Vcpu, index: number, out: MsrValue): 
 
 export function guestWrmsr(x86: X86, vcpu: Vcpu, index: number, value: bigint): GuestMsrResult {
   x86.clockMs = NaN;
+  const before = hvTakeExit(vcpu);
+  if (before !== 0) return { kind: 'vmexit', exitReason: before };
   const v = BigInt.asUintN(64, value);
   const lo = Number(v & 0xffffffffn) | 0;
   const hi = Number(v >> 32n) | 0;
   const r = msrAllowed(vcpu, index, FILTER_WRITE) ? x86.accessWrite(vcpu, index, false, lo, hi) : MSR_FILTERED;
-  if (r === MSR_OK) return { kind: 'ok', value: v };
+  if (r === MSR_OK) {
+    const after = hvTakeExit(vcpu);
+    return after !== 0 ? { kind: 'vmexit', exitReason: after } : { kind: 'ok', value: v };
+  }
   const exit = userSpaceExit(vcpu, index, KVM_EXIT_X86_WRMSR, v, r);
   if (exit) return exit;
   // Negative errors go to userspace as KVM_RUN's return value.

@@ -2,7 +2,7 @@
 import { E2BIG, EFAULT, EINVAL } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CPUID2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
-import { encodeCpuid2 } from '../abi/codecs.js';
+import { encodeCpuid2, type CpuidEntry2 } from '../abi/codecs.js';
 import type { Kvm } from './kvm.js';
 import { MSR_IO_GET_FEATURE } from './msr-io.js';
 import type { IoctlArg } from './user-arg.js';
@@ -34,6 +34,9 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
       return k.msrIo(null, MSR_IO_GET_FEATURE);
     case I.KVM_GET_SUPPORTED_CPUID:
       return supportedCpuid(k, arg);
+    case I.KVM_GET_SUPPORTED_HV_CPUID:
+      if (!k.x86.hyperv) return -EINVAL;
+      return supportedHvCpuid(k, arg, k.x86.hvCpuid);
     case I.KVM_X86_GET_MCE_CAP_SUPPORTED: {
       if (!a.resolve(arg) || a.avail < 8) return -EFAULT;
       a.dv.setUint32(a.base, k.x86.supportedMceCapLo, true);
@@ -72,5 +75,17 @@ function supportedCpuid(k: Kvm, arg: IoctlArg): number {
   const bytes = encodeCpuid2(entries).subarray(KVM_CPUID2_LAYOUT.size);
   if (!a.copyOut(KVM_CPUID2_LAYOUT.entries, bytes)) return -EFAULT;
   a.dv.setUint32(a.base, entries.length, true);
+  return 0;
+}
+
+/** kvm_ioctl_get_supported_hv_cpuid / kvm_get_hv_cpuid: all ten leaves or E2BIG, nent trimmed to ten. */
+export function supportedHvCpuid(k: Kvm, arg: IoctlArg, entries: readonly CpuidEntry2[]): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_CPUID2_LAYOUT.size) return -EFAULT;
+  const nent = a.dv.getUint32(a.base, true);
+  if (nent < entries.length) return -E2BIG;
+  const bytes = encodeCpuid2([...entries]).subarray(KVM_CPUID2_LAYOUT.size);
+  if (!a.copyOut(KVM_CPUID2_LAYOUT.entries, bytes)) return -EFAULT;
+  if (nent > entries.length) a.dv.setUint32(a.base, entries.length, true);
   return 0;
 }

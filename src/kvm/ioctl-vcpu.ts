@@ -1,18 +1,20 @@
 // kvm_vcpu_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c): a vCPU fd.
 import { decodeCpuidEntries, decodeEnableCap } from '../abi/codecs.js';
-import { E2BIG, EFAULT, EINVAL } from '../abi/errno.js';
+import { E2BIG, EFAULT, EINVAL, ENOTTY } from '../abi/errno.js';
 import { _IOC_TYPE } from '../abi/ioc.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CAP, KVMIO } from '../abi/kvm-ioctls.js';
 import { KVM_CPUID_ENTRY2_LAYOUT, KVM_CPUID2_LAYOUT, KVM_ENABLE_CAP_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './cpuid-caps.js';
 import { completeMsrExit } from './guest-msr.js';
+import { hvActivateSynic, hvSetCpuid } from './hyperv.js';
+import { EVMCS_VERSION, hvCpuidForVcpu } from './hyperv-cpuid.js';
+import { supportedHvCpuid } from './ioctl-system.js';
 import type { Kvm } from './kvm.js';
 import { findCpuid } from './profile.js';
 import type { IoctlArg } from './user-arg.js';
 import type { Vcpu } from './vcpu.js';
 
-const KVM_CAP_HYPERV_ENFORCE_CPUID = 199;
 
 // KVM_GET_MSRS and KVM_SET_MSRS never reach this switch: Kvm.ioctl serves them first (kvm.ts).
 export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number {
@@ -26,6 +28,9 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       return enableCap(k, vcpu, req, arg);
     case I.KVM_GET_TSC_KHZ:
       return vcpu.virtualTscKhz;
+    case I.KVM_GET_SUPPORTED_HV_CPUID:
+      if (vcpu.hv === null) return -EINVAL;
+      return supportedHvCpuid(k, arg, hvCpuidForVcpu(k.x86.hvCpuid, vcpu.vm.irqchip, vcpu.hv.evmcsEnabled));
     case I.KVM_SET_TSC_KHZ:
       return k.x86.setTscKhz(vcpu, a.intValue(arg));
     case I.KVM_X86_SETUP_MCE: {
@@ -79,10 +84,20 @@ function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   vcpu.amdCompatible = isAmdCompatibleVendor(cpuidVendor(entries));
   const addr = findCpuid(entries, 0x80000008, 0);
   vcpu.maxPhyAddr = addr ? addr.eax & 0xff : 36;
-  // kvm_get_hypervisor_cpuid(vcpu, KVM_SIGNATURE): the PV features leaf follows the signature.
-  const sig = findCpuid(entries, 0x40000000, 0);
-  const isKvm = sig !== undefined && sig.ebx === 0x4b4d564b && sig.ecx === 0x564b4d56 && sig.edx === 0x4d;
-  vcpu.pvFeatures = isKvm ? (findCpuid(entries, 0x40000001, 0)?.eax ?? 0) : 0;
+  // kvm_get_hypervisor_cpuid(vcpu, KVM_SIGNATURE): the first base from 0x40000000 up, in steps
+  // of 0x100, with KVM's signature (QEMU puts KVM's at 0x40000100 when Hyper-V's is at the
+  // first); the PV features leaf follows it.
+  let pv = 0;
+  for (let base = 0x40000000; base < 0x40010000; base += 0x100) {
+    const sig = findCpuid(entries, base, 0);
+    if (sig !== undefined && sig.ebx === 0x4b4d564b && sig.ecx === 0x564b4d56 && sig.edx === 0x4d) {
+      pv = findCpuid(entries, base | 1, 0)?.eax ?? 0;
+      break;
+    }
+  }
+  vcpu.pvFeatures = pv;
+  // kvm_hv_set_cpuid: Hyper-V is on for the guest when its interface leaf says "Hv#1".
+  if (vcpu.hv !== null) hvSetCpuid(vcpu, (leaf) => findCpuid(entries, leaf, 0));
   k.x86.afterSetCpuid(vcpu);
   return 0;
 }
@@ -108,8 +123,29 @@ function enableCap(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number {
     case KVM_CAP.ENFORCE_PV_FEATURE_CPUID:
       vcpu.enforcePvCpuid = cap.args[0] !== 0n;
       return 0;
-    case KVM_CAP_HYPERV_ENFORCE_CPUID:
+    case KVM_CAP.HYPERV_SYNIC2:
+    case KVM_CAP.HYPERV_SYNIC:
+      if (vcpu.hv === null) return -EINVAL;
+      if (cap.cap === KVM_CAP.HYPERV_SYNIC2 && cap.args[0] !== 0n) return -EINVAL;
+      if (!vcpu.vm.irqchip) return -EINVAL;
+      hvActivateSynic(vcpu, cap.cap === KVM_CAP.HYPERV_SYNIC2);
+      return 0;
+    case KVM_CAP.HYPERV_ENLIGHTENED_VMCS: {
+      if (vcpu.hv === null) return -EINVAL;
+      // nested_enable_evmcs (VMX only): the supported versions go to the u16 at args[0].
+      if (k.profile.host.vendorModule !== 'kvm_intel') return -ENOTTY;
+      vcpu.hv.evmcsEnabled = true;
+      const v = new Uint8Array(2);
+      new DataView(v.buffer).setUint16(0, k.x86.evmcs ? EVMCS_VERSION : 0, true);
+      return k.memory.write(Number(cap.args[0]), v) ? 0 : -EFAULT;
+    }
+    case KVM_CAP.HYPERV_DIRECT_TLBFLUSH:
+      if (vcpu.hv === null) return -EINVAL;
       return k.unmodeledCap(req, 'vcpu', cap.cap);
+    case KVM_CAP.HYPERV_ENFORCE_CPUID:
+      if (vcpu.hv === null) return -EINVAL;
+      vcpu.hv.enforceCpuid = cap.args[0] !== 0n;
+      return 0;
     default:
       return -EINVAL;
   }

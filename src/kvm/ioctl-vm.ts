@@ -15,6 +15,7 @@ import {
   KVM_MSR_FILTER_WRITE,
 } from '../abi/layout.js';
 import type { Kvm } from './kvm.js';
+import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './xen.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -59,6 +60,11 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     }
     case I.KVM_GET_TSC_KHZ:
       return vm.defaultTscKhz === 0 ? k.x86.tscKhz : vm.defaultTscKhz;
+    case I.KVM_XEN_HVM_CONFIG:
+      // CONFIG_KVM_XEN, which KVM_CAP_XEN_HVM tells.
+      if ((k.profile.extensions.system[KVM_CAP.XEN_HVM] ?? 0) === 0) return -ENOTTY;
+      if (!a.resolve(arg) || a.avail < KVM_XEN_HVM_CONFIG_SIZE) return -EFAULT;
+      return xenHvmConfig(vm, a.dv, a.base, k.x86.kernel);
     default:
       return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
   }

@@ -85,6 +85,7 @@ export class Kvm {
     // The measured rules stand in front of the vendor's hooks (measured-rules.ts).
     this.x86 = new X86(this.profile, withMeasuredRules(opts.vendor ?? vendorFor(this.profile.host.vendorModule), this.profile.msrRules), opts);
     this.memory = opts.memory ?? new UserMemory();
+    this.x86.userReadable = (addr, len) => this.memory.read(addr, len) !== null;
     this.args = new ArgResolver(this.memory);
     this.msrIndexListBytes = u32Bytes(this.profile.msrIndexList);
     this.featureIndexListBytes = u32Bytes(this.profile.featureMsrs.map((m) => m.index));
@@ -198,11 +199,11 @@ export class Kvm {
 
   // ---- used by the dispatchers ----
   createVm(type: number): number {
-    return this.install({ kind: FD_VM, vm: new Vm(type) });
+    return this.install({ kind: FD_VM, vm: new Vm(type, this.x86.now()) });
   }
 
   createVcpu(vm: Vm, id: number): number {
-    const vcpu = new Vcpu(id, vm);
+    const vcpu = new Vcpu(id, vm, vm.createdVcpus);
     this.x86.initVcpu(vcpu);
     vm.vcpus.set(id, vcpu);
     vm.createdVcpus++;

@@ -51,7 +51,9 @@ const {
 } = FastPath;
 const { MSR_OK } = MsrRet;
 const { E2BIG, EFAULT } = Errno;
-const { slotOf } = MsrSlots;
+const { slotOf, SLOT_COUNT } = MsrSlots;
+/** Every slot FAST_SLOW (0): the full path for each entry. */
+const ALL_SLOW = new Uint8Array(SLOT_COUNT);
 const { patValid } = X86Module;
 
 export const MSR_IO_GET = 0;
@@ -181,7 +183,8 @@ function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first:
 /** KVM_SET_MSRS over int32 words (see getLoop). */
 function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number): number {
   const msrs = vcpu.msrs;
-  const fast = vcpu.hasRun ? x86.fastSetRan : x86.fastSet;
+  // A Xen hypercall-page MSR (KVM_XEN_HVM_CONFIG) takes every write of its index: all go the full path then.
+  const fast = vcpu.vm.xenHvmMsr !== 0 ? ALL_SLOW : vcpu.hasRun ? x86.fastSetRan : x86.fastSet;
   const capMask = x86.capMask;
   const pvBit = x86.pvBit;
   const caps = vcpu.capBits;

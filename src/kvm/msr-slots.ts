@@ -3,7 +3,7 @@
 
 const RANGES: ReadonlyArray<readonly [number, number]> = [
   [0x00000000, 0x2000],
-  [0x40000000, 0x100], // Hyper-V
+  [0x40000000, 0x200], // Hyper-V (up to TSC_INVARIANT_CONTROL, 0x40000118)
   [0x4b564d00, 0x100], // KVM paravirt
   [0xc0000000, 0x2000],
   [0xc0010000, 0x2000],
@@ -24,7 +24,7 @@ export function slotOf(index: number): number {
   const i = index | 0;
   if (i >= 0 && i < 0x2000) return i;
   let d = (i - 0x40000000) | 0;
-  if (d >= 0 && d < 0x100) return (0x2000 + d) | 0;
+  if (d >= 0 && d < 0x200) return (0x2000 + d) | 0;
   d = (i - 0x4b564d00) | 0;
   if (d >= 0 && d < 0x100) return (R1 + d) | 0;
   d = (i + 0x40000000) | 0; // 0xc0000000

@@ -37,6 +37,8 @@ export interface HostProfile {
   featureMsrs: ProfileMsr[];
   /** KVM_GET_SUPPORTED_CPUID. */
   supportedCpuid: CpuidEntry2[];
+  /** KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm (CONFIG_KVM_HYPERV); absent: built from the source. */
+  hvCpuid?: CpuidEntry2[];
   /** KVM_X86_GET_MCE_CAP_SUPPORTED, when recorded. */
   mceCapSupported?: bigint;
   /**
@@ -166,11 +168,13 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
   for (const [k, v] of Object.entries(params)) moduleParams[k] = r.str(v, `host.moduleParams.${k}`);
   const ext = r.obj(top['extensions'], 'extensions');
   const list = r.arr(top['msrIndexList'], 'msrIndexList').map((v, i) => r.msrIndex(v, `msrIndexList[${i}]`));
-  const cpuid = r.arr(top['supportedCpuid'], 'supportedCpuid').map((e, i) => {
-    const o = r.obj(e, `supportedCpuid[${i}]`);
-    const f = (k: string): number => r.int(o[k], `supportedCpuid[${i}].${k}`);
-    return { function: f('function'), index: f('index'), flags: f('flags'), eax: f('eax'), ebx: f('ebx'), ecx: f('ecx'), edx: f('edx') };
-  });
+  const cpuidList = (v: Json | undefined, field: string): CpuidEntry2[] =>
+    r.arr(v, field).map((e, i) => {
+      const o = r.obj(e, `${field}[${i}]`);
+      const f = (k: string): number => r.int(o[k], `${field}[${i}].${k}`);
+      return { function: f('function'), index: f('index'), flags: f('flags'), eax: f('eax'), ebx: f('ebx'), ecx: f('ecx'), edx: f('edx') };
+    });
+  const cpuid = cpuidList(top['supportedCpuid'], 'supportedCpuid');
   const p: HostProfile = {
     source,
     notes: typeof top['notes'] === 'string' ? top['notes'] : '',
@@ -192,6 +196,7 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
     supportedCpuid: cpuid,
     vcpuReset: r.msrs(top['vcpuReset'], 'vcpuReset'),
   };
+  if (top['hvCpuid'] !== undefined) p.hvCpuid = cpuidList(top['hvCpuid'], 'hvCpuid');
   if (top['mceCapSupported'] !== undefined) p.mceCapSupported = r.u64(top['mceCapSupported'], 'mceCapSupported');
   const unstable = top['tscUnstable'];
   if (typeof unstable === 'boolean') p.tscUnstable = unstable;
@@ -220,6 +225,10 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
 }
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
+const cpuidJson = (e: CpuidEntry2): Record<string, unknown> => ({
+  function: hex(e.function), index: e.index, flags: e.flags,
+  eax: hex(e.eax), ebx: hex(e.ebx), ecx: hex(e.ecx), edx: hex(e.edx),
+});
 
 /** The JSON form of a profile (u64 values as hex strings). */
 export function profileToJson(p: HostProfile): Record<string, unknown> {
@@ -236,10 +245,8 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     extensions: p.extensions,
     msrIndexList: p.msrIndexList.map(hex),
     featureMsrs: msrs(p.featureMsrs),
-    supportedCpuid: p.supportedCpuid.map((e) => ({
-      function: hex(e.function), index: e.index, flags: e.flags,
-      eax: hex(e.eax), ebx: hex(e.ebx), ecx: hex(e.ecx), edx: hex(e.edx),
-    })),
+    supportedCpuid: p.supportedCpuid.map(cpuidJson),
+    ...(p.hvCpuid !== undefined ? { hvCpuid: p.hvCpuid.map(cpuidJson) } : {}),
     vcpuReset: msrs(p.vcpuReset),
     ...(p.mceCapSupported !== undefined ? { mceCapSupported: hex(p.mceCapSupported) } : {}),
     ...(p.tscUnstable !== undefined ? { tscUnstable: p.tscUnstable } : {}),

@@ -3,6 +3,7 @@
 import { SLOT_COUNT, slotOf } from './msr-slots.js';
 import type { Vm } from './vm.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
+import type { HvVcpu } from './hyperv.js';
 
 export class Vcpu {
   /** Two u32 halves per slot: [lo, hi]. */
@@ -55,9 +56,16 @@ export class Vcpu {
   /** vcpu->arch.virtual_tsc_khz: what KVM_GET_TSC_KHZ reports (set even when the rate could not be). */
   virtualTscKhz = 0;
 
+  /** struct kvm_vcpu_hv (hyperv.ts); null on a kernel built without CONFIG_KVM_HYPERV. */
+  hv: HvVcpu | null = null;
+  /** vcpu->arch.hyperv_enabled: the vCPU's CPUID has the Hyper-V interface leaf ("Hv#1"). */
+  hypervEnabled = false;
+
   constructor(
     readonly id: number,
     readonly vm: Vm,
+    /** vcpu->vcpu_idx: the vCPU's place in its VM's creation order (the initial Hyper-V VP index). */
+    readonly idx = 0,
   ) {}
 
   get(index: number): bigint {

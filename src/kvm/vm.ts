@@ -1,4 +1,5 @@
 // A VM: its vCPUs and the VM-wide state that MSR answers depend on.
+import { HvVm } from './hyperv.js';
 import type { Vcpu } from './vcpu.js';
 
 /** A parsed KVM_X86_SET_MSR_FILTER range with its bitmap copied in, as kvm_add_msr_filter keeps it. */
@@ -50,7 +51,21 @@ export class Vm {
   lastTscKhz = 0;
   userSetTsc = false;
 
-  constructor(readonly type: number) {}
+  /** struct kvm_hv: the partition-wide Hyper-V MSRs. */
+  readonly hv = new HvVm();
+  /** kvm->arch.xen_hvm_config (KVM_XEN_HVM_CONFIG): the MSR that writes the Xen hypercall page, 0 for none. */
+  xenHvmMsr = 0;
+  xenHvmFlags = 0;
+  xenBlob32 = 0;
+  xenBlob64 = 0;
+  xenBlobSize32 = 0;
+  xenBlobSize64 = 0;
+
+  constructor(
+    readonly type: number,
+    /** When the VM was created (ms on the Kvm's clock): kvmclock, and Hyper-V's reference time, start there. */
+    readonly createdAt = 0,
+  ) {}
 
   /** kvm_gfn_to_hva_cache_init succeeds only when [gpa, gpa+len) lies in one memory slot. */
   gpaRangeMapped(gpa: number, len: number): boolean {

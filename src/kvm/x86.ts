@@ -41,7 +41,10 @@ import {
   CAP_PARAM,
   UNHANDLED,
 } from './fast-path.js';
+import { hvCpuidFromSource } from './hyperv-cpuid.js';
+import { hvGetMsr, hvInitVcpu, hvSetMsr, isHvMsr, type HvEnv } from './hyperv.js';
 import { indexOfSlot, MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
+import { xenWriteHypercallPage } from './xen.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
 import { findCpuid, type HostProfile } from './profile.js';
 import type { Vcpu } from './vcpu.js';
@@ -150,6 +153,16 @@ export class X86 {
   readonly tscUnstable: boolean;
   /** CONFIG_KVM_SMM: KVM_CAP_X86_SMM is non-zero. Without it IA32_SMBASE has no handler. */
   readonly smm: boolean;
+  /** CONFIG_KVM_HYPERV: KVM_CAP_HYPERV is non-zero. Without it the Hyper-V MSRs have no handler. */
+  readonly hyperv: boolean;
+  /** KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm: the profile's capture, else the source's table. */
+  readonly hvCpuid: readonly CpuidEntry2[];
+  /** kvm_cpu_cap VMX: a kvm_intel host with nested offers the enlightened VMCS. */
+  readonly evmcs: boolean;
+  /** The clocks and checks the Hyper-V MSRs need (hyperv.ts). */
+  readonly hvEnv: HvEnv;
+  /** copy_from_user's view of the VMM's memory (the Xen hypercall blob); set by Kvm. */
+  userReadable: (addr: number, len: number) => boolean = () => false;
   /** The EFER bits set_efer accepts (the complement of efer_reserved_bits). */
   readonly eferAllowed: number;
   /** kvm_caps.supported_mce_cap (KVM_X86_GET_MCE_CAP_SUPPORTED). */
@@ -204,6 +217,20 @@ export class X86 {
     this.tscTolerancePpm = tscTolerancePpm(profile.host.moduleParams);
     this.tscUnstable = profile.tscUnstable === true;
     this.smm = (profile.extensions.system[KVM_CAP.X86_SMM] ?? profile.extensions.vm[KVM_CAP.X86_SMM] ?? 0) > 0;
+    this.hyperv = (profile.extensions.system[KVM_CAP_HYPERV] ?? 0) > 0;
+    const l1 = findCpuid(profile.supportedCpuid, 1, 0);
+    this.evmcs = profile.host.vendorModule === 'kvm_intel' && l1 !== undefined && ((l1.ecx >>> 5) & 1) === 1;
+    const maxVcpus = profile.extensions.system[KVM_CAP.MAX_VCPUS] ?? 1024;
+    this.hvCpuid = profile.hvCpuid ?? hvCpuidFromSource({ evmcs: this.evmcs, smtPossible: true, maxVcpus });
+    const started = this.now();
+    this.hvEnv = {
+      // get_kvmclock_ns: kvmclock starts at 0 when the VM is created (kvm_arch_init_vm).
+      timeRef100ns: (vm) => (this.now() - vm.createdAt) * 10000,
+      // The calling task's CPU time, which kvmsr cannot know: its own run time stands in for it.
+      taskRuntime100ns: () => (this.now() - started) * 10000 + 1,
+      xenHypercallEnabled: (vm) => (vm.xenHvmFlags & 2) !== 0,
+      maxVcpus,
+    };
     this.kernel = kernelGeneration(profile.host.kernel);
     this.featureMsrsNeedCpuid = this.kernel >= 614;
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
@@ -317,6 +344,7 @@ export class X86 {
 
   /** Fast-path read classes of what kvm_get_msr_common does for the host. */
   commonFastGetClass(index: number): number {
+    if (this.hyperv && isHvMsr(index)) return FAST_SLOW;
     if (isLegacyPmuMsr(index) || ZERO_READ_MSRS.has(index)) return GET_ZERO;
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
@@ -389,6 +417,7 @@ export class X86 {
 
   /** Fast-path write classes of what kvm_set_msr_common does for the host. */
   commonFastSetClass(index: number): number {
+    if (this.hyperv && isHvMsr(index)) return FAST_SLOW;
     if (isLegacyPmuMsr(index) || DROPPED_WRITE_MSRS.has(index)) return SET_DROP;
     if (isMceBankMsr(index) || isMtrrRange(index)) return FAST_SLOW;
     switch (index) {
@@ -479,6 +508,7 @@ export class X86 {
     vcpu.tscKhz = 0;
     this.kvmSetTscKhz(vcpu, vcpu.vm.defaultTscKhz === 0 ? this.tscKhz : vcpu.vm.defaultTscKhz);
     this.vendor.vcpuCreate(this, vcpu);
+    if (this.hyperv) hvInitVcpu(vcpu);
     // kvm_synchronize_tsc(vcpu, NULL) writes 0, which always synchronizes: a new vCPU joins the
     // VM's TSC generation, and the first one starts it at 0.
     this.synchronizeTsc(vcpu, 0, 0, false);
@@ -825,6 +855,7 @@ export class X86 {
 
   // ---- kvm_get_msr_common ----
   getMsrCommon(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
+    if (this.hyperv && isHvMsr(index)) return hvGetMsr(this.hvEnv, vcpu, index, host, out);
     // Legacy PMU MSRs the vPMU does not own (enable_pmu=N on the hosts kvmsr models) read 0.
     if (isLegacyPmuMsr(index) || ZERO_READ_MSRS.has(index)) return zero(out);
     if (isMceBankMsr(index)) return this.getMce(vcpu, index, host, out);
@@ -946,6 +977,13 @@ export class X86 {
 
   // ---- kvm_set_msr_common ----
   setMsrCommon(vcpu: Vcpu, index: number, host: boolean, lo: number, hi: number): number {
+    // KVM_XEN_HVM_CONFIG's MSR comes before every other rule (the index may be a Hyper-V one).
+    const xen = vcpu.vm.xenHvmMsr;
+    if (xen !== 0 && index >>> 0 === xen >>> 0) {
+      const longMode = (vcpu.msrs[slotOf(M.MSR_EFER) * 2]! & EFER_LMA) !== 0;
+      return xenWriteHypercallPage(vcpu.vm, lo, hi, longMode, this.userReadable);
+    }
+    if (this.hyperv && isHvMsr(index)) return hvSetMsr(this.hvEnv, vcpu, index, host, lo, hi);
     // Legacy PMU MSRs the vPMU does not own accept every value and drop it, as do these.
     if (isLegacyPmuMsr(index) || DROPPED_WRITE_MSRS.has(index)) return MSR_OK;
     if (isMceBankMsr(index)) return this.setMce(vcpu, index, host, lo, hi);
@@ -1373,6 +1411,7 @@ export function isImmutableFeatureMsr(index: number): boolean {
 
 const KVM_NR_VAR_MTRR = 8;
 const KVM_CAP_TSC_CONTROL = 60;
+const KVM_CAP_HYPERV = 44;
 /** kvm_caps.max_guest_tsc_khz on hosts with TSC scaling, capped at u32 (not in profiles; a documented bound). */
 const MAX_GUEST_TSC_KHZ = 0xffffffff;
 const APIC_DEFAULT_PHYS_BASE = 0xfee00000 | 0;

@@ -26,7 +26,7 @@ export interface PairResult {
   rules: string[];
 }
 
-const MSR_IA32_TSC = 0x10;
+import { MOVING_MSRS, movingAgree, movingRule, MSR_IA32_TSC } from '../kvm/moving-msrs.js';
 
 /**
  * KVM_GET_SUPPORTED_CPUID runs CPUID on whichever CPU the ioctl lands on, and KVM leaves that CPU's
@@ -139,10 +139,20 @@ export class Pair {
     const emu = this.emu as { profile?: HostProfile; tscEstimated?: (fd: number) => boolean }; // a Kvm has both
     for (let i = 0; i < n; i++) {
       const off = KVM_MSRS_LAYOUT.entries + i * KVM_MSR_ENTRY_LAYOUT.size;
-      if (da.getUint32(off, true) !== MSR_IA32_TSC) continue;
+      const index = da.getUint32(off, true);
+      if (!MOVING_MSRS.has(index) || db.getUint32(off, true) !== index) continue;
       const va = da.getBigUint64(off + 8, true);
       const vb = db.getBigUint64(off + 8, true);
       if (va === vb) continue;
+      if (index !== MSR_IA32_TSC) {
+        // Hyper-V's reference counter and VP runtime (moving-msrs.ts).
+        rules.push(`${movingRule(index)!} (entry ${i}: real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`);
+        if (movingAgree(index, va, vb)) {
+          da.setBigUint64(off + 8, 0n, true);
+          db.setBigUint64(off + 8, 0n, true);
+        }
+        continue;
+      }
       const values = `(real 0x${va.toString(16)}, kvmsr 0x${vb.toString(16)})`;
       let agree: boolean;
       if (emu.tscEstimated?.(emuFd) === true) {

@@ -113,6 +113,10 @@ export function baseProfileFromAnswers(plan: readonly PlanCase[], a: Answers): H
   const featureIndices = list(sys.answers, byRequest(sys, I.KVM_GET_MSR_FEATURE_INDEX_LIST), 'KVM_GET_MSR_FEATURE_INDEX_LIST');
   const cpuid = must(sys.answers, byRequest(sys, I.KVM_GET_SUPPORTED_CPUID), 'KVM_GET_SUPPORTED_CPUID');
   const supportedCpuid = decodeCpuid2(cpuid.out!).entries.map(withoutApicIds);
+  // KVM_GET_SUPPORTED_HV_CPUID (plans from before it was asked have no such step).
+  const hvAt = sys.steps.findIndex((s) => s.op === 'io' && s.request === I.KVM_GET_SUPPORTED_HV_CPUID);
+  const hvAnswer = hvAt >= 0 ? io(sys.answers, hvAt) : null;
+  const hvCpuid = hvAnswer !== null && hvAnswer.ret === 0 && hvAnswer.out ? decodeCpuid2(hvAnswer.out).entries : undefined;
   const mce = io(sys.answers, byRequest(sys, I.KVM_X86_GET_MCE_CAP_SUPPORTED));
   const caps = (w: Walk, on: 'sys' | 'vm'): Record<number, number> => {
     const out: Record<number, number> = {};
@@ -205,6 +209,7 @@ export function baseProfileFromAnswers(plan: readonly PlanCase[], a: Answers): H
     msrIndexList,
     featureMsrs,
     supportedCpuid,
+    ...(hvCpuid !== undefined ? { hvCpuid } : {}),
     vcpuReset,
     tscUnstable,
     ...(msrIndexList.includes(0x48) ? { specCtrlAccepted: spec } : {}),
