@@ -139,3 +139,28 @@ describe('harvest case files', () => {
     expect(() => replayHarvestCase({ format: 'x' }, profile, 'c.json')).toThrow('c.json: format: expected "kvmsr-harvest-case"');
   });
 });
+
+describe('the vendor module a capture names', () => {
+  // A kernel may build kvm_intel and kvm_amd both in: /sys/module then lists both, and only what
+  // KVM answers tells which one is active (seen on a 6.12 under TCG, where capture picked
+  // kvm_intel on an AMD CPU and conform judged the VMX model against kvm_amd).
+  for (const [name, expected] of [
+    ['svm-amd-derived', 'kvm_amd'],
+    ['vmx-intel-derived', 'kvm_intel'],
+  ] as const) {
+    test(`${name} with both vendor modules loaded is captured as ${expected}`, () => {
+      const profile = builtinProfile(name);
+      const answers = answersOnKvmsr(profile, profileCases());
+      answers.info.modules = ['kvm', 'kvm_intel', 'kvm_amd'];
+      answers.info.cpuVendor = expected === 'kvm_amd' ? 'GenuineIntel' : 'AuthenticAMD'; // the CPU string alone would mislead
+      expect(profileFromAnswers(profileCases(), answers).host.vendorModule).toBe(expected);
+    });
+  }
+  test('a cpuid=2 case (Hyper-V leaves) round-trips through plan.txt', () => {
+    const plan = harvestPlan({ cases: 0 }).filter((c) => c.setup.hv === true).slice(0, 3);
+    expect(plan.length).toBe(3);
+    const text = writePlan(plan);
+    expect(text).toContain('cpuid=2');
+    expect(parsePlan(text)).toEqual(plan);
+  });
+});
