@@ -4,6 +4,7 @@
 // while it ran (KVM_RUN), and state set through ioctls kvmsr does not model (KVM_SET_SREGS,
 // KVM_SET_LAPIC, KVM_SET_TSC_KHZ, KVM_X86_SETUP_MCE) are counted apart and adopted, never
 // reported as divergences.
+import { MOVING_MSRS, movingAgree, movingRule } from '../kvm/moving-msrs.js';
 import { decodeMsrs, encodeMsrFilter, decodeMsrFilter } from '../abi/codecs.js';
 import { errnoName } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
@@ -236,6 +237,15 @@ function compareMsrs(
     if (index === M.MSR_IA32_TSC) {
       rules.add('IA32_TSC compared by rule: it moves with time, so both sides only have to read non-zero');
       if (va !== 0n && vb !== 0n) {
+        a.setBigUint64(off + 8, vb, true);
+        res.byRule++;
+      }
+      continue;
+    }
+    if (index !== M.MSR_IA32_TSC && MOVING_MSRS.has(index)) {
+      // Hyper-V's reference counter and VP runtime (moving-msrs.ts).
+      rules.add(movingRule(index)!);
+      if (movingAgree(index, vb, va)) {
         a.setBigUint64(off + 8, vb, true);
         res.byRule++;
       }
