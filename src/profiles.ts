@@ -6,6 +6,7 @@ import pvmAmd782Derived from './profiles/pvm-amd-epyc-6.18.44-v782-derived.json'
 import svmAmd from './profiles/svm-amd-derived.json' with { type: 'json' };
 import vmxIntel from './profiles/vmx-intel-derived.json' with { type: 'json' };
 import kvmAmdTcg from './profiles/kvm-amd-6.12-qemu-tcg.json' with { type: 'json' };
+import kvmAmdDistroTcg from './profiles/kvm-amd-6.12-distro-qemu-tcg.json' with { type: 'json' };
 import { parseProfile, type HostProfile } from './kvm/profile.js';
 
 export const BUILTIN_PROFILES = {
@@ -15,6 +16,7 @@ export const BUILTIN_PROFILES = {
   'svm-amd-derived': svmAmd,
   'vmx-intel-derived': vmxIntel,
   'kvm-amd-6.12-qemu-tcg': kvmAmdTcg,
+  'kvm-amd-6.12-distro-qemu-tcg': kvmAmdDistroTcg,
 } as const;
 export type BuiltinProfileName = keyof typeof BUILTIN_PROFILES;
 /**

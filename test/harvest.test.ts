@@ -164,3 +164,36 @@ describe('the vendor module a capture names', () => {
     expect(parsePlan(text)).toEqual(plan);
   });
 });
+
+describe('the distribution-config kvm_amd oracle (Hyper-V, Xen and SMM built in)', () => {
+  // scripts/kvm-amd-oracle.sh on 2026-12-01: Debian's 6.12.117 with Debian's KVM settings and both
+  // vendor modules built in, under QEMU TCG: `kvmsr harvest plan --cases 300 --seed 1`,
+  // `kvmsr-probe --jobs 2` (2344 cases in 35.7 s). Hyper-V MSRs, Hyper-V's CPUID, the SynIC and the
+  // Xen MSR included.
+  const DIR = join(import.meta.dirname, 'hosts', 'kvm-amd-6.12-distro-qemu-tcg', 'harvest');
+  test('every case agrees, and its profile is the built-in one', () => {
+    const { report, profile } = judgeDir(DIR, { casesDir: null, profileFile: null });
+    expect(report.unanswered).toEqual([]);
+    expect(report.disagreements).toEqual([]);
+    expect(report.cases).toBe(2344);
+    expect(report.agreed).toBe(2344);
+    expect(report.unmatchedRules).toEqual([]);
+    expect(profile.host.vendorModule).toBe('kvm_amd');
+    expect(profile.msrIndexList).toContain(0x40000000);
+    expect(profile.msrRules?.[0x174]?.guestKeep).toBe(0xffffn);
+    expect(comparable(profile)).toEqual(comparable(builtinProfile('kvm-amd-6.12-distro-qemu-tcg')));
+  });
+  test('a Hyper-V answer changed by one bit is caught', () => {
+    const { plan, answers, profile } = judgeDir(DIR, { casesDir: null, profileFile: null });
+    const c = answers.cases.get('hv.synic.40000090')!;
+    const k = c.steps.findIndex((s) => s.op === 'io' && s.out !== null && s.out.length === 24 && s.ret === 1);
+    const s = c.steps[k]!;
+    if (s.op !== 'io' || !s.out) throw new Error('not an ioctl answer');
+    const out = s.out.slice();
+    out[16]! ^= 1;
+    const changed: Answers = { ...answers, cases: new Map(answers.cases) };
+    changed.cases.set(c.id, { ...c, steps: c.steps.map((x, i) => (i === k ? { ...s, out } : x)) });
+    const r = judgeAnswers(plan, changed, profile, { casesDir: null });
+    expect(r.disagreements.map((d) => [d.caseId, d.step])).toEqual([['hv.synic.40000090', k]]);
+  });
+});

@@ -75,7 +75,25 @@ describe('measured rules', () => {
 
   test('a malformed rule is refused with the file and the field', () => {
     expect(() => withRules({ '0x277': { hostRead: 'store' } as unknown as MsrRule })).toThrow('rules.json: msrRules.0x277.hostRead: expected one of load, zero, unsupported, error');
-    expect(() => withRules({ '0x277': { host: 'store' } as unknown as MsrRule })).toThrow('rules.json: msrRules.0x277.host: expected only hostRead, hostWrite, guestRead, guestWrite');
+    expect(() => withRules({ '0x277': { host: 'store' } as unknown as MsrRule })).toThrow('rules.json: msrRules.0x277.host: expected only hostRead, hostWrite, hostKeep, guestRead, guestWrite, guestKeep');
     expect(() => withRules({ '0x99999999': {} })).toThrow('rules.json: msrRules.0x99999999: MSR 0x99999999 is outside the ranges kvmsr models');
+  });
+});
+
+describe('a keep mask on a measured store', () => {
+  test('only the kept bits of a write stick, and the mask round-trips through the profile JSON', async () => {
+    const { parseProfile, profileToJson } = await import('../src/kvm/profile.js');
+    const { builtinProfile } = await import('../src/profiles.js');
+    const p = builtinProfile('kvm-amd-6.12-distro-qemu-tcg');
+    expect(p.msrRules?.[0x174]).toEqual({ guestRead: 'load', guestWrite: 'store', guestKeep: 0xffffn });
+    expect(parseProfile(JSON.parse(JSON.stringify(profileToJson(p))), 'x').msrRules?.[0x174]?.guestKeep).toBe(0xffffn);
+    const { Kvm } = await import('../src/kvm/kvm.js');
+    const I = await import('../src/abi/kvm-ioctls.js');
+    const kvm = new Kvm({ profile: p });
+    const vm = kvm.ioctl(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const v = kvm.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+    kvm.markRan(v);
+    kvm.wrmsr(v, 0x174, 0xffffffffffffffffn);
+    expect(kvm.rdmsr(v, 0x174)).toEqual({ kind: 'ok', value: 0xffffn });
   });
 });

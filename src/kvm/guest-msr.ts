@@ -4,7 +4,7 @@
 // resumes. Guest accesses pass host_initiated = false to the same rules as the ioctls.
 import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_RUN_LAYOUT } from '../abi/layout.js';
 import { MSR_FILTERED, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
-import { hvTakeExit } from './hyperv.js';
+import { hvSyncCr8ToTpr, hvTakeExit } from './hyperv.js';
 import type { Vcpu } from './vcpu.js';
 import type { X86 } from './x86.js';
 
@@ -70,6 +70,7 @@ export function guestRdmsr(x86: X86, vcpu: Vcpu, index: number, out: MsrValue): 
   x86.clockMs = NaN;
   const before = hvTakeExit(vcpu);
   if (before !== 0) return { kind: 'vmexit', exitReason: before };
+  if (x86.cr8SyncedTpr) hvSyncCr8ToTpr(vcpu); // the RDMSR/WRMSR's own exit
   const r = msrAllowed(vcpu, index, FILTER_READ) ? x86.accessRead(vcpu, index, false, out) : MSR_FILTERED;
   if (r === MSR_OK) return { kind: 'ok', value: (BigInt(out.hi >>> 0) << 32n) | BigInt(out.lo >>> 0) };
   return userSpaceExit(vcpu, index, KVM_EXIT_X86_RDMSR, 0n, r) ?? { kind: 'gp' };
@@ -79,11 +80,13 @@ export function guestWrmsr(x86: X86, vcpu: Vcpu, index: number, value: bigint): 
   x86.clockMs = NaN;
   const before = hvTakeExit(vcpu);
   if (before !== 0) return { kind: 'vmexit', exitReason: before };
+  if (x86.cr8SyncedTpr) hvSyncCr8ToTpr(vcpu); // the RDMSR/WRMSR's own exit
   const v = BigInt.asUintN(64, value);
   const lo = Number(v & 0xffffffffn) | 0;
   const hi = Number(v >> 32n) | 0;
   const r = msrAllowed(vcpu, index, FILTER_WRITE) ? x86.accessWrite(vcpu, index, false, lo, hi) : MSR_FILTERED;
   if (r === MSR_OK) {
+    if (x86.cr8SyncedTpr) hvSyncCr8ToTpr(vcpu); // the next exit, after the write retired
     const after = hvTakeExit(vcpu);
     return after !== 0 ? { kind: 'vmexit', exitReason: after } : { kind: 'ok', value: v };
   }

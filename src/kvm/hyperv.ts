@@ -571,3 +571,15 @@ export function hvTakeExit(vcpu: Vcpu): number {
   return r === REQ_EXIT ? KVM_EXIT_HYPERV : KVM_EXIT_SYSTEM_EVENT;
 }
 
+
+/**
+ * svm.c's sync_cr8_to_lapic: at each VM exit (CR8 writes not intercepted, no interrupt pending
+ * above the TPR) kvm_amd sets the LAPIC TPR from the guest's V_TPR, which holds only TPR[7:4]; so
+ * around every guest instruction the TPR that HV_X64_MSR_TPR reads loses its low four bits (seen
+ * live on kvm_amd 6.12: a guest write of 1 reads back 0). VMX keeps it whole in the virtual-APIC page.
+ */
+export function hvSyncCr8ToTpr(vcpu: Vcpu): void {
+  if (vcpu.hv === null || !vcpu.vm.irqchip) return;
+  const s = slot(HV_X64_MSR_TPR);
+  vcpu.msrs[s] = vcpu.msrs[s]! & 0xf0;
+}

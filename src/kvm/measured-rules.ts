@@ -22,14 +22,20 @@ export type WriteKind = 'store' | 'drop' | 'unsupported' | 'error';
 export const READ_KINDS: readonly ReadKind[] = ['load', 'zero', 'unsupported', 'error'];
 export const WRITE_KINDS: readonly WriteKind[] = ['store', 'drop', 'unsupported', 'error'];
 
-/** The measured rule of one MSR, for host-initiated accesses and for the guest's. */
+/**
+ * The measured rule of one MSR, for host-initiated accesses and for the guest's. With `store`, a
+ * keep mask says which bits of a write stick (a guest write the CPU itself takes, unintercepted,
+ * keeps what the CPU keeps: QEMU's TCG keeps 16 bits of SYSENTER_CS on kvm_amd).
+ */
 export interface MsrRule {
   hostRead?: ReadKind;
   hostWrite?: WriteKind;
+  hostKeep?: bigint;
   guestRead?: ReadKind;
   guestWrite?: WriteKind;
+  guestKeep?: bigint;
 }
-export const RULE_FIELDS = ['hostRead', 'hostWrite', 'guestRead', 'guestWrite'] as const;
+export const RULE_FIELDS = ['hostRead', 'hostWrite', 'hostKeep', 'guestRead', 'guestWrite', 'guestKeep'] as const;
 
 const NONE = 0;
 const READ_CODE: Record<ReadKind, number> = { load: 1, zero: 2, unsupported: 3, error: 4 };
@@ -50,9 +56,18 @@ export function withMeasuredRules(base: VendorOps, rules: Readonly<Record<number
   if (cached) return cached;
   // Per slot: host read, host write, guest read, guest write.
   const kinds = [new Uint8Array(SLOT_COUNT), new Uint8Array(SLOT_COUNT), new Uint8Array(SLOT_COUNT), new Uint8Array(SLOT_COUNT)] as const;
+  // Keep masks of stores, per slot as (lo, hi) halves: host, guest; all ones where none is given.
+  const keep = [new Int32Array(SLOT_COUNT * 2).fill(-1), new Int32Array(SLOT_COUNT * 2).fill(-1)] as const;
+  const masked = new Uint8Array(SLOT_COUNT);
   for (const [k, r] of Object.entries(rules)) {
     const s = slotOf(Number(k));
     if (s < 0) continue;
+    for (const [i, m] of [r.hostKeep, r.guestKeep].entries()) {
+      if (m === undefined) continue;
+      keep[i]![2 * s] = Number(m & 0xffffffffn) | 0;
+      keep[i]![2 * s + 1] = Number((m >> 32n) & 0xffffffffn) | 0;
+      if (i === 0) masked[s] = 1;
+    }
     if (r.hostRead) kinds[0][s] = READ_CODE[r.hostRead];
     if (r.hostWrite) kinds[1][s] = WRITE_CODE[r.hostWrite];
     if (r.guestRead) kinds[2][s] = READ_CODE[r.guestRead];
@@ -78,7 +93,11 @@ export function withMeasuredRules(base: VendorOps, rules: Readonly<Record<number
     setMsr(x86, vcpu, index, host, lo, hi) {
       const k = kindOf(index, host, true);
       if (k === NONE) return base.setMsr(x86, vcpu, index, host, lo, hi);
-      if (k === 1) return x86.store(vcpu, index, lo, hi);
+      if (k === 1) {
+        const m = keep[host ? 0 : 1];
+        const s = slotOf(index);
+        return x86.store(vcpu, index, lo & m[2 * s]!, hi & m[2 * s + 1]!);
+      }
       return k === 2 ? MSR_OK : answer(k);
     },
     fastGetClass(x86, index) {
@@ -89,6 +108,7 @@ export function withMeasuredRules(base: VendorOps, rules: Readonly<Record<number
     fastSetClass(x86, index) {
       const k = kindOf(index, true, true);
       if (k === NONE) return base.fastSetClass(x86, index);
+      if (k === 1 && masked[slotOf(index)] === 1) return FAST_SLOW;
       return k === 1 ? SET_STORE : k === 2 ? SET_DROP : FAST_SLOW;
     },
   };

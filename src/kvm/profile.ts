@@ -213,6 +213,10 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
       const rule: MsrRule = {};
       for (const [name, kind] of Object.entries(o)) {
         if (!(RULE_FIELDS as readonly string[]).includes(name)) r.fail(`${field}.${name}`, `expected only ${RULE_FIELDS.join(', ')}`);
+        if (name === 'hostKeep' || name === 'guestKeep') {
+          rule[name] = r.u64(kind, `${field}.${name}`);
+          continue;
+        }
         const allowed: readonly string[] = name.endsWith('Read') ? READ_KINDS : WRITE_KINDS;
         if (typeof kind !== 'string' || !allowed.includes(kind)) r.fail(`${field}.${name}`, `expected one of ${allowed.join(', ')}`);
         (rule as Record<string, string>)[name] = kind as string;
@@ -254,7 +258,13 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     ...(p.eferAccepted !== undefined ? { eferAccepted: hex(p.eferAccepted) } : {}),
     ...(p.hostTscKhz !== undefined ? { hostTscKhz: p.hostTscKhz } : {}),
     ...(p.msrRules !== undefined
-      ? { msrRules: Object.fromEntries(Object.entries(p.msrRules).sort(([a], [b]) => Number(a) - Number(b)).map(([k, v]) => [hex(Number(k)), v])) }
+      ? {
+          msrRules: Object.fromEntries(
+            Object.entries(p.msrRules)
+              .sort(([a], [b]) => Number(a) - Number(b))
+              .map(([k, v]) => [hex(Number(k)), Object.fromEntries(Object.entries(v).map(([f, x]) => [f, typeof x === 'bigint' ? hex(x) : x]))]),
+          ),
+        }
       : {}),
   };
 }

@@ -155,6 +155,8 @@ export class X86 {
   readonly smm: boolean;
   /** CONFIG_KVM_HYPERV: KVM_CAP_HYPERV is non-zero. Without it the Hyper-V MSRs have no handler. */
   readonly hyperv: boolean;
+  /** kvm_amd: each VM exit sets the TPR from the guest's CR8 (hyperv.ts, hvSyncCr8ToTpr). */
+  readonly cr8SyncedTpr: boolean;
   /** KVM_GET_SUPPORTED_HV_CPUID on /dev/kvm: the profile's capture, else the source's table. */
   readonly hvCpuid: readonly CpuidEntry2[];
   /** kvm_cpu_cap VMX: a kvm_intel host with nested offers the enlightened VMCS. */
@@ -218,6 +220,7 @@ export class X86 {
     this.tscUnstable = profile.tscUnstable === true;
     this.smm = (profile.extensions.system[KVM_CAP.X86_SMM] ?? profile.extensions.vm[KVM_CAP.X86_SMM] ?? 0) > 0;
     this.hyperv = (profile.extensions.system[KVM_CAP_HYPERV] ?? 0) > 0;
+    this.cr8SyncedTpr = profile.host.vendorModule === 'kvm_amd';
     const l1 = findCpuid(profile.supportedCpuid, 1, 0);
     this.evmcs = profile.host.vendorModule === 'kvm_intel' && l1 !== undefined && ((l1.ecx >>> 5) & 1) === 1;
     const maxVcpus = profile.extensions.system[KVM_CAP.MAX_VCPUS] ?? 1024;

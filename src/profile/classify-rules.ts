@@ -4,6 +4,7 @@
 // answers on kvmsr equal the host's in both contexts (a fresh vCPU, and one with the supported
 // CPUID). Where kvmsr's model already agrees no rule is recorded, so the
 // source-derived rules stay the model wherever the host agrees with them.
+import * as I from '../abi/kvm-ioctls.js';
 import { READ_KINDS, WRITE_KINDS, withMeasuredRules, type MsrRule, type ReadKind, type WriteKind } from '../kvm/measured-rules.js';
 import type { HostProfile } from '../kvm/profile.js';
 import { vendorFor } from '../kvm/vendors.js';
@@ -17,6 +18,7 @@ export interface RuleMeasurement {
 }
 
 export function sameAnswer(a: StepAnswer | undefined, b: StepAnswer | undefined): boolean {
+  if (a === undefined && b === undefined) return true; // both ended the case before this step
   if (!a || !b || a.op !== b.op) return false;
   if (a.op === 'io' && b.op === 'io') {
     if (a.ret !== b.ret || a.errno !== b.errno) return false;
@@ -27,7 +29,7 @@ export function sameAnswer(a: StepAnswer | undefined, b: StepAnswer | undefined)
     if (a.kind !== b.kind) return false;
     if (a.kind === 'ok' && b.kind === 'ok') return a.value === b.value;
     if (a.kind === 'exit' && b.kind === 'exit') return a.exitReason === b.exitReason && a.reason === b.reason && a.index === b.index && a.data === b.data;
-    if (a.kind === 'fail' && b.kind === 'fail') return a.errno === b.errno;
+    if (a.kind === 'fail' && b.kind === 'fail') return a.what === b.what && a.errno === b.errno;
     return true;
   }
   return JSON.stringify(a) === JSON.stringify(b);
@@ -72,15 +74,22 @@ export function classifyRules(base: HostProfile, plan: readonly PlanCase[], a: A
   for (const [index, cases] of byIndex) {
     const rule: MsrRule = {};
     for (const side of ['host', 'guest'] as const) {
-      const trial = (read: ReadKind | undefined, write: WriteKind | undefined): boolean => {
+      const trial = (read: ReadKind | undefined, write: WriteKind | undefined, keepMask?: bigint): boolean => {
         const r: MsrRule = {};
         if (read) r[`${side}Read`] = read;
         if (write) r[`${side}Write`] = write;
+        if (keepMask !== undefined) r[`${side}Keep`] = keepMask;
         const ops = withMeasuredRules(vendor, read || write ? { [index]: r } : undefined);
         return cases.every(({ c, host }) => sideAgrees(c, host, runOnKvmsr(base, c, { vendor: ops, fastPath: false }), side));
       };
       const found = PAIRS.find(([read, write]) => trial(read, write));
-      if (!found) unmatched.push({ index, side });
+      // A store that keeps only some bits: the mask is what an all-ones write read back as.
+      const mask = found ? undefined : keptOfOnes(cases, side);
+      if (!found && mask !== undefined && trial('load', 'store', mask)) {
+        rule[`${side}Read`] = 'load';
+        rule[`${side}Write`] = 'store';
+        rule[`${side}Keep`] = mask;
+      } else if (!found) unmatched.push({ index, side });
       else {
         if (found[0]) rule[`${side}Read`] = found[0];
         if (found[1]) rule[`${side}Write`] = found[1];
@@ -89,4 +98,23 @@ export function classifyRules(base: HostProfile, plan: readonly PlanCase[], a: A
     if (Object.keys(rule).length > 0) rules[index] = rule;
   }
   return { rules, unmatched };
+}
+
+/** What the host read back right after an all-ones write on one side of a rule case, if it did. */
+function keptOfOnes(cases: readonly { c: PlanCase; host: CaseAnswer }[], side: 'host' | 'guest'): bigint | undefined {
+  const ONES = 0xffffffffffffffffn;
+  for (const { c, host } of cases) {
+    for (let i = 0; i + 1 < c.steps.length; i++) {
+      const w = c.steps[i]!;
+      const next = host.steps[i + 1];
+      if (side === 'guest' && w.op === 'wr' && w.value === ONES && c.steps[i + 1]!.op === 'rd' && next?.op === 'g' && next.kind === 'ok') return next.value;
+      if (side === 'host' && w.op === 'io' && w.request === I.KVM_SET_MSRS && w.arg instanceof Uint8Array && w.arg.length >= 24) {
+        const dv = new DataView(w.arg.buffer, w.arg.byteOffset, w.arg.byteLength);
+        const r = host.steps[i];
+        if (dv.getBigUint64(16, true) !== ONES || r?.op !== 'io' || r.ret !== 1 || next?.op !== 'io' || next.ret !== 1 || !next.out) continue;
+        return new DataView(next.out.buffer, next.out.byteOffset, next.out.byteLength).getBigUint64(16, true);
+      }
+    }
+  }
+  return undefined;
 }
