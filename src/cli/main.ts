@@ -23,6 +23,7 @@ import { KVMSR_VERSION } from '../version.js';
 import { CliError, print } from './common.js';
 import { registerConform } from './conform.js';
 import { registerHarvest } from './harvest.js';
+import { registerRun } from './run.js';
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
 
@@ -385,6 +386,7 @@ export function main(argv: string[]): number {
   registerHarvest(program, (s) => {
     status = s;
   });
+  registerRun(program, loadProfile);
   const profile = program.command('profile').description('host profiles');
   profile
     .command('capture')

@@ -1,0 +1,771 @@
+/*
+ * kvmsr-run: an LD_PRELOAD library under which /dev/kvm is kvmsr (`kvmsr run -- COMMAND`).
+ *
+ * open/open64/openat/openat64 (and glibc's fortified __open_2 family) of a path that resolves to
+ * "/dev/kvm" never reach the real device: the library asks the kvmsr server for a file, and hands
+ * the program a real fd that stands for it:
+ *   - /dev/kvm: /dev/null opened with the program's flags (poll, mmap (ENODEV) and F_GETFL behave as
+ *     on a character device with no poll and no mmap, which is what kvm_chardev_ops is);
+ *   - a VM: /dev/null, O_RDWR | O_CLOEXEC (anon_inode_getfd's flags);
+ *   - a vCPU: a file the server made (under /dev/shm where it can), sized KVM_GET_VCPU_MMAP_SIZE:
+ *     mmap of the vCPU fd maps it, and the server reads and writes the same file around each vCPU
+ *     ioctl, so kvm_run is shared.
+ * A table maps real fds to the server's fd numbers; dup, dup2, dup3 and fcntl(F_DUPFD*) add to it,
+ * close, dup2 over an entry and close_range take from it, and the last close of a kvmsr file closes
+ * it in kvmsr. Every ioctl on such an fd goes to the server: the request, the fd's kvmsr number and
+ * the bytes the kernel would read (the struct by _IOC_SIZE plus its variable tail, and what embedded
+ * pointers point at); the server answers with the return value or -errno and the bytes to write back.
+ *
+ * One mutex per process serializes requests (a VMM's vCPU threads may call at once). Memory is read
+ * and written with process_vm_readv/writev on the process itself, so a bad pointer gives EFAULT, as
+ * copy_from_user does, instead of a crash.
+ *
+ * Environment: KVMSR_RUN_SOCKET, the server's Unix socket (set by `kvmsr run`).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_FDS 65536
+#define KVMIO 0xAE
+
+/* The wire format (src/run/protocol.ts): little-endian, one request and one response at a time. */
+#define REQ_MAGIC 0x52534d4bu
+#define RESP_MAGIC 0x5053524bu
+#define OP_OPEN 1
+#define OP_IOCTL 2
+#define OP_CLOSE 3
+#define REQ_HEADER 48
+#define RESP_HEADER 32
+#define REGION_HEADER 16
+#define FLAG_BUFFER 1
+#define MAX_REGIONS 16
+
+enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3 };
+
+/* ioctl numbers (include/uapi/linux/kvm.h) and the VFS's generic ones (fs/ioctl.c). */
+#define KVM_GET_MSR_INDEX_LIST 0xc004ae02u
+#define KVM_GET_MSR_FEATURE_INDEX_LIST 0xc004ae0au
+#define KVM_GET_SUPPORTED_CPUID 0xc008ae05u
+#define KVM_GET_EMULATED_CPUID 0xc008ae09u
+#define KVM_GET_MSRS 0xc008ae88u
+#define KVM_SET_MSRS 0x4008ae89u
+#define KVM_SET_CPUID2 0x4008ae90u
+#define KVM_GET_CPUID2 0xc008ae91u
+#define KVM_GET_SUPPORTED_HV_CPUID 0xc008aec1u
+#define KVM_ENABLE_CAP 0x4068aea3u
+#define KVM_X86_SET_MSR_FILTER 0x4188aec6u
+#define KVM_CAP_HYPERV_ENLIGHTENED_VMCS 148
+#define V_FIONBIO 0x5421u
+#define V_FIONCLEX 0x5450u
+#define V_FIOCLEX 0x5451u
+#define V_FIOASYNC 0x5452u
+#define V_FIOQSIZE 0x5460u
+#define V_FIGETBSZ 0x2u
+/* The kernel's O_LARGEFILE (glibc defines the userspace one as 0 on x86_64). */
+#define KERNEL_O_LARGEFILE 0100000
+
+struct ent {
+  int32_t kfd1; /* the kvmsr fd + 1; 0: not a kvmsr fd */
+  uint8_t kind;
+  pid_t pid;    /* the process that made it (a forked child shares the file, not the VM) */
+  dev_t dev;
+  ino_t ino;
+};
+
+static int (*real_open)(const char *, int, ...);
+static int (*real_open64)(const char *, int, ...);
+static int (*real_openat)(int, const char *, int, ...);
+static int (*real_openat64)(int, const char *, int, ...);
+static int (*real_open_2)(const char *, int);
+static int (*real_open64_2)(const char *, int);
+static int (*real_openat_2)(int, const char *, int);
+static int (*real_openat64_2)(int, const char *, int);
+static int (*real_ioctl)(int, unsigned long, ...);
+static int (*real_close)(int);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_fcntl64)(int, int, ...);
+static int (*real_close_range)(unsigned int, unsigned int, int);
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ent tab[MAX_FDS];
+static uint16_t refs[MAX_FDS]; /* real fds per kvmsr fd, in this process */
+static int conn_fd = -1;
+static pid_t conn_pid;
+static dev_t conn_dev;
+static ino_t conn_ino;
+static int warned_conn;
+/* This process, as fork() (through pthread_atfork) tells it. Another pid means a vfork() child (or
+ * a raw clone) sharing our memory: it must not touch the table, which is its parent's too. */
+static pid_t self_pid;
+#define FOREIGN() (getpid() != self_pid)
+
+#define RESOLVE(var, name) do { if (!(var)) *(void **)&(var) = dlsym(RTLD_NEXT, name); } while (0)
+
+static void resolve_all(void) {
+  RESOLVE(real_open, "open");
+  RESOLVE(real_open64, "open64");
+  RESOLVE(real_openat, "openat");
+  RESOLVE(real_openat64, "openat64");
+  RESOLVE(real_open_2, "__open_2");
+  RESOLVE(real_open64_2, "__open64_2");
+  RESOLVE(real_openat_2, "__openat_2");
+  RESOLVE(real_openat64_2, "__openat64_2");
+  RESOLVE(real_ioctl, "ioctl");
+  RESOLVE(real_close, "close");
+  RESOLVE(real_dup, "dup");
+  RESOLVE(real_dup2, "dup2");
+  RESOLVE(real_dup3, "dup3");
+  RESOLVE(real_fcntl, "fcntl");
+  RESOLVE(real_fcntl64, "fcntl64");
+  RESOLVE(real_close_range, "close_range");
+}
+
+static void on_prepare(void) { pthread_mutex_lock(&lock); }
+static void on_parent(void) { pthread_mutex_unlock(&lock); }
+static void on_child(void) {
+  self_pid = getpid();
+  pthread_mutex_unlock(&lock);
+}
+
+__attribute__((constructor)) static void init(void) {
+  self_pid = getpid();
+  resolve_all();
+  /* fork() while another thread holds the lock would leave the child's copy locked forever. */
+  pthread_atfork(on_prepare, on_parent, on_child);
+}
+
+static void say(const char *fmt, const char *a, const char *b) {
+  char line[512];
+  int n = snprintf(line, sizeof line, fmt, a, b);
+  if (n > 0) { ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1); (void)w; }
+}
+
+/* ---- the process's own memory, read and written without faulting ---- */
+
+/* How many bytes at addr can be read (a prefix of len), copied into dst. */
+static size_t read_user(void *dst, uint64_t addr, size_t len) {
+  if (len == 0 || addr == 0) return 0;
+  struct iovec l = {dst, len}, r = {(void *)(uintptr_t)addr, len};
+  ssize_t n = process_vm_readv(getpid(), &l, 1, &r, 1, 0);
+  return n > 0 ? (size_t)n : 0;
+}
+
+static int write_user(uint64_t addr, const void *src, size_t len) {
+  if (len == 0) return 0;
+  struct iovec l = {(void *)src, len}, r = {(void *)(uintptr_t)addr, len};
+  return process_vm_writev(getpid(), &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* Writes back the span of `now` that differs from `was` (what the server changed). */
+static int write_back(uint64_t addr, const unsigned char *was, const unsigned char *now, size_t len) {
+  size_t a = 0, b = len;
+  while (a < len && was[a] == now[a]) a++;
+  if (a == len) return 0;
+  while (b > a && was[b - 1] == now[b - 1]) b--;
+  return write_user(addr + a, now + a, b - a);
+}
+
+/* ---- the connection ---- */
+
+static int io_all(int fd, void *buf, size_t len, int out) {
+  unsigned char *p = buf;
+  while (len > 0) {
+    ssize_t n = out ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
+    if (n < 0 && errno == EINTR) continue; /* a VMM's signals (vCPU kicks) must not cut a frame */
+    if (n <= 0) return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int same_file(int fd, dev_t dev, ino_t ino) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+/* The connection of this process: a forked child makes its own; a closed or reused fd is noticed. */
+static int connection(void) {
+  pid_t me = getpid();
+  if (conn_fd >= 0 && conn_pid == me && same_file(conn_fd, conn_dev, conn_ino)) return conn_fd;
+  if (conn_fd >= 0 && conn_pid != me && same_file(conn_fd, conn_dev, conn_ino)) real_close(conn_fd);
+  conn_fd = -1;
+  const char *path = getenv("KVMSR_RUN_SOCKET");
+  if (!path || !*path) {
+    if (!warned_conn++) say("kvmsr run: KVMSR_RUN_SOCKET is not set: /dev/kvm is refused (run the command under `kvmsr run`)%s%s\n", "", "");
+    return -1;
+  }
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof sa.sun_path) return -1;
+  strcpy(sa.sun_path, path);
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  if (connect(s, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int e = errno;
+    real_close(s);
+    if (!warned_conn++) say("kvmsr run: cannot reach the kvmsr server at %s: %s\n", path, strerror(e));
+    return -1;
+  }
+  /* Out of the way of programs that expect low fd numbers to be theirs. */
+  int high = real_fcntl(s, F_DUPFD_CLOEXEC, 900);
+  if (high >= 0) { real_close(s); s = high; }
+  struct stat st;
+  fstat(s, &st);
+  conn_fd = s;
+  conn_pid = me;
+  conn_dev = st.st_dev;
+  conn_ino = st.st_ino;
+  return s;
+}
+
+struct region { uint64_t addr; uint32_t len; unsigned char *bytes; };
+
+struct reply {
+  int32_t ret;
+  uint32_t new_kind;
+  unsigned char *arg;   /* arg_len bytes after the call */
+  unsigned char *regs;  /* the regions' bytes after the call, back to back */
+  char path[PATH_MAX];
+};
+
+/*
+ * One request and its response; the caller holds the lock. Returns 0, or -1 when the server is
+ * unreachable or answered garbage (the caller then fails the call with EIO).
+ */
+static int transact(uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer, const unsigned char *argb,
+                    uint32_t arg_len, const struct region *rg, uint32_t nrg, struct reply *out) {
+  int s = connection();
+  if (s < 0) return -1;
+  size_t size = REQ_HEADER + arg_len;
+  for (uint32_t i = 0; i < nrg; i++) size += REGION_HEADER + rg[i].len;
+  unsigned char *m = malloc(size);
+  if (!m) return -1;
+  uint32_t h32[6] = {REQ_MAGIC, (uint32_t)size, op, (uint32_t)kfd, req, (uint32_t)syscall(SYS_gettid)};
+  memcpy(m, h32, 24);
+  memcpy(m + 24, &arg, 8);
+  uint32_t t32[4] = {buffer ? FLAG_BUFFER : 0, arg_len, nrg, 0};
+  memcpy(m + 32, t32, 16);
+  unsigned char *p = m + REQ_HEADER;
+  if (arg_len) { memcpy(p, argb, arg_len); p += arg_len; }
+  for (uint32_t i = 0; i < nrg; i++) {
+    uint32_t l2[2] = {rg[i].len, 0};
+    memcpy(p, &rg[i].addr, 8);
+    memcpy(p + 8, l2, 8);
+    p += REGION_HEADER;
+    if (rg[i].len) { memcpy(p, rg[i].bytes, rg[i].len); p += rg[i].len; }
+  }
+  int bad = io_all(s, m, size, 1);
+  free(m);
+  uint32_t rh[8];
+  if (bad || io_all(s, rh, RESP_HEADER, 0)) goto lost;
+  size_t regs = 0;
+  for (uint32_t i = 0; i < nrg; i++) regs += rg[i].len;
+  if (rh[0] != RESP_MAGIC || rh[3] != arg_len || rh[4] != nrg || rh[5] >= PATH_MAX ||
+      rh[1] != RESP_HEADER + arg_len + regs + rh[5]) goto lost;
+  out->ret = (int32_t)rh[2];
+  out->new_kind = rh[6];
+  out->arg = arg_len ? malloc(arg_len) : NULL;
+  out->regs = regs ? malloc(regs) : NULL;
+  if ((arg_len && !out->arg) || (regs && !out->regs)) goto lost;
+  if (io_all(s, out->arg, arg_len, 0) || io_all(s, out->regs, regs, 0) || io_all(s, out->path, rh[5], 0)) goto lost;
+  out->path[rh[5]] = 0;
+  return 0;
+lost:
+  free(out->arg);
+  free(out->regs);
+  out->arg = out->regs = NULL;
+  if (!warned_conn++) say("kvmsr run: lost the kvmsr server%s%s; KVM calls now fail with EIO\n", "", "");
+  real_close(s);
+  conn_fd = -1;
+  return -1;
+}
+
+/* ---- the fd table ---- */
+
+static struct ent *entry(int fd) {
+  if (fd < 0 || fd >= MAX_FDS) return NULL;
+  struct ent *e = &tab[fd];
+  if (__atomic_load_n(&e->kfd1, __ATOMIC_ACQUIRE) == 0) return NULL;
+  return e;
+}
+
+static void put(int fd, int kfd, int kind, pid_t pid) {
+  struct stat st;
+  fstat(fd, &st);
+  tab[fd].kind = (uint8_t)kind;
+  tab[fd].pid = pid;
+  tab[fd].dev = st.st_dev;
+  tab[fd].ino = st.st_ino;
+  __atomic_store_n(&tab[fd].kfd1, kfd + 1, __ATOMIC_RELEASE);
+  refs[kfd]++;
+}
+
+/* Forgets fd; when it was this process's last reference to its kvmsr file, closes that in kvmsr. */
+static void drop(int fd) {
+  struct ent *e = &tab[fd];
+  int kfd = e->kfd1 - 1;
+  __atomic_store_n(&e->kfd1, 0, __ATOMIC_RELEASE);
+  if (kfd < 0 || kfd >= MAX_FDS) return;
+  if (refs[kfd] > 0) refs[kfd]--;
+  /* A forked child's close only drops its reference: the file stays open in its parent. */
+  if (refs[kfd] == 0 && e->pid == getpid()) {
+    struct reply r = {0};
+    transact(OP_CLOSE, kfd, 0, 0, 0, NULL, 0, NULL, 0, &r);
+    free(r.arg);
+    free(r.regs);
+  }
+}
+
+/* Whether the table's entry still names the file it was made for (not closed behind our back). */
+static struct ent *live_entry(int fd) {
+  struct ent *e = entry(fd);
+  if (!e) return NULL;
+  if (same_file(fd, e->dev, e->ino)) return e;
+  drop(fd);
+  return NULL;
+}
+
+/* ---- open ---- */
+
+/*
+ * Resolves an absolute path as the kernel's path walk does: component by component, "." and ".."
+ * on the resolved prefix, symlinks followed where they are met (at most 40, MAXSYMLINKS). Past a
+ * missing component it goes on lexically (the kernel would stop there with ENOENT), so a link to
+ * /dev/kvm resolves to "/dev/kvm" on a machine that has none. 0, or -1 on a loop or an overlong path.
+ */
+static int resolve_path(const char *in, char *out, size_t cap) {
+  char rest[PATH_MAX * 2], next[PATH_MAX * 3];
+  if (strlen(in) >= sizeof rest) return -1;
+  strcpy(rest, in);
+  size_t o = 0;
+  out[0] = 0;
+  int hops = 0, missing = 0;
+  char *p = rest;
+  for (;;) {
+    while (*p == '/') p++;
+    if (!*p) break;
+    char *q = p;
+    while (*q && *q != '/') q++;
+    size_t n = (size_t)(q - p);
+    if (n == 1 && p[0] == '.') { p = q; continue; }
+    if (n == 2 && p[0] == '.' && p[1] == '.') {
+      while (o > 0 && out[o - 1] != '/') o--;
+      if (o > 0) o--;
+      out[o] = 0;
+      p = q;
+      continue;
+    }
+    if (o + n + 2 >= cap) return -1;
+    out[o] = '/';
+    memcpy(out + o + 1, p, n);
+    out[o + 1 + n] = 0;
+    struct stat st;
+    if (!missing && lstat(out, &st) == 0 && S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t tn = readlink(out, target, sizeof target - 1);
+      if (tn <= 0 || ++hops > 40) return -1;
+      target[tn] = 0;
+      snprintf(next, sizeof next, "%s/%s", target, q);
+      if (strlen(next) >= sizeof rest) return -1;
+      strcpy(rest, next);
+      p = rest;
+      if (target[0] == '/') o = 0; /* an absolute link starts again from / */
+      out[o] = 0;
+      continue;
+    }
+    if (!missing && lstat(out, &st) != 0) missing = 1;
+    o += 1 + n;
+    p = q;
+  }
+  if (o == 0) strcpy(out, "/");
+  return 0;
+}
+
+/*
+ * Whether open(dirfd, path) would open the KVM device: any name of a character device with KVM's
+ * misc minor (KVM_MINOR 232, include/linux/miscdevice.h), or a path that is "/dev/kvm" once made
+ * absolute and resolved (resolve_path: so it counts on a machine with no /dev/kvm).
+ * stat does not open the device.
+ */
+static int is_kvm_path(int dirfd, const char *path) {
+  if (!path) return 0;
+  struct stat st;
+  if (fstatat(dirfd, path, &st, 0) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 10 && minor(st.st_rdev) == 232) return 1;
+  int link = fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+  if (!link && !strstr(path, "kvm")) return 0; /* a path with no link and no "kvm" cannot name it */
+  char full[PATH_MAX * 2];
+  if (path[0] == '/') {
+    snprintf(full, sizeof full, "%s", path);
+  } else {
+    char base[PATH_MAX];
+    if (dirfd == AT_FDCWD) {
+      if (!getcwd(base, sizeof base)) return 0;
+    } else {
+      char fdlink[64];
+      snprintf(fdlink, sizeof fdlink, "/proc/self/fd/%d", dirfd);
+      ssize_t n = readlink(fdlink, base, sizeof base - 1);
+      if (n <= 0) return 0;
+      base[n] = 0;
+    }
+    snprintf(full, sizeof full, "%s/%s", base, path);
+  }
+  char resolved[PATH_MAX * 2];
+  if (resolve_path(full, resolved, sizeof resolved) != 0) return 0;
+  return strcmp(resolved, "/dev/kvm") == 0;
+}
+
+static int fail(int e) {
+  errno = e;
+  return -1;
+}
+
+/* open("/dev/kvm", flags): a kvmsr system fd behind a /dev/null of the same flags. */
+static int open_kvm(int flags, mode_t mode) {
+  if ((flags & O_CREAT) && (flags & O_EXCL)) return fail(EEXIST);
+  if ((flags & O_DIRECTORY) == O_DIRECTORY) return fail(ENOTDIR);
+  if (flags & O_PATH) return real_openat(AT_FDCWD, "/dev/null", flags, mode); /* no ioctls on O_PATH */
+  if (FOREIGN()) return fail(EIO); /* a vfork child shares its parent's table: it gets no KVM fds */
+  pthread_mutex_lock(&lock);
+  struct reply r = {0};
+  int fd = -1, err = EIO;
+  if (transact(OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, &r) == 0) {
+    if (r.ret < 0) {
+      err = -r.ret;
+    } else {
+      fd = real_openat(AT_FDCWD, "/dev/null", flags, mode);
+      err = errno;
+      if (fd >= MAX_FDS) { real_close(fd); fd = -1; err = EMFILE; }
+      if (fd >= 0 && r.ret < MAX_FDS) put(fd, r.ret, K_SYSTEM, getpid());
+      else if (fd >= 0) { real_close(fd); fd = -1; err = EMFILE; }
+      if (fd < 0) { struct reply c = {0}; transact(OP_CLOSE, r.ret, 0, 0, 0, NULL, 0, NULL, 0, &c); free(c.arg); free(c.regs); }
+    }
+  }
+  free(r.arg);
+  free(r.regs);
+  pthread_mutex_unlock(&lock);
+  if (fd < 0) errno = err;
+  return fd;
+}
+
+#define OPEN_MODE(flags, mode) \
+  do { if ((flags) & (O_CREAT | __O_TMPFILE)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } } while (0)
+
+int open(const char *path, int flags, ...) {
+  mode_t mode = 0;
+  OPEN_MODE(flags, mode);
+  resolve_all();
+  if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, mode);
+  return real_open(path, flags, mode);
+}
+int open64(const char *path, int flags, ...) {
+  mode_t mode = 0;
+  OPEN_MODE(flags, mode);
+  resolve_all();
+  if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, mode);
+  return real_open64(path, flags, mode);
+}
+int openat(int dirfd, const char *path, int flags, ...) {
+  mode_t mode = 0;
+  OPEN_MODE(flags, mode);
+  resolve_all();
+  if (is_kvm_path(dirfd, path)) return open_kvm(flags, mode);
+  return real_openat(dirfd, path, flags, mode);
+}
+int openat64(int dirfd, const char *path, int flags, ...) {
+  mode_t mode = 0;
+  OPEN_MODE(flags, mode);
+  resolve_all();
+  if (is_kvm_path(dirfd, path)) return open_kvm(flags, mode);
+  return real_openat64(dirfd, path, flags, mode);
+}
+/* What _FORTIFY_SOURCE builds call when the flags are not a compile-time constant. */
+int __open_2(const char *path, int flags) {
+  resolve_all();
+  if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, 0);
+  return real_open_2(path, flags);
+}
+int __open64_2(const char *path, int flags) {
+  resolve_all();
+  if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, 0);
+  return real_open64_2(path, flags);
+}
+int __openat_2(int dirfd, const char *path, int flags) {
+  resolve_all();
+  if (is_kvm_path(dirfd, path)) return open_kvm(flags, 0);
+  return real_openat_2(dirfd, path, flags);
+}
+int __openat64_2(int dirfd, const char *path, int flags) {
+  resolve_all();
+  if (is_kvm_path(dirfd, path)) return open_kvm(flags, 0);
+  return real_openat64_2(dirfd, path, flags);
+}
+
+/* ---- ioctl ---- */
+
+static uint32_t u32at(const unsigned char *b, size_t off) { uint32_t v; memcpy(&v, b + off, 4); return v; }
+static uint64_t u64at(const unsigned char *b, size_t off) { uint64_t v; memcpy(&v, b + off, 8); return v; }
+
+/*
+ * The bytes the kernel reads at the pointer: the struct (_IOC_SIZE) and its variable tail, sized
+ * from the header at `head` (hlen bytes of it readable). -1: an integer argument.
+ */
+static long extent(uint32_t req, const unsigned char *head, size_t hlen) {
+  uint32_t n = hlen >= 4 ? u32at(head, 0) : 0;
+  switch (req) {
+  case KVM_GET_MSRS: case KVM_SET_MSRS:
+    /* msr_io: nmsrs >= MAX_IO_MSRS (256) is refused before the entries are copied. */
+    return n >= 256 ? 8 : 8 + 16 * (long)n;
+  case KVM_GET_MSR_INDEX_LIST: case KVM_GET_MSR_FEATURE_INDEX_LIST:
+    /* kvm_arch_dev_ioctl copies out as many u32s as the list holds (far fewer than 64Ki). */
+    return 4 + 4 * (long)(n > 0x10000 ? 0x10000 : n);
+  case KVM_GET_SUPPORTED_CPUID: case KVM_GET_EMULATED_CPUID: case KVM_SET_CPUID2: case KVM_GET_CPUID2:
+  case KVM_GET_SUPPORTED_HV_CPUID:
+    /* KVM_MAX_CPUID_ENTRIES (256) kvm_cpuid_entry2s of 40 bytes at most. */
+    return 8 + 40 * (long)(n > 256 ? 256 : n);
+  case V_FIONBIO: case V_FIOASYNC: case V_FIGETBSZ:
+    return 4; /* int * */
+  case V_FIOQSIZE:
+    return 8; /* loff_t * */
+  }
+  if (((req >> 30) & 3) == 0) return -1; /* _IOC_NONE: the argument is an integer */
+  return (req >> 16) & 0x3fff;             /* _IOC_SIZE */
+}
+
+static size_t header_len(uint32_t req) {
+  switch (req) {
+  case KVM_GET_MSRS: case KVM_SET_MSRS: return 8;
+  case KVM_GET_MSR_INDEX_LIST: case KVM_GET_MSR_FEATURE_INDEX_LIST: return 4;
+  case KVM_GET_SUPPORTED_CPUID: case KVM_GET_EMULATED_CPUID: case KVM_SET_CPUID2: case KVM_GET_CPUID2:
+  case KVM_GET_SUPPORTED_HV_CPUID: return 8;
+  }
+  return 0;
+}
+
+/* Memory the ioctl reaches through pointers inside its struct. */
+static uint32_t find_regions(uint32_t req, enum kind k, const unsigned char *a, size_t alen, struct region *rg) {
+  uint32_t n = 0;
+  if (req == KVM_X86_SET_MSR_FILTER && alen >= 392) {
+    /* kvm_add_msr_filter: memdup_user(bitmap, BITS_TO_LONGS(nmsrs) * sizeof(long)) per range. */
+    for (int i = 0; i < 16; i++) {
+      uint32_t nmsrs = u32at(a, 8 + 24 * i + 4);
+      uint64_t bm = u64at(a, 8 + 24 * i + 16);
+      size_t sz = ((size_t)nmsrs + 63) / 64 * 8;
+      if (nmsrs && bm && sz <= 0x600) { rg[n].addr = bm; rg[n].len = (uint32_t)sz; n++; }
+    }
+  } else if (req == KVM_ENABLE_CAP && k == K_VCPU && alen >= 16 && u32at(a, 0) == KVM_CAP_HYPERV_ENLIGHTENED_VMCS) {
+    /* kvm_vcpu_ioctl_enable_cap: copy_to_user((void __user *)args[0], &vmcs_version, sizeof(u16)). */
+    rg[n].addr = u64at(a, 8);
+    rg[n].len = 2;
+    n++;
+  }
+  return n;
+}
+
+static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
+  int kfd = e->kfd1 - 1;
+  /* kvm_vm_ioctl / kvm_vcpu_ioctl: "if (kvm->mm != current->mm) return -EIO" in a forked child. */
+  if (e->kind != K_SYSTEM && e->pid != getpid()) return fail(EIO);
+  unsigned char head[8];
+  long ext = extent(req, head, 0);
+  size_t hl = header_len(req);
+  if (hl) ext = extent(req, head, read_user(head, arg, hl));
+  int buffer = ext >= 0;
+  unsigned char *a = NULL;
+  size_t alen = 0;
+  struct region rg[MAX_REGIONS] = {{0}};
+  uint32_t nrg = 0;
+  if (buffer) {
+    a = malloc(ext ? (size_t)ext : 1);
+    if (!a) return fail(ENOMEM);
+    alen = read_user(a, arg, (size_t)ext); /* a short read means the rest faults: EFAULT in the server */
+    nrg = find_regions(req, (enum kind)e->kind, a, alen, rg);
+    for (uint32_t i = 0; i < nrg; i++) {
+      rg[i].bytes = malloc(rg[i].len);
+      rg[i].len = rg[i].bytes ? (uint32_t)read_user(rg[i].bytes, rg[i].addr, rg[i].len) : 0;
+    }
+  }
+  struct reply r = {0};
+  int ret, err = 0;
+  if (transact(OP_IOCTL, kfd, req, arg, buffer, a, (uint32_t)alen, rg, nrg, &r) != 0) {
+    ret = -EIO;
+  } else {
+    ret = r.ret;
+    /* copy_to_user: what the server changed goes back; unwritable memory is EFAULT. */
+    if (buffer && write_back(arg, a, r.arg, alen) != 0 && ret >= 0) ret = -EFAULT;
+    size_t off = 0;
+    for (uint32_t i = 0; i < nrg; i++) {
+      if (write_back(rg[i].addr, rg[i].bytes, r.regs + off, rg[i].len) != 0 && ret >= 0) ret = -EFAULT;
+      off += rg[i].len;
+    }
+  }
+  if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) {
+    /* KVM_CREATE_VM / KVM_CREATE_VCPU: the new kvmsr fd gets a real fd of its own. */
+    int nfd = r.new_kind == K_VM ? real_openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC)
+                                 : real_openat(AT_FDCWD, r.path, O_RDWR | O_CLOEXEC);
+    err = errno;
+    if (r.new_kind == K_VCPU && r.path[0]) unlink(r.path);
+    if (nfd >= MAX_FDS || ret >= MAX_FDS) { if (nfd >= 0) real_close(nfd); nfd = -1; err = EMFILE; }
+    if (nfd < 0) {
+      struct reply c = {0};
+      transact(OP_CLOSE, ret, 0, 0, 0, NULL, 0, NULL, 0, &c);
+      free(c.arg);
+      free(c.regs);
+      ret = -err;
+    } else {
+      put(nfd, ret, (int)r.new_kind, getpid());
+      ret = nfd;
+    }
+  }
+  if (ret == 0 && (req == V_FIOCLEX || req == V_FIONCLEX || req == V_FIONBIO)) {
+    real_ioctl(fd, req, arg); /* the fd flags are the real fd's: keep fcntl(F_GETFD/F_GETFL) true */
+  }
+  free(a);
+  for (uint32_t i = 0; i < nrg; i++) free(rg[i].bytes);
+  free(r.arg);
+  free(r.regs);
+  if (ret < 0) return fail(-ret);
+  return ret;
+}
+
+int ioctl(int fd, unsigned long req, ...) {
+  va_list ap;
+  va_start(ap, req);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  resolve_all();
+  if (!entry(fd)) return real_ioctl(fd, req, arg);
+  if (FOREIGN()) return fail(EIO); /* a vfork child: no requests on its parent's connection */
+  pthread_mutex_lock(&lock);
+  struct ent *e = live_entry(fd);
+  int ret;
+  if (e) {
+    /* The kernel's ioctl(2) takes an unsigned int cmd. */
+    ret = kvm_ioctl(fd, e, (uint32_t)req, arg);
+  } else {
+    ret = real_ioctl(fd, req, arg);
+  }
+  int err = errno;
+  pthread_mutex_unlock(&lock);
+  errno = err;
+  return ret;
+}
+
+/* ---- close and dup ---- */
+
+int close(int fd) {
+  resolve_all();
+  if (!entry(fd) || FOREIGN()) return real_close(fd);
+  pthread_mutex_lock(&lock);
+  if (entry(fd)) drop(fd);
+  int ret = real_close(fd);
+  int err = errno;
+  pthread_mutex_unlock(&lock);
+  errno = err;
+  return ret;
+}
+
+int close_range(unsigned int first, unsigned int last, int flags) {
+  resolve_all();
+  if (!real_close_range) return fail(ENOSYS);
+  if (FOREIGN()) return real_close_range(first, last, flags);
+  pthread_mutex_lock(&lock);
+  if (!(flags & 4 /* CLOSE_RANGE_CLOEXEC: marks, does not close */)) {
+    for (unsigned int fd = first; fd <= last && fd < MAX_FDS; fd++)
+      if (entry((int)fd)) drop((int)fd);
+  }
+  int ret = real_close_range(first, last, flags);
+  int err = errno;
+  pthread_mutex_unlock(&lock);
+  errno = err;
+  return ret;
+}
+
+/* After a successful dup of `old` to `nfd`: nfd names the same kvmsr file. */
+static void dup_entry(int old, int nfd) {
+  struct ent *e = entry(old);
+  if (!e || nfd < 0 || nfd >= MAX_FDS) return;
+  int kfd = e->kfd1 - 1;
+  put(nfd, kfd, e->kind, e->pid);
+}
+
+int dup(int old) {
+  resolve_all();
+  if (!entry(old) || FOREIGN()) return real_dup(old);
+  pthread_mutex_lock(&lock);
+  int ret = real_dup(old);
+  int err = errno;
+  if (ret >= 0) dup_entry(old, ret);
+  pthread_mutex_unlock(&lock);
+  errno = err;
+  return ret;
+}
+
+static int dup_to(int old, int nfd, int flags, int three) {
+  resolve_all();
+  if ((!entry(old) && !entry(nfd)) || FOREIGN()) return three ? real_dup3(old, nfd, flags) : real_dup2(old, nfd);
+  pthread_mutex_lock(&lock);
+  int ret = three ? real_dup3(old, nfd, flags) : real_dup2(old, nfd);
+  int err = errno;
+  /* dup2 closes nfd first (do_dup2); dup2(fd, fd) changes nothing. */
+  if (ret >= 0 && old != nfd) {
+    if (entry(nfd)) drop(nfd);
+    dup_entry(old, nfd);
+  }
+  pthread_mutex_unlock(&lock);
+  errno = err;
+  return ret;
+}
+int dup2(int old, int nfd) { return dup_to(old, nfd, 0, 0); }
+int dup3(int old, int nfd, int flags) { return dup_to(old, nfd, flags, 1); }
+
+static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, unsigned long arg) {
+  if (!entry(fd) || FOREIGN()) return real(fd, cmd, arg);
+  pthread_mutex_lock(&lock);
+  int ret = real(fd, cmd, arg);
+  int err = errno;
+  struct ent *e = entry(fd);
+  if (ret >= 0 && e && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) dup_entry(fd, ret);
+  /* A VM or vCPU fd is an anon inode opened O_RDWR (anon_inode_getfile keeps O_ACCMODE|O_NONBLOCK
+   * only); the regular file standing for it has O_LARGEFILE, which the kernel's would not show. */
+  if (ret >= 0 && e && cmd == F_GETFL && e->kind != K_SYSTEM) ret &= ~KERNEL_O_LARGEFILE;
+  pthread_mutex_unlock(&lock);
+  errno = err;
+  return ret;
+}
+
+int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  resolve_all();
+  return do_fcntl(real_fcntl, fd, cmd, arg);
+}
+
+int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  unsigned long arg = va_arg(ap, unsigned long);
+  va_end(ap);
+  resolve_all();
+  return do_fcntl(real_fcntl64 ? real_fcntl64 : real_fcntl, fd, cmd, arg);
+}

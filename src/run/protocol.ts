@@ -1,0 +1,186 @@
+// The wire format between the `kvmsr run` preload library (preload/kvmsr-run.c) and its server:
+// little-endian frames over a Unix stream socket, one request and then its response.
+//
+// Request (48-byte header): magic, size (whole frame), op, kvmsr fd (i32), ioctl request, tid,
+// arg (u64: the integer argument, or the pointer), flags (bit 0: arg is a pointer and its bytes
+// follow), argLen, nregions, reserved; then argLen bytes (what the kernel would read at arg: the
+// readable prefix of it, so a short one faults), then per region (memory that pointers inside the
+// struct reach): addr (u64), len (u32), reserved (u32) and len bytes.
+// Response (32-byte header): magic, size, ret (>= 0 or -errno), argLen, nregions, pathLen, newKind,
+// reserved; then the argument's bytes and each region's bytes after the call (the same lengths as
+// sent) and, for a new vCPU, the path of the file that holds its kvm_run page.
+//
+// Decoding never throws anything but ProtocolError.
+
+export const REQ_MAGIC = 0x52534d4b;
+export const RESP_MAGIC = 0x5053524b;
+export const OP_OPEN = 1;
+export const OP_IOCTL = 2;
+export const OP_CLOSE = 3;
+export const REQ_HEADER = 48;
+export const RESP_HEADER = 32;
+export const REGION_HEADER = 16;
+export const FLAG_BUFFER = 1;
+/** Far above the largest legitimate frame (a 64Ki-entry MSR list plus sixteen filter bitmaps). */
+export const MAX_FRAME = 1 << 20;
+export const MAX_REGIONS = 16;
+/** newKind: what the returned fd is, when the call made one (KVM_CREATE_VM, KVM_CREATE_VCPU). */
+export const NEW_NONE = 0;
+export const NEW_VM = 2;
+export const NEW_VCPU = 3;
+
+export class ProtocolError extends Error {
+  override name = 'ProtocolError';
+}
+
+export interface Region {
+  addr: bigint;
+  bytes: Uint8Array;
+}
+
+export interface Request {
+  op: number;
+  kfd: number;
+  request: number;
+  tid: number;
+  arg: bigint;
+  /** The argument is a pointer, and `argBytes` are what is readable there (up to the ioctl's extent). */
+  pointer: boolean;
+  argBytes: Uint8Array;
+  regions: Region[];
+}
+
+export interface Response {
+  ret: number;
+  argBytes: Uint8Array;
+  regions: Uint8Array[];
+  path: string;
+  newKind: number;
+}
+
+const view = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
+/** The frame's length from its first 8 bytes, or null while fewer are there. Throws on a bad header. */
+export function frameLength(buf: Uint8Array): number | null {
+  if (buf.length < 8) return null;
+  const dv = view(buf);
+  if (dv.getUint32(0, true) !== REQ_MAGIC) throw new ProtocolError('bad magic: not a kvmsr run request');
+  const size = dv.getUint32(4, true);
+  if (size < REQ_HEADER || size > MAX_FRAME) throw new ProtocolError(`bad frame size ${size}`);
+  return size;
+}
+
+export function decodeRequest(frame: Uint8Array): Request {
+  const size = frameLength(frame);
+  if (size === null || size !== frame.length) throw new ProtocolError('truncated frame');
+  const dv = view(frame);
+  const op = dv.getUint32(8, true);
+  if (op !== OP_OPEN && op !== OP_IOCTL && op !== OP_CLOSE) throw new ProtocolError(`unknown op ${op}`);
+  const flags = dv.getUint32(32, true);
+  const argLen = dv.getUint32(36, true);
+  const nregions = dv.getUint32(40, true);
+  if ((flags & ~FLAG_BUFFER) !== 0) throw new ProtocolError(`unknown flags 0x${flags.toString(16)}`);
+  if (nregions > MAX_REGIONS) throw new ProtocolError(`${nregions} regions (at most ${MAX_REGIONS})`);
+  if ((flags & FLAG_BUFFER) === 0 && (argLen !== 0 || nregions !== 0)) throw new ProtocolError('bytes with an integer argument');
+  if (op !== OP_IOCTL && flags !== 0) throw new ProtocolError('bytes with an open or a close');
+  let off = REQ_HEADER;
+  const take = (n: number, what: string): Uint8Array => {
+    if (n > frame.length - off) throw new ProtocolError(`${what} runs past the frame`);
+    const b = frame.slice(off, off + n);
+    off += n;
+    return b;
+  };
+  const argBytes = take(argLen, 'the argument');
+  const regions: Region[] = [];
+  for (let i = 0; i < nregions; i++) {
+    if (REGION_HEADER > frame.length - off) throw new ProtocolError(`region ${i} runs past the frame`);
+    const addr = dv.getBigUint64(off, true);
+    const len = dv.getUint32(off + 8, true);
+    off += REGION_HEADER;
+    regions.push({ addr, bytes: take(len, `region ${i}`) });
+  }
+  if (off !== frame.length) throw new ProtocolError(`${frame.length - off} bytes after the last region`);
+  return {
+    op,
+    kfd: dv.getInt32(12, true),
+    request: dv.getUint32(16, true),
+    tid: dv.getUint32(20, true),
+    arg: dv.getBigUint64(24, true),
+    pointer: (flags & FLAG_BUFFER) !== 0,
+    argBytes,
+    regions,
+  };
+}
+
+export function encodeResponse(r: Response): Buffer {
+  const path = Buffer.from(r.path, 'utf8');
+  const regions = r.regions.reduce((n, b) => n + b.length, 0);
+  const size = RESP_HEADER + r.argBytes.length + regions + path.length;
+  const out = Buffer.alloc(size);
+  out.writeUInt32LE(RESP_MAGIC, 0);
+  out.writeUInt32LE(size, 4);
+  out.writeInt32LE(r.ret, 8);
+  out.writeUInt32LE(r.argBytes.length, 12);
+  out.writeUInt32LE(r.regions.length, 16);
+  out.writeUInt32LE(path.length, 20);
+  out.writeUInt32LE(r.newKind, 24);
+  let off = RESP_HEADER;
+  out.set(r.argBytes, off);
+  off += r.argBytes.length;
+  for (const b of r.regions) {
+    out.set(b, off);
+    off += b.length;
+  }
+  out.set(path, off);
+  return out;
+}
+
+/** A request frame, as the library builds it (for tests and tools that speak to a server directly). */
+export function encodeRequest(q: Request): Buffer {
+  const size = REQ_HEADER + q.argBytes.length + q.regions.reduce((n, r) => n + REGION_HEADER + r.bytes.length, 0);
+  const out = Buffer.alloc(size);
+  out.writeUInt32LE(REQ_MAGIC, 0);
+  out.writeUInt32LE(size, 4);
+  out.writeUInt32LE(q.op, 8);
+  out.writeInt32LE(q.kfd, 12);
+  out.writeUInt32LE(q.request >>> 0, 16);
+  out.writeUInt32LE(q.tid, 20);
+  out.writeBigUInt64LE(q.arg, 24);
+  out.writeUInt32LE(q.pointer ? FLAG_BUFFER : 0, 32);
+  out.writeUInt32LE(q.argBytes.length, 36);
+  out.writeUInt32LE(q.regions.length, 40);
+  let off = REQ_HEADER;
+  out.set(q.argBytes, off);
+  off += q.argBytes.length;
+  for (const r of q.regions) {
+    out.writeBigUInt64LE(r.addr, off);
+    out.writeUInt32LE(r.bytes.length, off + 8);
+    off += REGION_HEADER;
+    out.set(r.bytes, off);
+    off += r.bytes.length;
+  }
+  return out;
+}
+
+/** Response frame length from its header, or null while fewer than RESP_HEADER bytes are there. */
+export function responseLength(buf: Uint8Array): number | null {
+  if (buf.length < RESP_HEADER) return null;
+  const dv = view(buf);
+  if (dv.getUint32(0, true) !== RESP_MAGIC) throw new ProtocolError('bad response magic');
+  return dv.getUint32(4, true);
+}
+
+export function decodeResponse(frame: Uint8Array, regionLens: readonly number[]): Response {
+  const dv = view(frame);
+  const argLen = dv.getUint32(12, true);
+  const pathLen = dv.getUint32(20, true);
+  let off = RESP_HEADER;
+  const argBytes = frame.slice(off, off + argLen);
+  off += argLen;
+  const regions = regionLens.map((n) => {
+    const b = frame.slice(off, off + n);
+    off += n;
+    return b;
+  });
+  return { ret: dv.getInt32(8, true), argBytes, regions, path: Buffer.from(frame.slice(off, off + pathLen)).toString('utf8'), newKind: dv.getUint32(24, true) };
+}

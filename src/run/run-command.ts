@@ -1,0 +1,102 @@
+// `kvmsr run`: starts a command with the preload library, answers its KVM calls until it ends,
+// and gives back its exit status.
+import { spawn } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { HostProfile } from '../kvm/profile.js';
+import { preloadLibrary } from './preload-lib.js';
+import { RunServer } from './server.js';
+import { RunSession, type VcpuHook } from './session.js';
+
+export interface RunOptions {
+  profile?: HostProfile;
+  /** Write a capture of the MSR ioctls here (the format `kvmsr record` writes). */
+  record?: string;
+  /** The command's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** 'inherit' (default) or 'pipe': collect stdout and stderr into the result. */
+  stdio?: 'inherit' | 'pipe';
+  /** Where kvmsr's own lines go (default: stderr). */
+  log?: (line: string) => void;
+  /** The preload library (default: dist/preload/libkvmsr-run.so, built when missing). */
+  library?: string;
+  onVcpuIoctl?: VcpuHook;
+  /** Log every KVM call and its answer. */
+  trace?: boolean;
+}
+
+export interface RunResult {
+  /** The command's exit status; 128 + the signal's number when a signal ended it. */
+  status: number;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Requests kvmsr answered, connections dropped for malformed frames, wall time in ms. */
+  requests: number;
+  dropped: number;
+  ms: number;
+}
+
+/** /dev/shm when there is one (the kvm_run files are then memory, as KVM's page is). */
+function scratchDir(): string {
+  for (const base of ['/dev/shm', tmpdir()]) {
+    try {
+      accessSync(base, constants.W_OK);
+      if (statSync(base).isDirectory()) return mkdtempSync(join(base, 'kvmsr-run-'));
+    } catch {
+      // try the next
+    }
+  }
+  return mkdtempSync(join('/tmp', 'kvmsr-run-'));
+}
+
+/** Signals that ask the command to end go to it; `kvmsr run` ends when it does. */
+const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGQUIT'];
+
+export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): Promise<RunResult> {
+  if (command.length === 0) throw new Error('no command to run');
+  const library = opts.library ?? preloadLibrary();
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const t0 = performance.now();
+  const dir = scratchDir(); // mode 0700: only this user reaches the socket
+  const session = new RunSession({
+    dir,
+    log,
+    command,
+    ...(opts.profile ? { profile: opts.profile } : {}),
+    ...(opts.record !== undefined ? { record: opts.record } : {}),
+    ...(opts.onVcpuIoctl ? { onVcpuIoctl: opts.onVcpuIoctl } : {}),
+    ...(opts.trace ? { trace: true } : {}),
+  });
+  const server = new RunServer(session, log);
+  const handlers = new Map<NodeJS.Signals, () => void>();
+  try {
+    const socket = join(dir, 'sock');
+    await server.listen(socket);
+    const env = { ...(opts.env ?? process.env) };
+    env['LD_PRELOAD'] = env['LD_PRELOAD'] ? `${library}:${env['LD_PRELOAD']}` : library;
+    env['KVMSR_RUN_SOCKET'] = socket;
+    const pipe = opts.stdio === 'pipe';
+    const child = spawn(command[0]!, command.slice(1), { env, stdio: pipe ? ['ignore', 'pipe', 'pipe'] : 'inherit' });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    // The terminal's ^C reaches the command itself; kvmsr must outlive it to answer its last calls.
+    handlers.set('SIGINT', () => undefined);
+    for (const s of FORWARDED) handlers.set(s, () => child.kill(s));
+    for (const [s, h] of handlers) process.on(s, h);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+      child.once('error', (e) => reject(new Error(`cannot run ${command[0]}: ${e.message}`)));
+      child.once(pipe ? 'close' : 'exit', (c: number | null, s: NodeJS.Signals | null) => resolve([c, s]));
+    });
+    const status = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1);
+    return { status, signal, stdout, stderr, requests: session.requests, dropped: server.dropped, ms: performance.now() - t0 };
+  } finally {
+    for (const [s, h] of handlers) process.off(s, h);
+    await server.close();
+    session.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
