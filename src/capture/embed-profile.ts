@@ -21,6 +21,9 @@ export function embedProfile(file: string, profile: HostProfile): boolean {
   if (nl <= 0) return false;
   const header = parseHeader(text.slice(0, nl), file);
   header.profile = profileToJson(profile);
+  // The recorder names the first vendor module under /sys/module; a kernel may build kvm_intel and
+  // kvm_amd both in, and the profile tells the active one from what KVM answered.
+  header.vendorModule = profile.host.vendorModule;
   const tmp = `${file}.embedding`;
   writeFileSync(tmp, JSON.stringify(header) + text.slice(nl));
   renameSync(tmp, file);
