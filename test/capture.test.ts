@@ -253,3 +253,20 @@ describe('IA32_TSC on a host whose TSC is unstable (profile.tscUnstable)', () =>
     expect(bad.divergences.map((d) => d.what[0])).toEqual(['entry 1 differs']);
   });
 });
+
+describe('kvmsr record on a kernel with both vendor modules built in', () => {
+  test('the header names the vendor module of the profile captured on the spot', async () => {
+    const { mkdtempSync, writeFileSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { embedProfile } = await import('../src/capture/embed-profile.js');
+    const { builtinProfile } = await import('../src/profiles.js');
+    const file = join(mkdtempSync(join(tmpdir(), 'kvmsr-embed-')), 'c.jsonl');
+    // The recorder took the first module under /sys/module: kvm_intel, on an AMD host.
+    const text = session().text();
+    const nl = text.indexOf('\n');
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(text.slice(0, nl)), vendorModule: 'kvm_intel' }) + text.slice(nl));
+    expect(embedProfile(file, builtinProfile('kvm-amd-6.12-distro-qemu-tcg'), { capturedHere: true })).toBe(true);
+    expect(parseCapture(readFileSync(file, 'utf8'), file).header.vendorModule).toBe('kvm_amd');
+  });
+});

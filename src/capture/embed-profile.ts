@@ -10,7 +10,7 @@ import { parseHeader } from './format.js';
  * file is written beside the old one and renamed over it, so a failure leaves the capture as it was.
  * Returns false when there is nothing to embed into (no file, or an empty one).
  */
-export function embedProfile(file: string, profile: HostProfile): boolean {
+export function embedProfile(file: string, profile: HostProfile, opts: { capturedHere?: boolean } = {}): boolean {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -22,8 +22,8 @@ export function embedProfile(file: string, profile: HostProfile): boolean {
   const header = parseHeader(text.slice(0, nl), file);
   header.profile = profileToJson(profile);
   // The recorder names the first vendor module under /sys/module; a kernel may build kvm_intel and
-  // kvm_amd both in, and the profile tells the active one from what KVM answered.
-  header.vendorModule = profile.host.vendorModule;
+  // kvm_amd both in, and a profile captured on the same host tells the active one from what KVM answered.
+  if (opts.capturedHere === true) header.vendorModule = profile.host.vendorModule;
   const tmp = `${file}.embedding`;
   writeFileSync(tmp, JSON.stringify(header) + text.slice(nl));
   renameSync(tmp, file);

@@ -294,7 +294,7 @@ function cmdRecord(command: string[], opts: { output: string; profile?: boolean 
     else {
       try {
         const p = captureProfile();
-        if (embedProfile(opts.output, p)) process.stderr.write(`kvmsr record: embedded the host profile (${p.host.vendorModule} ${p.host.kernel}) in ${opts.output}\n`);
+        if (embedProfile(opts.output, p, { capturedHere: true })) process.stderr.write(`kvmsr record: embedded the host profile (${p.host.vendorModule} ${p.host.kernel}) in ${opts.output}\n`);
       } catch (e) {
         process.stderr.write(`kvmsr record: no host profile embedded: ${(e as Error).message}\n`);
       }
