@@ -71,6 +71,12 @@ enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3 };
 #define KVM_ENABLE_CAP 0x4068aea3u
 #define KVM_X86_SET_MSR_FILTER 0x4188aec6u
 #define KVM_CAP_HYPERV_ENLIGHTENED_VMCS 148
+#define KVM_SET_USER_MEMORY_REGION 0x4020ae46u
+#define KVM_SET_GSI_ROUTING 0x4008ae6au
+#define KVM_GET_DIRTY_LOG 0x4010ae42u
+#define KVM_CLEAR_DIRTY_LOG 0xc018aec0u
+#define KVM_GET_DEVICE_ATTR 0x4018aee2u
+#define MAX_SLOTS 1024
 #define V_FIONBIO 0x5421u
 #define V_FIONCLEX 0x5450u
 #define V_FIOCLEX 0x5451u
@@ -541,6 +547,9 @@ static long extent(uint32_t req, const unsigned char *head, size_t hlen) {
   case KVM_GET_SUPPORTED_HV_CPUID:
     /* KVM_MAX_CPUID_ENTRIES (256) kvm_cpuid_entry2s of 40 bytes at most. */
     return 8 + 40 * (long)(n > 256 ? 256 : n);
+  case KVM_SET_GSI_ROUTING:
+    /* kvm_vm_ioctl KVM_SET_GSI_ROUTING: nr kvm_irq_routing_entry of 48 bytes, nr < KVM_MAX_IRQ_ROUTES. */
+    return 8 + 48 * (long)(n >= 4096 ? 0 : n);
   case V_FIONBIO: case V_FIOASYNC: case V_FIGETBSZ:
     return 4; /* int * */
   case V_FIOQSIZE:
@@ -556,13 +565,57 @@ static size_t header_len(uint32_t req) {
   case KVM_GET_MSR_INDEX_LIST: case KVM_GET_MSR_FEATURE_INDEX_LIST: return 4;
   case KVM_GET_SUPPORTED_CPUID: case KVM_GET_EMULATED_CPUID: case KVM_SET_CPUID2: case KVM_GET_CPUID2:
   case KVM_GET_SUPPORTED_HV_CPUID: return 8;
+  case KVM_SET_GSI_ROUTING: return 4;
+  }
+  return 0;
+}
+
+/*
+ * Memory slots each VM was given, so KVM_GET_DIRTY_LOG's bitmap (which the kernel sizes from the
+ * slot: kvm_dirty_bitmap_bytes) reaches the server whole. Kept under `lock`.
+ */
+static struct { int kfd; uint32_t slot; uint64_t size; } slots[MAX_SLOTS];
+static int nslots;
+
+static void note_slot(int kfd, const unsigned char *a, size_t alen) {
+  if (alen < 32) return;
+  uint32_t slot = u32at(a, 0);
+  uint64_t size = u64at(a, 16);
+  for (int i = 0; i < nslots; i++) {
+    if (slots[i].kfd == kfd && slots[i].slot == slot) { slots[i].size = size; return; }
+  }
+  if (nslots < MAX_SLOTS) { slots[nslots].kfd = kfd; slots[nslots].slot = slot; slots[nslots].size = size; nslots++; }
+}
+
+static uint32_t slot_bitmap_bytes(int kfd, uint32_t slot) {
+  for (int i = 0; i < nslots; i++) {
+    if (slots[i].kfd == kfd && slots[i].slot == slot) return (uint32_t)(((slots[i].size / 4096) + 63) / 64 * 8);
   }
   return 0;
 }
 
 /* Memory the ioctl reaches through pointers inside its struct. */
-static uint32_t find_regions(uint32_t req, enum kind k, const unsigned char *a, size_t alen, struct region *rg) {
+static uint32_t find_regions(uint32_t req, enum kind k, int kfd, const unsigned char *a, size_t alen, struct region *rg) {
   uint32_t n = 0;
+  if (req == KVM_GET_DIRTY_LOG && k == K_VM && alen >= 16) {
+    /* kvm_get_dirty_log_protect: copy_to_user(log->dirty_bitmap, ..., kvm_dirty_bitmap_bytes(slot)). */
+    uint32_t len = slot_bitmap_bytes(kfd, u32at(a, 0));
+    if (len && len <= (1u << 24)) { rg[n].addr = u64at(a, 8); rg[n].len = len; n++; }
+    return n;
+  }
+  if (req == KVM_CLEAR_DIRTY_LOG && k == K_VM && alen >= 24) {
+    /* kvm_clear_dirty_log_protect: copy_from_user(buffer, log->dirty_bitmap, ALIGN(num_pages, 64) / 8). */
+    uint32_t len = (uint32_t)(((uint64_t)u32at(a, 4) + 63) / 64 * 8);
+    if (len && len <= (1u << 24)) { rg[n].addr = u64at(a, 16); rg[n].len = len; n++; }
+    return n;
+  }
+  if (req == KVM_GET_DEVICE_ATTR && alen >= 24) {
+    /* kvm_x86_dev_get_attr: put_user(val, (u64 __user *)attr->addr). */
+    rg[n].addr = u64at(a, 16);
+    rg[n].len = 8;
+    n++;
+    return n;
+  }
   if (req == KVM_X86_SET_MSR_FILTER && alen >= 392) {
     /* kvm_add_msr_filter: memdup_user(bitmap, BITS_TO_LONGS(nmsrs) * sizeof(long)) per range. */
     for (int i = 0; i < 16; i++) {
@@ -597,7 +650,7 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
     a = malloc(ext ? (size_t)ext : 1);
     if (!a) return fail(ENOMEM);
     alen = read_user(a, arg, (size_t)ext); /* a short read means the rest faults: EFAULT in the server */
-    nrg = find_regions(req, (enum kind)e->kind, a, alen, rg);
+    nrg = find_regions(req, (enum kind)e->kind, kfd, a, alen, rg);
     for (uint32_t i = 0; i < nrg; i++) {
       rg[i].bytes = malloc(rg[i].len);
       rg[i].len = rg[i].bytes ? (uint32_t)read_user(rg[i].bytes, rg[i].addr, rg[i].len) : 0;
@@ -617,6 +670,7 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
       off += rg[i].len;
     }
   }
+  if (ret == 0 && req == KVM_SET_USER_MEMORY_REGION && buffer) note_slot(kfd, a, alen);
   if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) {
     /* KVM_CREATE_VM / KVM_CREATE_VCPU: the new kvmsr fd gets a real fd of its own. */
     int nfd = r.new_kind == K_VM ? real_openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC)

@@ -146,6 +146,7 @@ static int is_recorded(unsigned long req) {
   case 0xc004ae02: case 0xc004ae0a: case 0xc008ae88: case 0x4008ae89: case 0x4188aec6: /* MSR ioctls */
   case 0xae01: case 0xae41: case 0x4008ae90: case 0x4068aea3: case 0xae60: case 0xae80: /* shaping */
   case 0x4020ae46: case 0x4138ae84: case 0x4400ae8f: case 0xaea2: case 0x4008ae9c:
+  case 0x4140aecd: case 0x4030ae7b: /* KVM_SET_SREGS2, KVM_SET_CLOCK */
     return 1;
   }
   return 0;
@@ -166,6 +167,8 @@ static size_t extent(unsigned long req, const void *p) {
   case 0x4188aec6: return 392;
   case 0x4020ae46: return 32;
   case 0x4138ae84: return 312;
+  case 0x4140aecd: return 320;
+  case 0x4030ae7b: return 48;
   case 0x4400ae8f: return 1024;
   case 0x4008ae9c: return 8;
   }

@@ -1,6 +1,7 @@
 // The built-in host profiles. A captured profile is named after its host; a derived one (written
 // from the kernel source and the reference spec, with no host to capture) keeps "derived" in its name.
 import pvmAmd669 from './profiles/pvm-amd-epyc-6.18.44-v669.json' with { type: 'json' };
+import pvmAmd1045 from './profiles/pvm-amd-epyc-6.18.44-v1045.json' with { type: 'json' };
 import pvmIntel669 from './profiles/pvm-intel-6.18.44-v669.json' with { type: 'json' };
 import pvmAmd782Derived from './profiles/pvm-amd-epyc-6.18.44-v782-derived.json' with { type: 'json' };
 import svmAmd from './profiles/svm-amd-derived.json' with { type: 'json' };
@@ -11,6 +12,7 @@ import { parseProfile, type HostProfile } from './kvm/profile.js';
 
 export const BUILTIN_PROFILES = {
   'pvm-amd-epyc-6.18.44-v669': pvmAmd669,
+  'pvm-amd-epyc-6.18.44-v1045': pvmAmd1045,
   'pvm-intel-6.18.44-v669': pvmIntel669,
   'pvm-amd-epyc-6.18.44-v782-derived': pvmAmd782Derived,
   'svm-amd-derived': svmAmd,

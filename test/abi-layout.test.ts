@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { STATE_SIZES } from '../src/kvm/fresh-state.js';
 import { describe, expect, test } from 'vitest';
 import * as L from '../src/abi/layout.js';
 import { KVM_CAP, KVM_IOCTLS } from '../src/abi/kvm-ioctls.js';
@@ -58,6 +59,24 @@ describe.skipIf(why !== '')(`UAPI layout against /usr/include/linux/kvm.h${why ?
     expect(L.KVM_SREGS_LAYOUT.efer).toBe(get('offset kvm_sregs.efer'));
     expect(L.KVM_SREGS_LAYOUT.apicBase).toBe(get('offset kvm_sregs.apic_base'));
     expect(get('offset kvm_segment.base')).toBe(0);
+  });
+
+  test('the state structs kvmsr run stores (fresh-state.ts, vcpu-state.ts, vm-state.ts)', () => {
+    const sizes: Record<string, number> = {
+      kvm_regs: STATE_SIZES.regs, kvm_sregs2: STATE_SIZES.sregs2, kvm_fpu: STATE_SIZES.fpu, kvm_xsave: STATE_SIZES.xsave,
+      kvm_xcrs: STATE_SIZES.xcrs, kvm_lapic_state: STATE_SIZES.lapic, kvm_vcpu_events: STATE_SIZES.events,
+      kvm_debugregs: STATE_SIZES.debugregs, kvm_pic_state: STATE_SIZES.picMaster, kvm_ioapic_state: STATE_SIZES.ioapic,
+      kvm_pit_state2: STATE_SIZES.pit2, kvm_clock_data: 48, kvm_irqchip: 520, kvm_ioeventfd: 64, kvm_irq_routing_entry: 48,
+      kvm_dirty_log: 16, kvm_clear_dirty_log: 24, kvm_device_attr: 24,
+    };
+    for (const [name, size] of Object.entries(sizes)) expect(size, name).toBe(get(`size ${name}`));
+    expect(get('offset kvm_ioeventfd.flags')).toBe(24);
+    expect(get('offset kvm_vcpu_events.flags')).toBe(20);
+    expect(get('offset kvm_vcpu_events.exception_payload')).toBe(56);
+    expect(get('offset kvm_debugregs.flags')).toBe(48);
+    expect(get('offset kvm_pit_state2.flags')).toBe(72);
+    expect(get('offset kvm_pit_channel_state.count_load_time')).toBe(16);
+    expect(get('offset kvm_clock_data.realtime')).toBe(16);
   });
 
   test('struct kvm_run: the MSR exit fields', () => {

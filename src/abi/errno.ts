@@ -3,6 +3,7 @@ export const EPERM = 1;
 export const ENOENT = 2;
 export const EINTR = 4;
 export const EIO = 5;
+export const ENXIO = 6;
 export const E2BIG = 7;
 export const EBADF = 9;
 export const ENOMEM = 12;
@@ -22,6 +23,7 @@ const NAMES: Readonly<Record<number, string>> = {
   [ENOENT]: 'ENOENT',
   [EINTR]: 'EINTR',
   [EIO]: 'EIO',
+  [ENXIO]: 'ENXIO',
   [E2BIG]: 'E2BIG',
   [EBADF]: 'EBADF',
   [ENOMEM]: 'ENOMEM',

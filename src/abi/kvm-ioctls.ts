@@ -38,6 +38,47 @@ export const KVM_GET_TSC_KHZ = _IO(KVMIO, 0xa3);
 export const KVM_GET_SUPPORTED_HV_CPUID = _IOWR(KVMIO, 0xc1, 8);
 export const KVM_XEN_HVM_CONFIG = _IOW(KVMIO, 0x7a, 56);
 
+// VM and vCPU state (the rest of the API a VMM's save and restore calls)
+export const KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, 8);
+export const KVM_GET_DIRTY_LOG = _IOW(KVMIO, 0x42, 16);
+export const KVM_CLEAR_DIRTY_LOG = _IOWR(KVMIO, 0xc0, 24);
+export const KVM_IRQ_LINE = _IOW(KVMIO, 0x61, 8);
+export const KVM_GET_IRQCHIP = _IOWR(KVMIO, 0x62, 520);
+export const KVM_SET_IRQCHIP = _IOR(KVMIO, 0x63, 520);
+export const KVM_REGISTER_COALESCED_MMIO = _IOW(KVMIO, 0x67, 16);
+export const KVM_IRQ_LINE_STATUS = _IOWR(KVMIO, 0x67, 8);
+export const KVM_UNREGISTER_COALESCED_MMIO = _IOW(KVMIO, 0x68, 16);
+export const KVM_SET_GSI_ROUTING = _IOW(KVMIO, 0x6a, 8);
+export const KVM_IRQFD = _IOW(KVMIO, 0x76, 32);
+export const KVM_CREATE_PIT2 = _IOW(KVMIO, 0x77, 64);
+export const KVM_IOEVENTFD = _IOW(KVMIO, 0x79, 64);
+export const KVM_SET_CLOCK = _IOW(KVMIO, 0x7b, 48);
+export const KVM_GET_CLOCK = _IOR(KVMIO, 0x7c, 48);
+export const KVM_GET_PIT2 = _IOR(KVMIO, 0x9f, 112);
+export const KVM_SET_PIT2 = _IOW(KVMIO, 0xa0, 112);
+export const KVM_SIGNAL_MSI = _IOW(KVMIO, 0xa5, 32);
+export const KVM_SET_DEVICE_ATTR = _IOW(KVMIO, 0xe1, 24);
+export const KVM_GET_DEVICE_ATTR = _IOW(KVMIO, 0xe2, 24);
+export const KVM_HAS_DEVICE_ATTR = _IOW(KVMIO, 0xe3, 24);
+export const KVM_GET_FPU = _IOR(KVMIO, 0x8c, 416);
+export const KVM_SET_FPU = _IOW(KVMIO, 0x8d, 416);
+export const KVM_SET_SIGNAL_MASK = _IOW(KVMIO, 0x8b, 4);
+export const KVM_TPR_ACCESS_REPORTING = _IOWR(KVMIO, 0x92, 40);
+export const KVM_SET_VAPIC_ADDR = _IOW(KVMIO, 0x93, 8);
+export const KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, 4);
+export const KVM_SET_MP_STATE = _IOW(KVMIO, 0x99, 4);
+export const KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9f, 64);
+export const KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xa0, 64);
+export const KVM_GET_DEBUGREGS = _IOR(KVMIO, 0xa1, 128);
+export const KVM_SET_DEBUGREGS = _IOW(KVMIO, 0xa2, 128);
+export const KVM_GET_XSAVE = _IOR(KVMIO, 0xa4, 4096);
+export const KVM_SET_XSAVE = _IOW(KVMIO, 0xa5, 4096);
+export const KVM_GET_XCRS = _IOR(KVMIO, 0xa6, 392);
+export const KVM_SET_XCRS = _IOW(KVMIO, 0xa7, 392);
+export const KVM_GET_SREGS2 = _IOR(KVMIO, 0xcc, 320);
+export const KVM_SET_SREGS2 = _IOW(KVMIO, 0xcd, 320);
+export const KVM_GET_XSAVE2 = _IOR(KVMIO, 0xcf, 4096);
+
 /** Every request number above, by its kernel name. */
 export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_GET_API_VERSION,
@@ -71,6 +112,45 @@ export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_GET_TSC_KHZ,
   KVM_GET_SUPPORTED_HV_CPUID,
   KVM_XEN_HVM_CONFIG,
+  KVM_SET_IDENTITY_MAP_ADDR,
+  KVM_GET_DIRTY_LOG,
+  KVM_CLEAR_DIRTY_LOG,
+  KVM_IRQ_LINE,
+  KVM_GET_IRQCHIP,
+  KVM_SET_IRQCHIP,
+  KVM_REGISTER_COALESCED_MMIO,
+  KVM_IRQ_LINE_STATUS,
+  KVM_UNREGISTER_COALESCED_MMIO,
+  KVM_SET_GSI_ROUTING,
+  KVM_IRQFD,
+  KVM_CREATE_PIT2,
+  KVM_IOEVENTFD,
+  KVM_SET_CLOCK,
+  KVM_GET_CLOCK,
+  KVM_GET_PIT2,
+  KVM_SET_PIT2,
+  KVM_SIGNAL_MSI,
+  KVM_SET_DEVICE_ATTR,
+  KVM_GET_DEVICE_ATTR,
+  KVM_HAS_DEVICE_ATTR,
+  KVM_GET_FPU,
+  KVM_SET_FPU,
+  KVM_SET_SIGNAL_MASK,
+  KVM_TPR_ACCESS_REPORTING,
+  KVM_SET_VAPIC_ADDR,
+  KVM_GET_MP_STATE,
+  KVM_SET_MP_STATE,
+  KVM_GET_VCPU_EVENTS,
+  KVM_SET_VCPU_EVENTS,
+  KVM_GET_DEBUGREGS,
+  KVM_SET_DEBUGREGS,
+  KVM_GET_XSAVE,
+  KVM_SET_XSAVE,
+  KVM_GET_XCRS,
+  KVM_SET_XCRS,
+  KVM_GET_SREGS2,
+  KVM_SET_SREGS2,
+  KVM_GET_XSAVE2,
 });
 
 const namesByNumber = new Map<number, string>(Object.entries(KVM_IOCTLS).map(([k, v]) => [v, k]));
@@ -104,4 +184,5 @@ export const KVM_CAP = Object.freeze({
   HYPERV_ENLIGHTENED_VMCS: 163,
   HYPERV_DIRECT_TLBFLUSH: 175,
   HYPERV_ENFORCE_CPUID: 199,
+  XSAVE2: 208,
 });

@@ -21,9 +21,11 @@ export const SHAPING_IOCTLS: ReadonlySet<number> = new Set([
   I.KVM_RUN,
   I.KVM_SET_USER_MEMORY_REGION,
   I.KVM_SET_SREGS,
+  I.KVM_SET_SREGS2,
   I.KVM_SET_LAPIC,
   I.KVM_SET_TSC_KHZ,
   I.KVM_X86_SETUP_MCE,
+  I.KVM_SET_CLOCK,
 ]);
 export const isRecorded = (req: number): boolean => MSR_IOCTLS.has(req) || SHAPING_IOCTLS.has(req);
 
@@ -62,6 +64,10 @@ export function argExtent(req: number, at: Uint8Array): number {
       return 32;
     case I.KVM_SET_SREGS:
       return 312;
+    case I.KVM_SET_SREGS2:
+      return 320;
+    case I.KVM_SET_CLOCK:
+      return 48;
     case I.KVM_SET_LAPIC:
       return 1024;
     case I.KVM_X86_SETUP_MCE:

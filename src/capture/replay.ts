@@ -61,11 +61,8 @@ export interface ReplayResult {
   ms: number;
 }
 
-/** Ioctls that change MSR answers but that kvmsr does not model. */
-const UNKNOWABLE: ReadonlyMap<number, string> = new Map([
-  [I.KVM_SET_SREGS, 'KVM_SET_SREGS on PVM (besides EFER, APIC base and segment bases, pvm.c may rewrite STAR and EFER.SCE)'],
-  [I.KVM_SET_LAPIC, 'KVM_SET_LAPIC (TSC deadline mode and x2APIC state)'],
-]);
+/** What kvmsr does not model of KVM_SET_SREGS/SREGS2 on PVM (the only state ioctl replay cannot follow). */
+const PVM_SREGS_WHY = 'KVM_SET_SREGS/SREGS2 on PVM (besides EFER, APIC base and segment bases, pvm.c may rewrite STAR and EFER.SCE)';
 
 const hex64 = (v: bigint): string => '0x' + v.toString(16);
 
@@ -126,14 +123,10 @@ export function replay(c: ParsedCapture, opts: ReplayOptions = {}): ReplayResult
     res.ioctls++;
     const fd = fdFor(rec);
     const req = rec.request >>> 0;
-    if (req === I.KVM_SET_SREGS && rec.fdKind === 'vcpu' && rec.ret >= 0 && rec.in && rec.in.length >= KVM_SREGS_LAYOUT.size && kvm.profile.host.vendorModule !== 'kvm_pvm') {
-      // kvmsr does not model KVM_SET_SREGS, but on VMX and SVM its MSR effects are plain: EFER,
-      // the APIC base and the FS/GS bases become what the kernel accepted. Applied from the capture.
-      applySregs(kvm, fd, rec.in);
-      rules.add('KVM_SET_SREGS that the kernel accepted is applied from the capture (EFER, APIC base, FS/GS base); its other effects are not modelled');
-      continue;
-    }
-    const why = UNKNOWABLE.get(req);
+    // KVM_SET_SREGS/SREGS2 and KVM_SET_LAPIC are modelled (vcpu-state.ts), but on PVM pvm.c may
+    // also rewrite STAR and EFER.SCE from the segment state, which no capture has measured.
+    const pvmSregs = (req === I.KVM_SET_SREGS || req === I.KVM_SET_SREGS2) && kvm.profile.host.vendorModule === 'kvm_pvm';
+    const why = pvmSregs ? PVM_SREGS_WHY : undefined;
     if (why !== undefined) {
       res.unknowable.push({ seq: rec.seq, name: rec.name, why: `kvmsr does not model ${why}` });
       if (rec.fdKind === 'vcpu' && rec.ret >= 0) uncertain.set(fd, `after ${rec.name} (seq ${rec.seq})`);
@@ -283,16 +276,6 @@ function around(mine: Uint8Array, real: Uint8Array, at: number): EntryView[] {
     out.push(v);
   }
   return out;
-}
-
-function applySregs(kvm: Kvm, fd: number, sregs: Uint8Array): void {
-  const v = kvm.vcpuOf(fd);
-  if (!v) return;
-  const dv = new DataView(sregs.buffer, sregs.byteOffset, sregs.byteLength);
-  v.set(M.MSR_EFER, dv.getBigUint64(KVM_SREGS_LAYOUT.efer, true));
-  v.set(M.MSR_IA32_APICBASE, dv.getBigUint64(KVM_SREGS_LAYOUT.apicBase, true));
-  v.set(M.MSR_FS_BASE, dv.getBigUint64(KVM_SREGS_LAYOUT.fs, true));
-  v.set(M.MSR_GS_BASE, dv.getBigUint64(KVM_SREGS_LAYOUT.gs, true));
 }
 
 /** Maps recorded filter bitmaps into kvmsr's user memory and points the filter copy at them. */

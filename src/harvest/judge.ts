@@ -94,6 +94,27 @@ function byRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<st
     return;
   }
   tscByRule(step, host, emu, rules);
+  clockByRule(step, host, emu, rules);
+}
+
+export const CLOCK_RULE = 'KVM_GET_CLOCK compared by rule, since the host and kvmsr read kvmclock at different times: both non-zero';
+export const PIT_RULE = "KVM_GET_PIT2's count_load_time (the host's ktime when each count was loaded) not compared";
+
+/** kvmclock and the PIT's load times move with the host's clock: take the host's where the rest agrees. */
+function clockByRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<string>): void {
+  if (step.op !== 'io' || host.op !== 'io' || emu.op !== 'io' || !host.out || !emu.out || host.ret !== 0 || emu.ret !== 0) return;
+  if (host.out.length !== emu.out.length) return;
+  if (step.request === I.KVM_GET_CLOCK && host.out.length >= 8) {
+    const a = new DataView(host.out.buffer, host.out.byteOffset).getBigUint64(0, true);
+    const b = new DataView(emu.out.buffer, emu.out.byteOffset);
+    if (a !== b.getBigUint64(0, true) && a !== 0n && b.getBigUint64(0, true) !== 0n) {
+      b.setBigUint64(0, a, true);
+      rules.add(CLOCK_RULE);
+    }
+  } else if (step.request === I.KVM_GET_PIT2 && host.out.length >= 72) {
+    for (const ch of [0, 1, 2]) emu.out.set(host.out.subarray(24 * ch + 16, 24 * ch + 24), 24 * ch + 16);
+    rules.add(PIT_RULE);
+  }
 }
 
 /** Takes the host's value of a moving MSR (moving-msrs.ts) where both sides read one and its rule holds. */

@@ -66,8 +66,43 @@ export function profileCases(): PlanCase[] {
     { id: 'profile.vcpu', setup: plain(1), steps: vm },
     // hostTscKhz: the lowest rate KVM_SET_TSC_KHZ takes without TSC scaling (kvm_set_tsc_khz).
     { id: 'profile.tsckhz', setup: plain(1), steps: [{ op: 'tsckhz-floor', on: 0, lo: 1, hi: 0x7fffffff }] },
+    stateCase(),
   ];
 }
+
+/**
+ * freshState (fresh-state.ts): what a fresh VM with the in-kernel irqchip and a PIT, and its BSP and
+ * an AP, answer to the state ioctls `kvmsr run` serves. The BSP's answers go into the profile; the
+ * AP's check what kvmsr derives from them (APIC ID, LINT0, MP state).
+ */
+export function stateCase(): PlanCase {
+  const steps: PlanStep[] = [{ op: 'io', on: 'vm', request: I.KVM_CREATE_PIT2, arg: new Uint8Array(64) }];
+  for (const chip of [0, 1, 2]) {
+    const b = new Uint8Array(520);
+    b[0] = chip;
+    steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_IRQCHIP, arg: b });
+  }
+  steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_PIT2, arg: new Uint8Array(112) });
+  steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_CLOCK, arg: new Uint8Array(48) });
+  for (const v of [0, 1]) {
+    for (const [req, size] of STATE_GETS) steps.push({ op: 'io', on: v, request: req, arg: new Uint8Array(size) });
+  }
+  return { id: 'profile.state', setup: plain(2, { irqchip: true }), steps };
+}
+
+/** The vCPU state GETs of the state case, with their struct sizes. */
+export const STATE_GETS: readonly (readonly [number, number])[] = [
+  [I.KVM_GET_REGS, 144],
+  [I.KVM_GET_SREGS, 312],
+  [I.KVM_GET_SREGS2, 320],
+  [I.KVM_GET_FPU, 416],
+  [I.KVM_GET_XSAVE, 4096],
+  [I.KVM_GET_XCRS, 392],
+  [I.KVM_GET_LAPIC, 1024],
+  [I.KVM_GET_VCPU_EVENTS, 64],
+  [I.KVM_GET_DEBUGREGS, 128],
+  [I.KVM_GET_MP_STATE, 4],
+];
 
 /** Host steps of a rule case, on vCPU 1: read, then each value written and read back. */
 export function ruleHostSteps(index: number): PlanStep[] {

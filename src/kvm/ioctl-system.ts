@@ -6,6 +6,7 @@ import { encodeCpuid2, type CpuidEntry2 } from '../abi/codecs.js';
 import type { Kvm } from './kvm.js';
 import { MSR_IO_GET_FEATURE } from './msr-io.js';
 import type { IoctlArg } from './user-arg.js';
+import { systemDeviceAttr } from './vm-state.js';
 
 const KVM_CAP_VM_TYPES = 235;
 
@@ -43,6 +44,9 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
       a.dv.setUint32(a.base + 4, k.x86.supportedMceCapHi, true);
       return 0;
     }
+    case I.KVM_GET_DEVICE_ATTR:
+    case I.KVM_HAS_DEVICE_ATTR:
+      return systemDeviceAttr(k, arg, req === I.KVM_GET_DEVICE_ATTR);
     default:
       return k.unmodeledOr(req, 'system', -EINVAL, SYSTEM_UNMODELED);
   }

@@ -14,6 +14,7 @@ import type { Kvm } from './kvm.js';
 import { findCpuid } from './profile.js';
 import type { IoctlArg } from './user-arg.js';
 import type { Vcpu } from './vcpu.js';
+import { vcpuStateIoctl } from './vcpu-state.js';
 
 
 // KVM_GET_MSRS and KVM_SET_MSRS never reach this switch: Kvm.ioctl serves them first (kvm.ts).
@@ -44,23 +45,18 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       vcpu.hasRun = true;
       k.x86.enterGuest(vcpu);
       return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
-    default:
+    default: {
       // kvm_vcpu_ioctl refuses other ioctl types before it looks at the number.
       if (_IOC_TYPE(req) !== KVMIO) return -EINVAL;
+      const r = vcpuStateIoctl(k, vcpu, req, arg);
+      if (r !== undefined) return r;
       return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
+    }
   }
 }
 
-/** Real vCPU ioctls that change what MSR ioctls answer but that kvmsr does not model. */
-const VCPU_UNMODELED = new Set<number>([
-  I.KVM_RUN,
-  I.KVM_SET_SREGS,
-  I.KVM_SET_LAPIC,
-  I.KVM_GET_REGS,
-  I.KVM_SET_REGS,
-  I.KVM_GET_SREGS,
-  I.KVM_GET_LAPIC,
-]);
+/** Real vCPU ioctls kvmsr does not model: guest execution (KVM_RUN runs no guest code here). */
+const VCPU_UNMODELED = new Set<number>([I.KVM_RUN, I.KVM_SET_SIGNAL_MASK]);
 
 /** kvm_vcpu_ioctl_set_cpuid2 and kvm_set_cpuid. */
 function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {

@@ -16,6 +16,7 @@ import {
 } from '../abi/layout.js';
 import type { Kvm } from './kvm.js';
 import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './xen.js';
+import { updateDirtyBitmap, vmStateIoctl } from './vm-state.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -66,12 +67,12 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       if (!a.resolve(arg) || a.avail < KVM_XEN_HVM_CONFIG_SIZE) return -EFAULT;
       return xenHvmConfig(vm, a.dv, a.base, k.x86.kernel);
     default:
-      return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
+      return vmStateIoctl(k, vm, req, arg) ?? k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
   }
 }
 
-/** Real VM ioctls kvmsr does not model (they do not change what an MSR ioctl answers). */
-const VM_UNMODELED = new Set<number>([I.KVM_SET_TSS_ADDR]);
+/** Real VM ioctls kvmsr does not model: they need guest execution or devices kvmsr has not got. */
+const VM_UNMODELED = new Set<number>([I.KVM_IRQFD, I.KVM_SIGNAL_MSI]);
 
 /** KVM_MAX_VCPU_IDS, as the host's KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID) reports it. */
 function maxVcpuIds(k: Kvm): number {
@@ -107,10 +108,15 @@ function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     case KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2: {
       // kvm_vm_ioctl_enable_cap_generic: INITIALLY_SET (2) only together with ENABLE (1).
       const allowed = (cap.args[0] & 1n) !== 0n ? 3n : 1n;
-      return (cap.args[0] & ~allowed) !== 0n ? -EINVAL : 0;
+      if ((cap.args[0] & ~allowed) !== 0n) return -EINVAL;
+      vm.manualDirtyLog = Number(cap.args[0]);
+      return 0;
     }
     case KVM_CAP.EXCEPTION_PAYLOAD:
+      vm.exceptionPayload = cap.args[0] !== 0n;
+      return 0;
     case KVM_CAP.X86_TRIPLE_FAULT_EVENT:
+      vm.tripleFaultEvent = cap.args[0] !== 0n;
       return 0;
     default:
       return k.unmodeledCap(req, 'vm', cap.cap);
@@ -156,5 +162,6 @@ function setMemoryRegion(k: Kvm, vm: Vm, arg: IoctlArg): number {
   const i = vm.memSlots.findIndex((s) => s.slot === slot);
   if (i >= 0) vm.memSlots.splice(i, 1);
   if (size > 0) vm.memSlots.push({ slot, flags, gpa, size });
+  updateDirtyBitmap(vm, slot, flags, size);
   return 0;
 }

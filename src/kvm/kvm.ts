@@ -1,5 +1,6 @@
 // The device: file descriptors for /dev/kvm, VMs and vCPUs, and ioctl() dispatch on the real
 // request numbers. ioctl returns what the kernel's handler returns: a value >= 0 or -errno.
+import { DEFAULT_FRESH_STATE, type FreshState } from './fresh-state.js';
 import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
 import { ioctlName, KVM_GET_MSRS, KVM_SET_MSRS } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
@@ -70,6 +71,8 @@ export class Kvm {
   readonly profile: HostProfile;
   readonly x86: X86;
   readonly memory: UserMemory;
+  /** What a fresh VM and vCPU answer to the state ioctls: the profile's capture, else the defaults. */
+  readonly freshState: FreshState;
   readonly args: ArgResolver;
   /** The two index lists as the u32 little-endian bytes the list ioctls copy out. */
   readonly msrIndexListBytes: Uint8Array;
@@ -85,6 +88,7 @@ export class Kvm {
     // The measured rules stand in front of the vendor's hooks (measured-rules.ts).
     this.x86 = new X86(this.profile, withMeasuredRules(opts.vendor ?? vendorFor(this.profile.host.vendorModule), this.profile.msrRules), opts);
     this.memory = opts.memory ?? new UserMemory();
+    this.freshState = this.profile.freshState ?? DEFAULT_FRESH_STATE;
     this.x86.userReadable = (addr, len) => this.memory.read(addr, len) !== null;
     this.args = new ArgResolver(this.memory);
     this.msrIndexListBytes = u32Bytes(this.profile.msrIndexList);

@@ -1,5 +1,6 @@
 // Host profiles are data: what one host's KVM lists, reports and resets to. `kvmsr profile capture`
 // writes one from a real /dev/kvm; the built-in default is such a file, checked in.
+import { freshStateFromJson, freshStateToJson, type FreshState } from './fresh-state.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
 import { READ_KINDS, RULE_FIELDS, WRITE_KINDS, type MsrRule } from './measured-rules.js';
 import { slotOf } from './msr-slots.js';
@@ -71,6 +72,11 @@ export interface HostProfile {
    * `profile capture` from the host and from a real-mode guest (measured-rules.ts), by index.
    */
   msrRules?: Record<number, MsrRule>;
+  /**
+   * What a fresh VM and vCPU answer to the state ioctls (KVM_GET_REGS, KVM_GET_SREGS2, KVM_GET_LAPIC,
+   * KVM_GET_IRQCHIP, ...), captured by the `profile.state` case; absent: fresh-state.ts's defaults.
+   */
+  freshState?: FreshState;
 }
 
 /** An error in a profile, naming the file (when known) and the field. */
@@ -204,6 +210,14 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
   if (top['specCtrlAccepted'] !== undefined) p.specCtrlAccepted = r.u64(top['specCtrlAccepted'], 'specCtrlAccepted');
   if (top['eferAccepted'] !== undefined) p.eferAccepted = r.u64(top['eferAccepted'], 'eferAccepted');
   if (top['hostTscKhz'] !== undefined) p.hostTscKhz = r.int(top['hostTscKhz'], 'hostTscKhz');
+  if (top['freshState'] !== undefined) {
+    try {
+      p.freshState = freshStateFromJson(top['freshState'], 'freshState');
+    } catch (e) {
+      const m = /^(freshState[^:]*): (.*)$/.exec((e as Error).message);
+      r.fail(m?.[1] ?? 'freshState', m?.[2] ?? (e as Error).message);
+    }
+  }
   if (top['msrRules'] !== undefined) {
     const rules: Record<number, MsrRule> = {};
     for (const [k, v] of Object.entries(r.obj(top['msrRules'], 'msrRules'))) {
@@ -257,6 +271,7 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     ...(p.specCtrlAccepted !== undefined ? { specCtrlAccepted: hex(p.specCtrlAccepted) } : {}),
     ...(p.eferAccepted !== undefined ? { eferAccepted: hex(p.eferAccepted) } : {}),
     ...(p.hostTscKhz !== undefined ? { hostTscKhz: p.hostTscKhz } : {}),
+    ...(p.freshState !== undefined ? { freshState: freshStateToJson(p.freshState) } : {}),
     ...(p.msrRules !== undefined
       ? {
           msrRules: Object.fromEntries(

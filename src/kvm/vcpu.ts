@@ -4,6 +4,7 @@ import { SLOT_COUNT, slotOf } from './msr-slots.js';
 import type { Vm } from './vm.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
 import type { HvVcpu } from './hyperv.js';
+import type { VcpuState } from './vcpu-state.js';
 
 export class Vcpu {
   /** Two u32 halves per slot: [lo, hi]. */
@@ -60,6 +61,8 @@ export class Vcpu {
   hv: HvVcpu | null = null;
   /** vcpu->arch.hyperv_enabled: the vCPU's CPUID has the Hyper-V interface leaf ("Hv#1"). */
   hypervEnabled = false;
+  /** Registers, LAPIC, events and the rest of the state API (vcpu-state.ts); null until first used. */
+  state: VcpuState | null = null;
 
   constructor(
     readonly id: number,

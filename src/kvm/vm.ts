@@ -1,5 +1,6 @@
 // A VM: its vCPUs and the VM-wide state that MSR answers depend on.
 import { HvVm } from './hyperv.js';
+import type { IrqchipState } from './vm-state.js';
 import type { Vcpu } from './vcpu.js';
 
 /** A parsed KVM_X86_SET_MSR_FILTER range with its bitmap copied in, as kvm_add_msr_filter keeps it. */
@@ -61,10 +62,32 @@ export class Vm {
   xenBlobSize32 = 0;
   xenBlobSize64 = 0;
 
+  // The rest of the VM state API (vm-state.ts).
+  /** KVM_CAP_EXCEPTION_PAYLOAD and KVM_CAP_X86_TRIPLE_FAULT_EVENT, as KVM_ENABLE_CAP set them. */
+  exceptionPayload = false;
+  tripleFaultEvent = false;
+  /** KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's enabled bits (1: manual protect, 2: initially set). */
+  manualDirtyLog = 0;
+  /** Dirty bitmaps of the memslots that log dirty pages, by slot id. */
+  readonly dirty = new Map<number, Uint8Array>();
+  tssAddr = 0;
+  identityMapAddr = 0n;
+  /** The in-kernel PIC and IOAPIC chip state, made on first use. */
+  chips: IrqchipState | null = null;
+  /** struct kvm_pit_state2 once KVM_CREATE_PIT2 made the PIT. */
+  pit2: Uint8Array | null = null;
+  /** Entries of the last KVM_SET_GSI_ROUTING (0: the default routing). */
+  gsiRoutes = 0;
+  readonly ioeventfds = new Set<string>();
+  readonly coalesced = new Set<string>();
+
   constructor(
     readonly type: number,
-    /** When the VM was created (ms on the Kvm's clock): kvmclock, and Hyper-V's reference time, start there. */
-    readonly createdAt = 0,
+    /**
+     * When kvmclock read 0 (ms on the Kvm's clock): the VM's creation, moved by KVM_SET_CLOCK
+     * (kvmclock_offset). kvmclock and Hyper-V's reference time count from here.
+     */
+    public createdAt = 0,
   ) {}
 
   /** kvm_gfn_to_hva_cache_init succeeds only when [gpa, gpa+len) lies in one memory slot. */

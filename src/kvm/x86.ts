@@ -49,6 +49,8 @@ import type { CpuidEntry2 } from '../abi/codecs.js';
 import { findCpuid, type HostProfile } from './profile.js';
 import type { Vcpu } from './vcpu.js';
 import type { VendorOps } from './vendor.js';
+import { tscDeadlineArmed } from './vcpu-state.js';
+import { EFER_LMA, EFER_LME, EFER_NX, EFER_SCE } from './control-bits.js';
 
 export interface X86Options {
   /** kvm.ignore_msrs: unhandled accesses succeed (reads give 0). */
@@ -85,10 +87,6 @@ const DROPPED_WRITE_MSRS: ReadonlySet<number> = new Set([
 const MISC_ENABLE_PMU_RO_MASK = 0x1800;
 const MISC_ENABLE_EMON = 0x80;
 const EINVAL = 22;
-const EFER_SCE = 1 << 0;
-const EFER_LME = 1 << 8;
-const EFER_LMA = 1 << 10;
-const EFER_NX = 1 << 11;
 const TWO32 = 4294967296;
 const TWO64 = TWO32 * TWO32;
 /** x modulo 2^64, for a double within one wrap of [0, 2^64) (precise to the double's 53 bits). */
@@ -377,8 +375,9 @@ export class X86 {
       case M.MSR_IA32_LASTBRANCHTOIP:
       case M.MSR_IA32_LASTINTFROMIP:
       case M.MSR_IA32_LASTINTTOIP:
-      case M.MSR_IA32_TSC_DEADLINE:
         return GET_ZERO;
+      case M.MSR_IA32_TSC_DEADLINE:
+        return FAST_SLOW; // the LAPIC timer mode decides (vcpu-state.ts)
       case M.MSR_IA32_PERF_STATUS:
       case M.MSR_K7_CLK_CTL:
       case M.MSR_IA32_BBL_CR_CTL3:
@@ -437,8 +436,9 @@ export class X86 {
       case M.MSR_IA32_UCODE_REV:
         return SET_STORE;
       case M.MSR_VM_HSAVE_PA:
-      case M.MSR_IA32_TSC_DEADLINE:
         return SET_DROP;
+      case M.MSR_IA32_TSC_DEADLINE:
+        return FAST_SLOW;
       case M.MSR_FAM10H_MMIO_CONF_BASE:
       case M.MSR_AMD64_OSVW_ID_LENGTH:
       case M.MSR_AMD64_OSVW_STATUS:
@@ -928,9 +928,12 @@ export class X86 {
         }
         return this.load(vcpu, index, out);
       case M.MSR_IA32_TSC_DEADLINE:
-        // kvm_get_lapic_tscdeadline_msr: 0 without an in-kernel LAPIC in TSC-deadline mode; kvmsr
-        // does not model LAPIC timer modes (KVM_SET_LAPIC), so the LVT timer is in its reset mode.
-        return zero(out);
+        // kvm_get_lapic_tscdeadline_msr: 0 unless the in-kernel LAPIC is on and its LVT timer is in
+        // TSC-deadline mode (KVM_SET_LAPIC sets that: vcpu-state.ts). No guest runs, so it never expires.
+        if (!tscDeadlineArmed(this, vcpu)) return zero(out);
+        out.lo = vcpu.state!.tscDeadlineLo;
+        out.hi = vcpu.state!.tscDeadlineHi;
+        return MSR_OK;
       case M.MSR_IA32_MCG_CTL:
         // get_msr_mce: the guest needs MCG_CTL_P in MCG_CAP.
         if (!host && (this.mcgCap(vcpu) & MCG_CTL_P) === 0) return MSR_ERR;
@@ -1067,7 +1070,12 @@ export class X86 {
         if (!patValid(lo, hi)) return MSR_ERR;
         return this.store(vcpu, index, lo, hi);
       case M.MSR_IA32_TSC_DEADLINE:
-        return MSR_OK; // kvm_set_lapic_tscdeadline_msr ignores it outside TSC-deadline mode
+        // kvm_set_lapic_tscdeadline_msr: kept only in TSC-deadline mode, ignored otherwise.
+        if (tscDeadlineArmed(this, vcpu)) {
+          vcpu.state!.tscDeadlineLo = lo;
+          vcpu.state!.tscDeadlineHi = hi;
+        }
+        return MSR_OK;
       case M.MSR_IA32_TSC_ADJUST:
         // Only stored when the guest CPUID has TSC_ADJUST; a host write never moves the TSC.
         if (this.hasCap(vcpu, CAP.TSC_ADJUST)) {

@@ -7,6 +7,7 @@ import * as I from '../abi/kvm-ioctls.js';
 import { parseProfile, profileToJson, VENDOR_MODULES, type HostProfile, type ProfileMsr, type VendorModule } from '../kvm/profile.js';
 import { adjustTscKhz, tscTolerancePpm } from '../kvm/x86.js';
 import { KVMSR_VERSION } from '../version.js';
+import { STATE_SIZES, type FreshState } from '../kvm/fresh-state.js';
 import type { Answers, CaseAnswer, PlanCase, PlanStep, StepAnswer } from '../harvest/format.js';
 import { LIST_ROOM } from '../harvest/plan.js';
 import { classifyRules } from './classify-rules.js';
@@ -217,8 +218,43 @@ export function baseProfileFromAnswers(plan: readonly PlanCase[], a: Answers): H
     ...(hostTscKhz !== undefined ? { hostTscKhz } : {}),
     ...(mce.ret === 0 && mce.out ? { mceCapSupported: new DataView(mce.out.buffer, mce.out.byteOffset).getBigUint64(0, true) } : {}),
   };
+  const fresh = freshStateFromAnswers(plan, a);
+  if (fresh) profile.freshState = fresh;
   // Round-trip through the JSON form so a build is exactly what a saved file loads as.
   return parseProfile(JSON.parse(JSON.stringify(profileToJson(profile))), 'capture');
+}
+
+/**
+ * freshState from the `profile.state` case (plans from before it have none): the BSP's answers, the
+ * irqchip's chip structs, the PIT with its load times (the host's clock) zeroed, kvmclock's flags.
+ * Absent when the host refused any of them (no in-kernel irqchip, an XSAVE larger than 4096 bytes).
+ */
+function freshStateFromAnswers(plan: readonly PlanCase[], a: Answers): FreshState | undefined {
+  const c = plan.find((p) => p.id === 'profile.state');
+  const ans = a.cases.get('profile.state');
+  if (!c || !ans || ans.setupFail) return undefined;
+  const got = (on: 'vm' | number, req: number, chip = -1): Uint8Array | undefined => {
+    const n = c.steps.findIndex((s) => s.op === 'io' && s.on === on && s.request === req && (chip < 0 || (s.arg instanceof Uint8Array && s.arg[0] === chip)));
+    if (n < 0) return undefined;
+    const r = io(ans, n);
+    return r.ret === 0 && r.out ? r.out : undefined;
+  };
+  const pics = [0, 1, 2].map((chip) => got('vm', I.KVM_GET_IRQCHIP, chip));
+  const pit = got('vm', I.KVM_GET_PIT2);
+  const clock = got('vm', I.KVM_GET_CLOCK);
+  const v = (req: number): Uint8Array | undefined => got(0, req);
+  const [regs, sregs2, fpu, xsave, xcrs, lapic, events, debugregs] = [I.KVM_GET_REGS, I.KVM_GET_SREGS2, I.KVM_GET_FPU, I.KVM_GET_XSAVE, I.KVM_GET_XCRS, I.KVM_GET_LAPIC, I.KVM_GET_VCPU_EVENTS, I.KVM_GET_DEBUGREGS].map(v);
+  if (!regs || !sregs2 || !fpu || !xsave || !xcrs || !lapic || !events || !debugregs || !pit || !clock || pics.some((p) => !p)) return undefined;
+  const pit2 = pit.slice();
+  for (const ch of [0, 1, 2]) pit2.fill(0, 24 * ch + 16, 24 * ch + 24);
+  return {
+    regs, sregs2, fpu, xsave, xcrs, lapic, events, debugregs,
+    picMaster: pics[0]!.slice(8, 8 + STATE_SIZES.picMaster),
+    picSlave: pics[1]!.slice(8, 8 + STATE_SIZES.picSlave),
+    ioapic: pics[2]!.slice(8, 8 + STATE_SIZES.ioapic),
+    pit2,
+    clockFlags: new DataView(clock.buffer, clock.byteOffset).getUint32(8, true),
+  };
 }
 
 /** The host's profile, and the measured MSR sides no rule kind reproduces ('0x3a host'). */

@@ -1,0 +1,576 @@
+// The rest of a vCPU's state API (arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl, regs.c, lapic.c): stored
+// and returned as the kernel does, starting from the host's fresh answers (fresh-state.ts). kvmsr
+// runs no guest code, so these change only by the ioctls themselves; where one of them changes what
+// an MSR ioctl answers, it goes through the MSR model: KVM_SET_SREGS/SREGS2 set EFER (set_efer) and
+// the APIC base (kvm_apic_set_base, host-initiated); KVM_GET_SREGS reads them back; KVM_SET_LAPIC
+// moves the LVT timer in and out of TSC-deadline mode, which decides what IA32_TSC_DEADLINE holds.
+import { EFAULT, EINVAL } from '../abi/errno.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { CAP } from './cpuid-caps.js';
+import type { FreshState } from './fresh-state.js';
+import { STATE_SIZES } from './fresh-state.js';
+import type { Kvm } from './kvm.js';
+import { copyIn as input, copyOut as out } from './state-copy.js';
+import { M } from './msr-index.js';
+import { findCpuid } from './profile.js';
+import type { IoctlArg } from './user-arg.js';
+import type { Vcpu } from './vcpu.js';
+import type { X86 } from './x86.js';
+import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME } from './control-bits.js';
+
+// struct kvm_sregs / kvm_sregs2 offsets (linux/kvm.h).
+const SR_CS = 0;
+const SR_FS = 72; // kvm_segment.base of fs
+const SR_GS = 96;
+const SR_CR0 = 224;
+const SR_CR3 = 240;
+const SR_CR4 = 248;
+const SR_CR8 = 256;
+const SR_EFER = 264;
+const SR_APIC_BASE = 272;
+const SR_COMMON = 280; // kvm_sregs: interrupt_bitmap here; kvm_sregs2: flags, pad, pdptrs[4]
+const SREGS2_FLAGS_PDPTRS_VALID = 1;
+
+
+// kvm_lapic_state register offsets (APIC_* in apicdef.h).
+const APIC_ID = 0x20;
+const APIC_LVR = 0x30;
+const APIC_TASKPRI = 0x80;
+const APIC_PROCPRI = 0xa0;
+const APIC_LDR = 0xd0;
+const APIC_SPIV = 0xf0;
+const APIC_ISR = 0x100;
+const APIC_LVTT = 0x320;
+const APIC_LVT0 = 0x350;
+const APIC_TMCCT = 0x390;
+const APIC_SPIV_APIC_ENABLED = 0x100;
+const APIC_LVT_TIMER_TSCDEADLINE = 2 << 17;
+const APIC_BASE_ENABLE = 1 << 11;
+const APIC_BASE_X2APIC = 1 << 10;
+
+// kvm_vcpu_events (linux/kvm.h).
+const EV_FLAGS = 20;
+const VCPUEVENT_VALID_NMI_PENDING = 0x1;
+const VCPUEVENT_VALID_SIPI_VECTOR = 0x2;
+const VCPUEVENT_VALID_SHADOW = 0x4;
+const VCPUEVENT_VALID_SMM = 0x8;
+const VCPUEVENT_VALID_PAYLOAD = 0x10;
+const VCPUEVENT_VALID_TRIPLE_FAULT = 0x20;
+
+const MP_STATE_RUNNABLE = 0;
+const MP_STATE_UNINITIALIZED = 1;
+const MP_STATE_INIT_RECEIVED = 2;
+const MP_STATE_SIPI_RECEIVED = 4;
+const MP_STATE_MAX = 8; // KVM_MP_STATE_SUSPENDED
+
+/** One vCPU's state beyond its MSRs, made on its first state ioctl (MSR-only runs never pay for it). */
+export class VcpuState {
+  readonly regs: Uint8Array;
+  /** The kvm_sregs2 bytes; cr8, EFER and the APIC base live elsewhere (the LAPIC's TPR, the MSRs). */
+  readonly sregs2: Uint8Array;
+  readonly xsave: Uint8Array;
+  /**
+   * The raw FXSAVE area as KVM_GET_FPU reads it. Not the same bytes as the XSAVE legacy region: the
+   * uABI XSAVE form shows the init state for components not in xstate_bv (MXCSR 0x1f80 where the
+   * fresh raw area holds 0), so the two are kept apart and copied where the kernel copies them.
+   */
+  readonly fpu: Uint8Array;
+  xcr0 = 1;
+  /** Null without an in-kernel LAPIC (KVM_GET_LAPIC is then EINVAL). */
+  readonly lapic: Uint8Array | null;
+  readonly events: Uint8Array;
+  readonly debugregs: Uint8Array;
+  mpState: number;
+  /** vcpu->arch.cr8, kept only without an in-kernel LAPIC. */
+  cr8 = 0;
+  /** apic->lapic_timer.timer_mode and tscdeadline (IA32_TSC_DEADLINE's value in TSC-deadline mode). */
+  timerMode = 0;
+  tscDeadlineLo = 0;
+  tscDeadlineHi = 0;
+  vapicAddr = 0n;
+  tprAccessReporting = false;
+
+  constructor(vcpu: Vcpu, fresh: FreshState, xsaveSize: number) {
+    this.regs = fresh.regs.slice();
+    this.sregs2 = fresh.sregs2.slice();
+    this.xsave = new Uint8Array(Math.max(STATE_SIZES.xsave, xsaveSize));
+    this.xsave.set(fresh.xsave);
+    this.fpu = fresh.fpu.slice();
+    this.xcr0 = Number(new DataView(fresh.xcrs.buffer, fresh.xcrs.byteOffset).getBigUint64(16, true) & 0xffffffffn);
+    this.events = fresh.events.slice();
+    this.debugregs = fresh.debugregs.slice();
+    const bsp = vcpu.id === 0; // kvm_vcpu_is_reset_bsp: bsp_vcpu_id 0
+    if (vcpu.vm.irqchip) {
+      const l = fresh.lapic.slice();
+      const dv = new DataView(l.buffer);
+      dv.setUint32(APIC_ID, (vcpu.id << 24) >>> 0, true); // kvm_apic_set_xapic_id
+      // kvm_lapic_reset: LINT0 is ExtINT on the BSP, masked elsewhere.
+      dv.setUint32(APIC_LVT0, bsp ? 0x700 : 0x10000, true);
+      this.lapic = l;
+    } else {
+      this.lapic = null;
+    }
+    // kvm_arch_vcpu_create: an AP waits for INIT/SIPI when the LAPIC is in the kernel.
+    this.mpState = vcpu.vm.irqchip && !bsp ? MP_STATE_UNINITIALIZED : MP_STATE_RUNNABLE;
+  }
+}
+
+export function vcpuState(k: Kvm, vcpu: Vcpu): VcpuState {
+  if (vcpu.state === null) vcpu.state = new VcpuState(vcpu, k.freshState, xsaveSize(k));
+  return vcpu.state;
+}
+
+/** KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2): the bytes KVM_GET_XSAVE2 copies out. */
+export function xsaveSize(k: Kvm): number {
+  return Math.max(STATE_SIZES.xsave, k.profile.extensions.vm[I.KVM_CAP.XSAVE2] ?? k.profile.extensions.system[I.KVM_CAP.XSAVE2] ?? 0);
+}
+
+/** The vCPU state ioctls; undefined for a request that is not one of them. */
+export function vcpuStateIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number | undefined {
+  switch (req) {
+    case I.KVM_GET_REGS:
+      return out(k, arg, vcpuState(k, vcpu).regs);
+    case I.KVM_SET_REGS: {
+      const b = input(k, arg, STATE_SIZES.regs);
+      if (!b) return -EFAULT;
+      const s = vcpuState(k, vcpu);
+      s.regs.set(b);
+      s.regs[136]! |= 0x2; // __set_regs: kvm_set_rflags(rflags | X86_EFLAGS_FIXED)
+      return 0;
+    }
+    case I.KVM_GET_SREGS:
+    case I.KVM_GET_SREGS2:
+      return getSregs(k, vcpu, arg, req === I.KVM_GET_SREGS2);
+    case I.KVM_SET_SREGS:
+    case I.KVM_SET_SREGS2:
+      return setSregs(k, vcpu, arg, req === I.KVM_SET_SREGS2);
+    case I.KVM_GET_FPU:
+      return out(k, arg, vcpuState(k, vcpu).fpu);
+    case I.KVM_SET_FPU: {
+      const b = input(k, arg, STATE_SIZES.fpu);
+      if (!b) return -EFAULT;
+      // kvm_arch_vcpu_ioctl_set_fpu writes the FXSAVE area (reserved bytes zeroed); XSAVE shows it.
+      const s = vcpuState(k, vcpu);
+      s.fpu.fill(0);
+      s.fpu.set(b.subarray(0, 412));
+      fpuIntoXsave(s.fpu, s.xsave);
+      return 0;
+    }
+    case I.KVM_GET_XSAVE:
+      // kvm_vcpu_ioctl_x86_get_xsave: EINVAL when the guest's xstate is larger than struct kvm_xsave.
+      if (xsaveSize(k) > STATE_SIZES.xsave) return -EINVAL;
+      return out(k, arg, vcpuState(k, vcpu).xsave.subarray(0, STATE_SIZES.xsave));
+    case I.KVM_GET_XSAVE2:
+      return out(k, arg, vcpuState(k, vcpu).xsave);
+    case I.KVM_SET_XSAVE:
+      return setXsave(k, vcpu, arg);
+    case I.KVM_GET_XCRS:
+      return getXcrs(k, vcpu, arg);
+    case I.KVM_SET_XCRS:
+      return setXcrs(k, vcpu, arg);
+    case I.KVM_GET_LAPIC: {
+      const s = vcpuState(k, vcpu);
+      if (!s.lapic) return -EINVAL; // lapic_in_kernel
+      return getLapic(k, vcpu, s, arg);
+    }
+    case I.KVM_SET_LAPIC: {
+      const s = vcpuState(k, vcpu);
+      if (!s.lapic) return -EINVAL;
+      return setLapic(k, vcpu, s, arg);
+    }
+    case I.KVM_GET_VCPU_EVENTS:
+      return getEvents(k, vcpu, arg);
+    case I.KVM_SET_VCPU_EVENTS:
+      return setEvents(k, vcpu, arg);
+    case I.KVM_GET_DEBUGREGS:
+      return out(k, arg, vcpuState(k, vcpu).debugregs);
+    case I.KVM_SET_DEBUGREGS:
+      return setDebugregs(k, vcpu, arg);
+    case I.KVM_GET_MP_STATE: {
+      const b = new Uint8Array(4);
+      new DataView(b.buffer).setUint32(0, vcpuState(k, vcpu).mpState, true);
+      return out(k, arg, b);
+    }
+    case I.KVM_SET_MP_STATE:
+      return setMpState(k, vcpu, arg);
+    case I.KVM_SET_VAPIC_ADDR: {
+      const b = input(k, arg, 8);
+      if (!b) return -EFAULT;
+      if (!vcpu.vm.irqchip) return -EINVAL;
+      // kvm_lapic_set_vapic_addr maps the page (a guest address kvmsr cannot check); 0 turns it off.
+      vcpuState(k, vcpu).vapicAddr = new DataView(b.buffer).getBigUint64(0, true);
+      return 0;
+    }
+    case I.KVM_TPR_ACCESS_REPORTING: {
+      const b = input(k, arg, 40);
+      if (!b) return -EFAULT;
+      const dv = new DataView(b.buffer);
+      if (dv.getUint32(4, true) !== 0) return -EINVAL; // kvm_vcpu_ioctl_tpr_access_reporting: flags
+      vcpuState(k, vcpu).tprAccessReporting = dv.getUint32(0, true) !== 0;
+      return k.args.copyOut(0, b) ? 0 : -EFAULT;
+    }
+    default:
+      return undefined;
+  }
+}
+
+
+const u64 = (b: Uint8Array, off: number): bigint => new DataView(b.buffer, b.byteOffset).getBigUint64(off, true);
+const setU64 = (b: Uint8Array, off: number, v: bigint): void => new DataView(b.buffer, b.byteOffset).setBigUint64(off, v, true);
+const u32 = (b: Uint8Array, off: number): number => new DataView(b.buffer, b.byteOffset).getUint32(off, true);
+const setU32 = (b: Uint8Array, off: number, v: number): void => new DataView(b.buffer, b.byteOffset).setUint32(off, v >>> 0, true);
+
+function msr64(k: Kvm, vcpu: Vcpu, index: number): bigint {
+  const v = { lo: 0, hi: 0 };
+  k.x86.load(vcpu, index, v);
+  return (BigInt(v.hi >>> 0) << 32n) | BigInt(v.lo >>> 0);
+}
+
+// ---- SREGS (regs.c: __get_sregs_common, kvm_is_valid_sregs, __set_sregs_common) ----
+
+function getSregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg, two: boolean): number {
+  const s = vcpuState(k, vcpu);
+  const b = new Uint8Array(two ? STATE_SIZES.sregs2 : STATE_SIZES.sregs);
+  b.set(s.sregs2.subarray(0, SR_COMMON));
+  setU64(b, SR_CR8, BigInt(s.lapic ? (s.lapic[APIC_TASKPRI]! & 0xf0) >> 4 : s.cr8));
+  setU64(b, SR_EFER, msr64(k, vcpu, M.MSR_EFER));
+  setU64(b, SR_APIC_BASE, msr64(k, vcpu, M.MSR_IA32_APICBASE));
+  // The FS and GS bases are the segment cache's, which MSR_FS_BASE/MSR_GS_BASE read too.
+  setU64(b, SR_FS, msr64(k, vcpu, M.MSR_FS_BASE));
+  setU64(b, SR_GS, msr64(k, vcpu, M.MSR_GS_BASE));
+  if (two) {
+    // kvm_vcpu_ioctl_x86_get_sregs2: the PDPTRs when the guest is in PAE paging.
+    const cr0 = u64(b, SR_CR0);
+    const pae = (cr0 & BigInt(CR0_PG)) !== 0n && (u64(b, SR_CR4) & BigInt(CR4_PAE)) !== 0n && (u64(b, SR_EFER) & BigInt(EFER_LMA)) === 0n;
+    if (pae) {
+      setU32(b, SR_COMMON, SREGS2_FLAGS_PDPTRS_VALID);
+      b.set(s.sregs2.subarray(SR_COMMON + 8, SR_COMMON + 40), SR_COMMON + 8);
+    }
+  } else if (s.events[8] !== 0 && s.events[10] === 0) {
+    // __get_sregs: an injected, non-soft interrupt shows in interrupt_bitmap.
+    const nr = s.events[9]!;
+    b[SR_COMMON + (nr >> 3)]! |= 1 << (nr & 7);
+  }
+  return out(k, arg, b);
+}
+
+/** CR4 bits no x86 CPU defines (__cr4_reserved_bits before the CPUID-dependent ones). */
+const CR4_KNOWN = 0x1ffffff & ~(1 << 15); // VME..PKS, bit 15 reserved
+
+function setSregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg, two: boolean): number {
+  const b = input(k, arg, two ? STATE_SIZES.sregs2 : STATE_SIZES.sregs);
+  if (!b) return -EFAULT;
+  const s = vcpuState(k, vcpu);
+  let pdptrsValid = false;
+  const cr0 = u64(b, SR_CR0);
+  const cr4 = u64(b, SR_CR4);
+  const efer = u64(b, SR_EFER);
+  if (two) {
+    // kvm_vcpu_ioctl_x86_set_sregs2
+    const flags = u32(b, SR_COMMON);
+    if ((flags & ~SREGS2_FLAGS_PDPTRS_VALID) !== 0) return -EINVAL;
+    pdptrsValid = (flags & SREGS2_FLAGS_PDPTRS_VALID) !== 0;
+    const pae = (cr0 & BigInt(CR0_PG)) !== 0n && (cr4 & BigInt(CR4_PAE)) !== 0n && (efer & BigInt(EFER_LMA)) === 0n;
+    if (pdptrsValid && !pae) return -EINVAL;
+  }
+  if (!validSregs(k, vcpu, b, cr0, cr4, efer)) return -EINVAL;
+  // kvm_apic_set_base, host-initiated: what a KVM_SET_MSRS of the APIC base would refuse fails here.
+  const base = u64(b, SR_APIC_BASE);
+  if (k.x86.setMsr(vcpu, M.MSR_IA32_APICBASE, true, Number(base & 0xffffffffn) | 0, Number(base >> 32n) | 0) !== 0) return -EINVAL;
+  s.sregs2.set(b.subarray(0, SR_COMMON));
+  // kvm_set_segment: what MSR_FS_BASE and MSR_GS_BASE read from now on.
+  const fs = u64(b, SR_FS);
+  const gs = u64(b, SR_GS);
+  k.x86.store(vcpu, M.MSR_FS_BASE, Number(fs & 0xffffffffn) | 0, Number(fs >> 32n) | 0);
+  k.x86.store(vcpu, M.MSR_GS_BASE, Number(gs & 0xffffffffn) | 0, Number(gs >> 32n) | 0);
+  // set_efer (the vendor's): stored as given, LMA included; kvm_valid_efer already checked it.
+  k.x86.store(vcpu, M.MSR_EFER, Number(efer & 0xffffffffn) | 0, Number(efer >> 32n) | 0);
+  const cr8 = Number(u64(b, SR_CR8) & 0xfn);
+  if (s.lapic) s.lapic[APIC_TASKPRI] = cr8 << 4; // kvm_set_cr8 -> kvm_lapic_set_tpr
+  else s.cr8 = Number(u64(b, SR_CR8) & 0xffffffffn);
+  if (s.lapic) updatePpr(s.lapic);
+  if (two) {
+    if (pdptrsValid) s.sregs2.set(b.subarray(SR_COMMON + 8, SR_COMMON + 40), SR_COMMON + 8);
+    else s.sregs2.fill(0, SR_COMMON + 8, SR_COMMON + 40); // load_pdptrs reads guest memory kvmsr has not got
+  } else {
+    // __set_sregs: the first set bit of interrupt_bitmap is queued as an injected interrupt.
+    for (let i = 0; i < 256; i++) {
+      if ((b[SR_COMMON + (i >> 3)]! & (1 << (i & 7))) !== 0) {
+        s.events[8] = 1;
+        s.events[9] = i;
+        s.events[10] = 0;
+        break;
+      }
+    }
+  }
+  // "Older userspace won't unhalt the vcpu on reset."
+  const rip = u64(s.regs, 128);
+  const cs = s.sregs2;
+  if (vcpu.id === 0 && rip === 0xfff0n && (cs[SR_CS + 16]! | (cs[SR_CS + 17]! << 8)) === 0xf000 && u64(cs, SR_CS) === 0xffff0000n && (cr0 & BigInt(CR0_PE)) === 0n) {
+    s.mpState = MP_STATE_RUNNABLE;
+  }
+  return 0;
+}
+
+/** kvm_is_valid_sregs, with kvm_is_valid_cr0, the host part of kvm_is_valid_cr4, and kvm_valid_efer. */
+function validSregs(k: Kvm, vcpu: Vcpu, b: Uint8Array, cr0: bigint, cr4: bigint, efer: bigint): boolean {
+  const lme = (efer & BigInt(EFER_LME)) !== 0n;
+  const lma = (efer & BigInt(EFER_LMA)) !== 0n;
+  if (lme && (cr0 & BigInt(CR0_PG)) !== 0n) {
+    if ((cr4 & BigInt(CR4_PAE)) === 0n || !lma) return false;
+    // kvm_vcpu_is_legal_cr3: no bits above the guest's MAXPHYADDR.
+    if (u64(b, SR_CR3) >> BigInt(vcpu.maxPhyAddr) !== 0n) return false;
+  } else if (lma || b[SR_CS + 20] !== 0) {
+    return false; // EFER.LMA or CS.L outside 64-bit mode
+  }
+  if (cr0 >> 32n !== 0n) return false;
+  if ((cr0 & BigInt(CR0_NW)) !== 0n && (cr0 & BigInt(CR0_CD)) === 0n) return false;
+  if ((cr0 & BigInt(CR0_PG)) !== 0n && (cr0 & BigInt(CR0_PE)) === 0n) return false;
+  if ((cr4 & ~BigInt(CR4_KNOWN)) !== 0n) return false;
+  // kvm_valid_efer: efer_reserved_bits, then __kvm_valid_efer's guest-CPUID checks.
+  if (efer >> 32n !== 0n) return false;
+  const lo = Number(efer) | 0;
+  if ((lo & ~k.x86.eferAllowed) !== 0) return false;
+  if ((lo & (EFER_LME | EFER_LMA)) !== 0 && !k.x86.hasCap(vcpu, CAP.LM)) return false;
+  if ((lo & (1 << 11)) !== 0 && !k.x86.hasCap(vcpu, CAP.NX)) return false;
+  if ((lo & (1 << 12)) !== 0 && !k.x86.hasCap(vcpu, CAP.SVM)) return false;
+  if ((lo & (1 << 14)) !== 0 && !k.x86.hasCap(vcpu, CAP.FXSR_OPT)) return false;
+  if ((lo & (1 << 21)) !== 0 && !k.x86.hasCap(vcpu, CAP.AUTOIBRS)) return false;
+  return true;
+}
+
+// ---- FPU: struct kvm_fpu is the legacy FXSAVE region of the guest's xstate ----
+
+function fpuFromXsave(x: Uint8Array): Uint8Array {
+  const f = new Uint8Array(STATE_SIZES.fpu);
+  for (let i = 0; i < 8; i++) f.set(x.subarray(32 + 16 * i, 48 + 16 * i), 16 * i); // fpr
+  f.set(x.subarray(0, 4), 128); // fcw, fsw
+  f[132] = x[4]!; // ftwx (abridged tag)
+  f.set(x.subarray(6, 8), 134); // last_opcode
+  f.set(x.subarray(8, 24), 136); // last_ip, last_dp
+  f.set(x.subarray(160, 416), 152); // xmm
+  f.set(x.subarray(24, 28), 408); // mxcsr
+  return f;
+}
+
+function fpuIntoXsave(f: Uint8Array, x: Uint8Array): void {
+  for (let i = 0; i < 8; i++) x.set(f.subarray(16 * i, 16 * i + 16), 32 + 16 * i);
+  x.set(f.subarray(128, 132), 0);
+  x[4] = f[132]!;
+  x.set(f.subarray(134, 136), 6);
+  x.set(f.subarray(136, 152), 8);
+  x.set(f.subarray(152, 408), 160);
+  x.set(f.subarray(408, 412), 24);
+}
+
+// ---- XSAVE and XCR0 (fpu_copy_uabi_to_guest_fpstate, __kvm_set_xcr) ----
+
+/** kvm_caps.supported_xcr0: what KVM_GET_SUPPORTED_CPUID's leaf 0xd offers. */
+function supportedXcr0(k: Kvm): bigint {
+  const d = findCpuid(k.profile.supportedCpuid, 0xd, 0);
+  return d ? (BigInt(d.edx >>> 0) << 32n) | BigInt(d.eax >>> 0) : 3n;
+}
+
+/** vcpu->arch.guest_supported_xcr0: the guest CPUID's leaf 0xd, within what KVM supports. */
+function guestSupportedXcr0(k: Kvm, vcpu: Vcpu): bigint {
+  const d = findCpuid(vcpu.cpuid, 0xd, 0);
+  const guest = d ? (BigInt(d.edx >>> 0) << 32n) | BigInt(d.eax >>> 0) : 0n;
+  return guest & supportedXcr0(k);
+}
+
+function setXsave(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const size = xsaveSize(k);
+  const b = input(k, arg, size);
+  if (!b) return -EFAULT;
+  // copy_uabi_to_xstate: the standard (uncompacted) format, features the guest FPU has, MXCSR valid.
+  const xfeatures = u64(b, 512);
+  if ((xfeatures & ~supportedXcr0(k)) !== 0n) return -EINVAL;
+  if (u64(b, 520) !== 0n) return -EINVAL;
+  for (let i = 528; i < 576; i++) if (b[i] !== 0) return -EINVAL;
+  const mxcsrMask = u32(b, 28) || 0xffbf;
+  if ((u32(b, 24) & ~mxcsrMask) !== 0 && (xfeatures & 3n) !== 0n) return -EINVAL;
+  const s = vcpuState(k, vcpu);
+  s.xsave.set(b);
+  // The raw area takes the components the header says are present (copy_uabi_to_xstate).
+  const f = fpuFromXsave(b);
+  if ((xfeatures & 1n) !== 0n) {
+    s.fpu.set(f.subarray(0, 152));
+  }
+  if ((xfeatures & 2n) !== 0n) {
+    s.fpu.set(f.subarray(152, 408), 152);
+    s.fpu.set(f.subarray(408, 412), 408);
+  }
+  return 0;
+}
+
+function getXcrs(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const b = new Uint8Array(STATE_SIZES.xcrs);
+  setU32(b, 0, 1); // nr_xcrs; xcrs[0].xcr = XCR_XFEATURE_ENABLED_MASK (0)
+  setU64(b, 16, BigInt(vcpuState(k, vcpu).xcr0));
+  return out(k, arg, b);
+}
+
+function setXcrs(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const b = input(k, arg, STATE_SIZES.xcrs);
+  if (!b) return -EFAULT;
+  const n = u32(b, 0);
+  if (n > 16 || u32(b, 4) !== 0) return -EINVAL; // KVM_MAX_XCRS, flags
+  for (let i = 0; i < n; i++) {
+    if (u32(b, 8 + 16 * i) !== 0) continue;
+    const v = u64(b, 16 + 16 * i);
+    // __kvm_set_xcr: x87 always; AVX needs SSE; only what the guest may use; MPX and AVX-512 in groups.
+    const valid = guestSupportedXcr0(k, vcpu) | 1n;
+    if ((v & 1n) === 0n || (v & ~valid) !== 0n) return -EINVAL;
+    if ((v & 4n) !== 0n && (v & 2n) === 0n) return -EINVAL;
+    if (((v & 0x8n) !== 0n) !== ((v & 0x10n) !== 0n)) return -EINVAL;
+    if ((v & 0xe0n) !== 0n && ((v & 0xe0n) !== 0xe0n || (v & 4n) === 0n)) return -EINVAL;
+    vcpuState(k, vcpu).xcr0 = Number(v);
+    break;
+  }
+  return 0;
+}
+
+// ---- LAPIC (lapic.c: kvm_apic_get_state, kvm_apic_set_state) ----
+
+function x2apicMode(k: Kvm, vcpu: Vcpu): boolean {
+  return (Number(msr64(k, vcpu, M.MSR_IA32_APICBASE) & 0xffffn) & (APIC_BASE_ENABLE | APIC_BASE_X2APIC)) === (APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+}
+
+function getLapic(k: Kvm, vcpu: Vcpu, s: VcpuState, arg: IoctlArg): number {
+  const l = s.lapic!.slice();
+  // The timer's current count: kvmsr runs no timer (TMCCT reads 0, as with no timer armed).
+  setU32(l, APIC_TMCCT, 0);
+  if (x2apicMode(k, vcpu)) setU32(l, APIC_ID, vcpu.id << 24); // kvm_apic_state_fixup(get), !x2apic_format
+  return out(k, arg, l);
+}
+
+function setLapic(k: Kvm, vcpu: Vcpu, s: VcpuState, arg: IoctlArg): number {
+  const b = input(k, arg, STATE_SIZES.lapic);
+  if (!b) return -EFAULT;
+  if (x2apicMode(k, vcpu)) {
+    // kvm_apic_state_fixup(set): the x2APIC ID is read-only; the LDR follows from it.
+    setU32(b, APIC_ID, vcpu.id);
+    setU32(b, APIC_LDR, (((vcpu.id >>> 4) << 16) | (1 << (vcpu.id & 0xf))) >>> 0);
+  }
+  const l = s.lapic!;
+  l.set(b);
+  // kvm_apic_set_version: 6 LVT entries, 7 with CMCI in MCG_CAP; no directed EOI with the in-kernel IOAPIC.
+  const mcgCap = msr64(k, vcpu, M.MSR_IA32_MCG_CAP);
+  setU32(l, APIC_LVR, 0x14 | (((mcgCap & (1n << 10n)) !== 0n ? 6 : 5) << 16));
+  updatePpr(l);
+  updateLvtt(k, vcpu, s);
+  setU32(l, APIC_TMCCT, 0);
+  return 0;
+}
+
+/** apic_update_lvtt: entering or leaving TSC-deadline mode clears the deadline. */
+export function updateLvtt(k: Kvm, vcpu: Vcpu, s: VcpuState): void {
+  if (!s.lapic) return;
+  const mask = k.x86.hasCap(vcpu, CAP.TSC_DEADLINE_TIMER) ? 3 << 17 : 1 << 17;
+  const mode = u32(s.lapic, APIC_LVTT) & mask;
+  if (mode === s.timerMode) return;
+  if ((s.timerMode === APIC_LVT_TIMER_TSCDEADLINE) !== (mode === APIC_LVT_TIMER_TSCDEADLINE)) {
+    setU32(s.lapic, 0x380, 0); // APIC_TMICT
+    s.tscDeadlineLo = 0;
+    s.tscDeadlineHi = 0;
+  }
+  s.timerMode = mode;
+}
+
+/** apic_update_ppr: the processor priority is the TPR or the highest in-service class. */
+function updatePpr(l: Uint8Array): void {
+  let isrv = 0;
+  for (let r = 7; r >= 0 && isrv === 0; r--) {
+    const w = u32(l, APIC_ISR + 0x10 * r);
+    if (w !== 0) isrv = r * 32 + 31 - Math.clz32(w);
+  }
+  const tpr = l[APIC_TASKPRI]!;
+  setU32(l, APIC_PROCPRI, (tpr & 0xf0) >= (isrv & 0xf0) ? tpr : isrv & 0xf0);
+}
+
+/** kvm_apic_present and apic_lvtt_tscdeadline: whether IA32_TSC_DEADLINE reaches the timer. */
+export function tscDeadlineArmed(x86: X86, vcpu: Vcpu): boolean {
+  const s = vcpu.state;
+  if (!s || !s.lapic || s.timerMode !== APIC_LVT_TIMER_TSCDEADLINE) return false;
+  const base = { lo: 0, hi: 0 };
+  x86.load(vcpu, M.MSR_IA32_APICBASE, base);
+  if ((base.lo & APIC_BASE_ENABLE) === 0) return false;
+  return (u32(s.lapic, APIC_SPIV) & APIC_SPIV_APIC_ENABLED) !== 0;
+}
+
+// ---- VCPU_EVENTS (kvm_vcpu_ioctl_x86_get/set_vcpu_events) ----
+
+function getEvents(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const s = vcpuState(k, vcpu);
+  const b = s.events.slice();
+  let flags = VCPUEVENT_VALID_NMI_PENDING | VCPUEVENT_VALID_SHADOW | VCPUEVENT_VALID_SMM;
+  if (vcpu.vm.exceptionPayload) flags |= VCPUEVENT_VALID_PAYLOAD;
+  else b.fill(0, 55, 64);
+  if (vcpu.vm.tripleFaultEvent) flags |= VCPUEVENT_VALID_TRIPLE_FAULT;
+  else b[28] = 0;
+  setU32(b, EV_FLAGS, flags);
+  b.fill(0, 29, 55);
+  return out(k, arg, b);
+}
+
+function setEvents(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const b = input(k, arg, STATE_SIZES.events);
+  if (!b) return -EFAULT;
+  const flags = u32(b, EV_FLAGS);
+  const all = VCPUEVENT_VALID_NMI_PENDING | VCPUEVENT_VALID_SIPI_VECTOR | VCPUEVENT_VALID_SHADOW | VCPUEVENT_VALID_SMM | VCPUEVENT_VALID_PAYLOAD | VCPUEVENT_VALID_TRIPLE_FAULT;
+  if ((flags & ~all) !== 0) return -EINVAL;
+  if ((flags & VCPUEVENT_VALID_PAYLOAD) !== 0) {
+    if (!vcpu.vm.exceptionPayload) return -EINVAL;
+    if (b[3] !== 0) b[0] = 0; // a pending exception is not also injected
+    else b[55] = 0;
+  } else {
+    b[3] = 0;
+    b[55] = 0;
+  }
+  if ((b[0] !== 0 || b[3] !== 0) && (b[1]! > 31 || b[1] === 2)) return -EINVAL; // NMI_VECTOR
+  // INIT latched and the vCPU not in the wait-for-SIPI state is refused (kvm_vcpu_latch_init).
+  if ((flags & VCPUEVENT_VALID_SMM) !== 0 && b[27] !== 0 && k.profile.extensions.system[I.KVM_CAP.X86_SMM] === undefined) return -EINVAL;
+  if ((flags & VCPUEVENT_VALID_SMM) !== 0 && (b[24] !== 0 || b[25] !== 0 || b[26] !== 0) && k.profile.extensions.system[I.KVM_CAP.X86_SMM] === undefined) return -EINVAL;
+  if ((flags & VCPUEVENT_VALID_TRIPLE_FAULT) !== 0 && !vcpu.vm.tripleFaultEvent) return -EINVAL;
+  const s = vcpuState(k, vcpu).events;
+  s.set(b.subarray(0, 4), 0);
+  s.set(b.subarray(4, 8), 4);
+  s[8] = b[8]!;
+  s[9] = b[9]!;
+  s[10] = b[10]!;
+  if ((flags & VCPUEVENT_VALID_SHADOW) !== 0) s[11] = b[11]!;
+  s[12] = b[12]!;
+  if ((flags & VCPUEVENT_VALID_NMI_PENDING) !== 0) s[13] = b[13]!;
+  s[14] = b[14]!;
+  if ((flags & VCPUEVENT_VALID_SIPI_VECTOR) !== 0) s.set(b.subarray(16, 20), 16);
+  if ((flags & VCPUEVENT_VALID_SMM) !== 0) s.set(b.subarray(24, 28), 24);
+  if ((flags & VCPUEVENT_VALID_TRIPLE_FAULT) !== 0) s[28] = b[28]!;
+  s.set(b.subarray(55, 64), 55);
+  return 0;
+}
+
+// ---- DEBUGREGS, MP_STATE ----
+
+function setDebugregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const b = input(k, arg, STATE_SIZES.debugregs);
+  if (!b) return -EFAULT;
+  // kvm_vcpu_ioctl_x86_set_debugregs: no flags; DR6 and DR7 fit in 32 bits.
+  if (u32(b, 48) !== 0) return -EINVAL;
+  if (u32(b, 36) !== 0 || u32(b, 44) !== 0) return -EINVAL;
+  const d = vcpuState(k, vcpu).debugregs;
+  d.fill(0);
+  d.set(b.subarray(0, 48));
+  return 0;
+}
+
+function setMpState(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const b = input(k, arg, 4);
+  if (!b) return -EFAULT;
+  const mp = u32(b, 0);
+  // kvm_arch_vcpu_ioctl_set_mpstate
+  if (mp > MP_STATE_MAX) return -EINVAL;
+  if (!vcpu.vm.irqchip && mp !== MP_STATE_RUNNABLE) return -EINVAL;
+  const s = vcpuState(k, vcpu);
+  s.mpState = mp === MP_STATE_SIPI_RECEIVED ? MP_STATE_INIT_RECEIVED : mp;
+  return 0;
+}

@@ -1,0 +1,280 @@
+// The rest of a VM's state API (kvm_arch_vm_ioctl in arch/x86/kvm/x86.c, kvm_vm_ioctl in
+// virt/kvm/kvm_main.c): the in-kernel PIC/IOAPIC and PIT state, kvmclock, IRQ routing and lines,
+// ioeventfds, coalesced MMIO zones, dirty logs, and the TSS and identity-map addresses. Stored and
+// returned as the kernel keeps them, from the host's fresh answers (fresh-state.ts). kvmsr delivers
+// no interrupt and runs no timer: what depends on that is stated where it is answered.
+import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../abi/errno.js';
+import * as I from '../abi/kvm-ioctls.js';
+import { STATE_SIZES } from './fresh-state.js';
+import type { Kvm } from './kvm.js';
+import { copyIn as input, copyOut as out } from './state-copy.js';
+import { findCpuid } from './profile.js';
+import type { IoctlArg } from './user-arg.js';
+import type { Vm } from './vm.js';
+
+/** KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC. */
+const KVM_CLOCK_VALID_FLAGS = 2 | 4 | 8;
+const KVM_CLOCK_REALTIME = 4;
+const KVM_MEM_LOG_DIRTY_PAGES = 1;
+const KVM_USER_MEM_SLOTS = 32764;
+const KVM_MAX_IRQ_ROUTES = 4096;
+/** KVM_IOEVENTFD_VALID_FLAG_MASK: DATAMATCH | PIO | DEASSIGN | VIRTIO_CCW_NOTIFY (eventfd.c). */
+const KVM_IOEVENTFD_VALID_FLAG_MASK = 0xf;
+
+export interface IrqchipState {
+  picMaster: Uint8Array;
+  picSlave: Uint8Array;
+  ioapic: Uint8Array;
+}
+
+/** The VM state ioctls; undefined for a request that is not one of them. */
+export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number | undefined {
+  const a = k.args;
+  switch (req) {
+    case I.KVM_SET_TSS_ADDR:
+      // vmx_set_tss_addr (unrestricted guests need none) and svm_set_tss_addr take any address.
+      vm.tssAddr = a.intValue(arg);
+      return 0;
+    case I.KVM_SET_IDENTITY_MAP_ADDR: {
+      if (vm.createdVcpus > 0) return -EINVAL;
+      const b = input(k, arg, 8);
+      if (!b) return -EFAULT;
+      vm.identityMapAddr = new DataView(b.buffer).getBigUint64(0, true);
+      return 0;
+    }
+    case I.KVM_GET_IRQCHIP:
+    case I.KVM_SET_IRQCHIP:
+      return irqchip(k, vm, arg, req === I.KVM_GET_IRQCHIP);
+    case I.KVM_CREATE_PIT2: {
+      if (!input(k, arg, 64)) return -EFAULT;
+      if (vm.pit2) return -EEXIST;
+      if (!vm.irqchip) return -ENOENT; // pic_in_kernel
+      vm.pit2 = k.freshState.pit2.slice();
+      // kvm_pit_reset -> kvm_pit_load_count: channels 1 and 2 start counting now (ktime ns).
+      for (const ch of [1, 2]) new DataView(vm.pit2.buffer).setBigInt64(24 * ch + 16, monotonicNs(k), true);
+      return 0;
+    }
+    case I.KVM_GET_PIT2: {
+      if (!vm.pit2) return -ENXIO;
+      return out(k, arg, vm.pit2);
+    }
+    case I.KVM_SET_PIT2: {
+      const b = input(k, arg, STATE_SIZES.pit2);
+      if (!b) return -EFAULT;
+      if (!vm.pit2) return -ENXIO;
+      // kvm_vm_ioctl_set_pit2: the channels and flags; kvm_pit_load_count restarts each count now.
+      vm.pit2.set(b.subarray(0, 76));
+      for (const ch of [0, 1, 2]) new DataView(vm.pit2.buffer).setBigInt64(24 * ch + 16, monotonicNs(k), true);
+      return 0;
+    }
+    case I.KVM_GET_CLOCK: {
+      const b = new Uint8Array(48);
+      const dv = new DataView(b.buffer);
+      const flags = k.freshState.clockFlags;
+      dv.setBigUint64(0, kvmclockNs(k, vm), true);
+      dv.setUint32(8, flags, true);
+      if ((flags & KVM_CLOCK_REALTIME) !== 0) dv.setBigUint64(16, BigInt(Date.now()) * 1000000n, true);
+      return out(k, arg, b);
+    }
+    case I.KVM_SET_CLOCK: {
+      const b = input(k, arg, 48);
+      if (!b) return -EFAULT;
+      const dv = new DataView(b.buffer);
+      const flags = dv.getUint32(8, true);
+      if ((flags & ~KVM_CLOCK_VALID_FLAGS) !== 0) return -EINVAL;
+      let clock = dv.getBigUint64(0, true);
+      if ((flags & KVM_CLOCK_REALTIME) !== 0) {
+        const now = BigInt(Date.now()) * 1000000n;
+        const real = dv.getBigUint64(16, true);
+        if (now > real) clock += now - real;
+      }
+      // kvmclock_offset = clock - now: kvmclock (and Hyper-V's reference time) count from here.
+      vm.createdAt = k.x86.now() - Number(clock) / 1e6;
+      return 0;
+    }
+    case I.KVM_IRQ_LINE:
+    case I.KVM_IRQ_LINE_STATUS: {
+      const b = input(k, arg, 8);
+      if (!b) return -EFAULT;
+      if (!vm.irqchip) return -ENXIO;
+      if (req === I.KVM_IRQ_LINE) return 0;
+      const dv = new DataView(b.buffer);
+      dv.setInt32(0, irqLineStatus(vm, dv.getUint32(0, true), dv.getUint32(4, true)), true);
+      return k.args.copyOut(0, b) ? 0 : -EFAULT;
+    }
+    case I.KVM_SET_GSI_ROUTING: {
+      const head = input(k, arg, 8);
+      if (!head) return -EFAULT;
+      const dv = new DataView(head.buffer);
+      const nr = dv.getUint32(0, true);
+      if (!vm.irqchip) return -EINVAL; // irqchip_in_kernel (kvm_arch_can_set_irq_routing)
+      if (nr >= KVM_MAX_IRQ_ROUTES || dv.getUint32(4, true) !== 0) return -EINVAL;
+      if (nr > 0 && !input(k, arg, 8 + nr * 48)) return -EFAULT;
+      vm.gsiRoutes = nr;
+      return 0;
+    }
+    case I.KVM_IOEVENTFD: {
+      const b = input(k, arg, 64);
+      if (!b) return -EFAULT;
+      const dv = new DataView(b.buffer);
+      // struct kvm_ioeventfd: datamatch @0, addr @8, len @16, fd @20, flags @24.
+      const flags = dv.getUint32(24, true);
+      const len = dv.getUint32(16, true);
+      // kvm_ioeventfd: known flags, and a length of 0, 1, 2, 4 or 8. (The eventfd itself lives in
+      // the caller's process, where kvmsr cannot look: any fd is taken.)
+      if ((flags & ~KVM_IOEVENTFD_VALID_FLAG_MASK) !== 0) return -EINVAL;
+      if (![0, 1, 2, 4, 8].includes(len)) return -EINVAL;
+      // ioeventfd_check_collision: the same bus, address and length, and the same datamatch
+      // (or none: a wildcard).
+      const datamatch = (flags & 1) !== 0 ? dv.getBigUint64(0, true).toString(16) : '*';
+      const key = `${flags & 2}:${dv.getBigUint64(8, true)}:${len}:${datamatch}`;
+      if ((flags & 4) !== 0) {
+        if (!vm.ioeventfds.delete(key)) return -ENOENT; // kvm_deassign_ioeventfd
+      } else {
+        if (vm.ioeventfds.has(key)) return -EEXIST;
+        vm.ioeventfds.add(key);
+      }
+      return 0;
+    }
+    case I.KVM_REGISTER_COALESCED_MMIO:
+    case I.KVM_UNREGISTER_COALESCED_MMIO: {
+      const b = input(k, arg, 16);
+      if (!b) return -EFAULT;
+      const dv = new DataView(b.buffer);
+      const key = `${dv.getUint32(12, true)}:${dv.getBigUint64(0, true)}:${dv.getUint32(8, true)}`;
+      if (req === I.KVM_REGISTER_COALESCED_MMIO) {
+        if (dv.getUint32(12, true) > 1) return -EINVAL; // pio must be 0 or 1
+        vm.coalesced.add(key);
+      } else {
+        vm.coalesced.delete(key); // kvm_vm_ioctl_unregister_coalesced_mmio removes what it covers
+      }
+      return 0;
+    }
+    case I.KVM_GET_DIRTY_LOG:
+      return getDirtyLog(k, vm, arg);
+    case I.KVM_CLEAR_DIRTY_LOG:
+      return clearDirtyLog(k, vm, arg);
+    default:
+      return undefined;
+  }
+}
+
+/** The system fd's KVM_GET_DEVICE_ATTR / KVM_HAS_DEVICE_ATTR (kvm_x86_dev_get_attr). */
+export function systemDeviceAttr(k: Kvm, arg: IoctlArg, get: boolean): number {
+  const b = input(k, arg, 24);
+  if (!b) return -EFAULT;
+  const dv = new DataView(b.buffer);
+  // group 0, attr KVM_X86_XCOMP_GUEST_SUPP (0): kvm_caps.supported_xcr0.
+  if (dv.getUint32(4, true) !== 0 || dv.getBigUint64(8, true) !== 0n) return -ENXIO;
+  if (!get) return 0;
+  const d = findCpuid(k.profile.supportedCpuid, 0xd, 0);
+  const v = new Uint8Array(8);
+  new DataView(v.buffer).setBigUint64(0, d ? (BigInt(d.edx >>> 0) << 32n) | BigInt(d.eax >>> 0) : 3n, true);
+  const addr = dv.getBigUint64(16, true);
+  return addr !== 0n && addr <= BigInt(Number.MAX_SAFE_INTEGER) && k.memory.write(Number(addr), v) ? 0 : -EFAULT;
+}
+
+
+function monotonicNs(k: Kvm): bigint {
+  return BigInt(Math.round(k.x86.now() * 1e6));
+}
+
+/** get_kvmclock_ns: nanoseconds since the VM's kvmclock started (its creation, or KVM_SET_CLOCK). */
+export function kvmclockNs(k: Kvm, vm: Vm): bigint {
+  return BigInt(Math.max(0, Math.round((k.x86.now() - vm.createdAt) * 1e6)));
+}
+
+function irqchip(k: Kvm, vm: Vm, arg: IoctlArg, get: boolean): number {
+  const b = input(k, arg, 520);
+  if (!b) return -EFAULT;
+  if (!vm.irqchip) return -ENXIO; // irqchip_kernel
+  const chips = vm.chips ?? (vm.chips = { picMaster: k.freshState.picMaster.slice(), picSlave: k.freshState.picSlave.slice(), ioapic: k.freshState.ioapic.slice() });
+  const id = new DataView(b.buffer).getUint32(0, true);
+  const chip = id === 0 ? chips.picMaster : id === 1 ? chips.picSlave : id === 2 ? chips.ioapic : null;
+  if (!chip) return -EINVAL;
+  if (get) {
+    // kvm_vm_ioctl_get_irqchip fills the chip's part of the union; the rest goes back as it came.
+    b.set(chip, 8);
+    return k.args.copyOut(0, b) ? 0 : -EFAULT;
+  }
+  chip.set(b.subarray(8, 8 + chip.length));
+  // kvm_set_ioapic: the IRR restarts empty (lines are re-raised by their sources).
+  if (id === 2) new DataView(chip.buffer).setUint32(16, 0, true);
+  return 0;
+}
+
+/**
+ * kvm_set_irq's result with the default routing (PIC and IOAPIC for GSIs 0-15, IOAPIC for 16-23):
+ * each route's answer summed, 1 for a lowered line, and, since kvmsr delivers no interrupt, a raised
+ * line counts as coalesced (0) on the PIC and masked (-1) on the IOAPIC, as on a fresh VM.
+ */
+function irqLineStatus(vm: Vm, irq: number, level: number): number {
+  const routes = vm.gsiRoutes === 0 ? 24 : vm.gsiRoutes;
+  if (irq >= routes) return -1;
+  const onPic = irq < 16;
+  if (level === 0) return onPic ? 2 : 1;
+  return onPic ? 0 : -1;
+}
+
+/** A memslot's dirty bitmap: ALIGN(npages, 64) / 8 bytes (kvm_dirty_bitmap_bytes). */
+export function dirtyBitmapBytes(size: number): number {
+  const pages = Math.floor(size / 4096);
+  return Math.ceil(pages / 64) * 8;
+}
+
+/** kvm_prepare_memory_region: logging on allocates the bitmap, set all when INITIALLY_SET is on. */
+export function updateDirtyBitmap(vm: Vm, slot: number, flags: number, size: number): void {
+  if ((flags & KVM_MEM_LOG_DIRTY_PAGES) === 0 || size === 0) {
+    vm.dirty.delete(slot);
+    return;
+  }
+  if (vm.dirty.has(slot)) return;
+  const bm = new Uint8Array(dirtyBitmapBytes(size));
+  if ((vm.manualDirtyLog & 2) !== 0) {
+    const pages = Math.floor(size / 4096);
+    for (let p = 0; p < pages; p++) bm[p >> 3]! |= 1 << (p & 7);
+  }
+  vm.dirty.set(slot, bm);
+}
+
+function slotId(slot: number): number {
+  return slot >>> 16 >= 1 ? -1 : slot & 0xffff; // one address space on x86 without SMM memslots
+}
+
+function getDirtyLog(k: Kvm, vm: Vm, arg: IoctlArg): number {
+  const b = input(k, arg, 16);
+  if (!b) return -EFAULT;
+  const dv = new DataView(b.buffer);
+  const id = slotId(dv.getUint32(0, true));
+  if (id < 0 || id >= KVM_USER_MEM_SLOTS) return -EINVAL;
+  const bm = vm.dirty.get(id);
+  if (!bm) return -ENOENT;
+  const addr = dv.getBigUint64(8, true);
+  if (addr === 0n || addr > BigInt(Number.MAX_SAFE_INTEGER) || !k.memory.write(Number(addr), bm)) return -EFAULT;
+  // Without manual protection the read also clears (and write-protects) what it returned.
+  if ((vm.manualDirtyLog & 1) === 0) bm.fill(0);
+  return 0;
+}
+
+function clearDirtyLog(k: Kvm, vm: Vm, arg: IoctlArg): number {
+  const b = input(k, arg, 24);
+  if (!b) return -EFAULT;
+  const dv = new DataView(b.buffer);
+  const id = slotId(dv.getUint32(0, true));
+  const num = dv.getUint32(4, true);
+  const first = dv.getBigUint64(8, true);
+  if (id < 0 || id >= KVM_USER_MEM_SLOTS) return -EINVAL;
+  if ((first & 63n) !== 0n) return -EINVAL;
+  const bm = vm.dirty.get(id);
+  const slot = vm.memSlots.find((s) => s.slot === id);
+  if (!bm || !slot) return -ENOENT;
+  const npages = BigInt(Math.floor(slot.size / 4096));
+  if (first > npages || BigInt(num) > npages - first || (BigInt(num) < npages - first && (num & 63) !== 0)) return -EINVAL;
+  const n = Math.ceil(num / 64) * 8;
+  const addr = dv.getBigUint64(16, true);
+  const src = n === 0 ? new Uint8Array(0) : addr === 0n || addr > BigInt(Number.MAX_SAFE_INTEGER) ? null : k.memory.read(Number(addr), n);
+  if (!src) return -EFAULT;
+  const base = Number(first) >> 3;
+  for (let i = 0; i < src.length && base + i < bm.length; i++) bm[base + i]! &= ~src[i]!;
+  return 0;
+}

@@ -1,0 +1,232 @@
+// The VM and vCPU state API `kvmsr run` serves (vcpu-state.ts, vm-state.ts): fresh answers, the
+// kernel's checks, and where a state ioctl changes what an MSR ioctl answers.
+import { describe, expect, test } from 'vitest';
+import { encodeCpuid2 } from '../src/abi/codecs.js';
+import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../src/abi/errno.js';
+import * as I from '../src/abi/kvm-ioctls.js';
+import { DEFAULT_FRESH_STATE, freshStateToJson } from '../src/kvm/fresh-state.js';
+import { Kvm } from '../src/kvm/kvm.js';
+import { builtinProfile } from '../src/profiles.js';
+import { getMsr, setMsr, type Machine } from './helpers.js';
+
+const EFER = 0xc0000080;
+const APIC_BASE = 0x1b;
+const TSC_DEADLINE = 0x6e0;
+
+function vmWith(irqchip: boolean, vcpus = 1): Machine & { vcpus: number[] } {
+  const kvm = new Kvm({ profile: builtinProfile('pvm-amd-epyc-6.18.44-v1045') });
+  const sys = kvm.open('/dev/kvm');
+  const vm = kvm.ioctlOrThrow(sys, I.KVM_CREATE_VM, 0);
+  if (irqchip) kvm.ioctlOrThrow(vm, I.KVM_CREATE_IRQCHIP, 0);
+  const ids = Array.from({ length: vcpus }, (_, i) => kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, i));
+  return { kvm, sys, vm, vcpu: ids[0]!, vcpus: ids };
+}
+const get = (m: Machine, fd: number, req: number, size: number): Uint8Array => {
+  const b = new Uint8Array(size);
+  expect(m.kvm.ioctl(fd, req, b)).toBe(0);
+  return b;
+};
+const dv = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset);
+
+describe('fresh answers', () => {
+  test('the built-in defaults are the v1045 capture of profile.state', () => {
+    expect(freshStateToJson(DEFAULT_FRESH_STATE)).toEqual(freshStateToJson(builtinProfile('pvm-amd-epyc-6.18.44-v1045').freshState!));
+  });
+  test('the BSP and an AP: APIC ID, LINT0, MP state and the APIC base BSP bit follow the vCPU id', () => {
+    const m = vmWith(true, 2);
+    const [bsp, ap] = m.vcpus as [number, number];
+    expect(dv(get(m, bsp, I.KVM_GET_LAPIC, 1024)).getUint32(0x20, true)).toBe(0);
+    expect(dv(get(m, ap, I.KVM_GET_LAPIC, 1024)).getUint32(0x20, true)).toBe(1 << 24);
+    expect(dv(get(m, bsp, I.KVM_GET_LAPIC, 1024)).getUint32(0x350, true)).toBe(0x700);
+    expect(dv(get(m, ap, I.KVM_GET_LAPIC, 1024)).getUint32(0x350, true)).toBe(0x10000);
+    expect(dv(get(m, bsp, I.KVM_GET_MP_STATE, 4)).getUint32(0, true)).toBe(0);
+    expect(dv(get(m, ap, I.KVM_GET_MP_STATE, 4)).getUint32(0, true)).toBe(1);
+    expect(dv(get(m, ap, I.KVM_GET_SREGS, 312)).getBigUint64(272, true)).toBe(0xfee00800n);
+  });
+  test('no in-kernel irqchip: LAPIC, IRQCHIP and PIT answer as the kernel does', () => {
+    const m = vmWith(false);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_GET_LAPIC, new Uint8Array(1024))).toBe(-EINVAL);
+    expect(m.kvm.ioctl(m.vm, I.KVM_GET_IRQCHIP, new Uint8Array(520))).toBe(-ENXIO);
+    expect(m.kvm.ioctl(m.vm, I.KVM_CREATE_PIT2, new Uint8Array(64))).toBe(-ENOENT);
+    expect(m.kvm.ioctl(m.vm, I.KVM_GET_PIT2, new Uint8Array(112))).toBe(-ENXIO);
+    const mp = new Uint8Array(4);
+    dv(mp).setUint32(0, 1, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_MP_STATE, mp)).toBe(-EINVAL);
+  });
+});
+
+describe('SREGS carry EFER and the APIC base through the MSR model', () => {
+  test('KVM_SET_SREGS2 sets EFER and the APIC base that KVM_GET_MSRS then reads, and back', () => {
+    const m = vmWith(true);
+    const cpuid = new Uint8Array(8 + 256 * 40);
+    dv(cpuid).setUint32(0, 256, true);
+    expect(m.kvm.ioctl(m.sys, I.KVM_GET_SUPPORTED_CPUID, cpuid)).toBe(0);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_CPUID2, cpuid)).toBe(0);
+    const s = get(m, m.vcpu, I.KVM_GET_SREGS2, 320);
+    dv(s).setBigUint64(264, 0x500n, true); // EFER.LME | SCE... LME without paging: allowed
+    dv(s).setBigUint64(264, 0x101n, true);
+    dv(s).setBigUint64(272, 0xfec00900n, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_SREGS2, s)).toBe(0);
+    expect(getMsr(m, EFER)).toBe(0x101n);
+    expect(getMsr(m, APIC_BASE)).toBe(0xfec00900n);
+    expect(setMsr(m, EFER, 0x1n)).toBe(true);
+    expect(dv(get(m, m.vcpu, I.KVM_GET_SREGS, 312)).getBigUint64(264, true)).toBe(0x1n);
+  });
+  test('what kvm_is_valid_sregs and kvm_apic_set_base refuse is EINVAL, and changes nothing', () => {
+    const m = vmWith(true);
+    const s = get(m, m.vcpu, I.KVM_GET_SREGS, 312);
+    const bad = (f: (d: DataView) => void): number => {
+      const b = s.slice();
+      f(dv(b));
+      return m.kvm.ioctl(m.vcpu, I.KVM_SET_SREGS, b);
+    };
+    expect(bad((d) => d.setBigUint64(264, 0x400n, true))).toBe(-EINVAL); // EFER.LMA outside long mode
+    expect(bad((d) => d.setBigUint64(224, 0x80000000n, true))).toBe(-EINVAL); // CR0.PG without PE
+    expect(bad((d) => d.setBigUint64(224, 0x20000010n, true))).toBe(-EINVAL); // NW without CD
+    expect(bad((d) => d.setBigUint64(264, 0x100n, true))).toBe(-EINVAL); // LME without LM in the guest CPUID
+    expect(bad((d) => d.setBigUint64(272, 0xfee00c00n, true))).toBe(-EINVAL); // x2APIC without xAPIC enable... invalid
+    expect(getMsr(m, APIC_BASE)).toBe(0xfee00900n);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_SREGS, s.subarray(0, 100))).toBe(-EFAULT);
+  });
+  test('CR8 is the LAPIC TPR', () => {
+    const m = vmWith(true);
+    const s = get(m, m.vcpu, I.KVM_GET_SREGS, 312);
+    dv(s).setBigUint64(256, 0x9n, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_SREGS, s)).toBe(0);
+    const l = get(m, m.vcpu, I.KVM_GET_LAPIC, 1024);
+    expect(l[0x80]).toBe(0x90);
+    expect(l[0xa0]).toBe(0x90); // PPR follows
+  });
+});
+
+describe('KVM_SET_LAPIC decides what IA32_TSC_DEADLINE keeps', () => {
+  function armed(): Machine {
+    const m = vmWith(true);
+    // A guest CPUID with TSC_DEADLINE_TIMER (leaf 1 ECX bit 24).
+    const c = encodeCpuid2([
+      { function: 0, index: 0, flags: 0, eax: 0xd, ebx: 0x68747541, ecx: 0x444d4163, edx: 0x69746e65 },
+      { function: 1, index: 0, flags: 0, eax: 0xa00f11, ebx: 0, ecx: 1 << 24, edx: 0 },
+    ]);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_CPUID2, c)).toBe(0);
+    return m;
+  }
+  test('a fresh LAPIC (software-disabled, one-shot timer) drops a deadline; TSC-deadline mode keeps it', () => {
+    const m = armed();
+    expect(setMsr(m, TSC_DEADLINE, 0x123456n)).toBe(true);
+    expect(getMsr(m, TSC_DEADLINE)).toBe(0n);
+    const l = get(m, m.vcpu, I.KVM_GET_LAPIC, 1024);
+    dv(l).setUint32(0xf0, 0x1ff, true); // SPIV: APIC software-enabled
+    dv(l).setUint32(0x320, 2 << 17, true); // LVTT: TSC-deadline mode
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_LAPIC, l)).toBe(0);
+    expect(setMsr(m, TSC_DEADLINE, 0x123456n)).toBe(true);
+    expect(getMsr(m, TSC_DEADLINE)).toBe(0x123456n);
+    // Leaving TSC-deadline mode clears it (apic_update_lvtt).
+    dv(l).setUint32(0x320, 0, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_LAPIC, l)).toBe(0);
+    dv(l).setUint32(0x320, 2 << 17, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_LAPIC, l)).toBe(0);
+    expect(getMsr(m, TSC_DEADLINE)).toBe(0n);
+  });
+});
+
+describe('the other state: the kernel checks', () => {
+  test('XCRS: x87 always, AVX needs SSE, nothing the guest CPUID lacks; flags and count', () => {
+    const m = vmWith(true);
+    const x = get(m, m.vcpu, I.KVM_GET_XCRS, 392);
+    expect(dv(x).getUint32(0, true)).toBe(1);
+    expect(dv(x).getBigUint64(16, true)).toBe(1n);
+    const set = (v: bigint, flags = 0): number => {
+      const b = x.slice();
+      dv(b).setUint32(4, flags, true);
+      dv(b).setBigUint64(16, v, true);
+      return m.kvm.ioctl(m.vcpu, I.KVM_SET_XCRS, b);
+    };
+    expect(set(0n)).toBe(-EINVAL);
+    expect(set(3n)).toBe(-EINVAL); // SSE not in a guest CPUID that has none
+    expect(set(1n, 1)).toBe(-EINVAL);
+    expect(set(1n)).toBe(0);
+  });
+  test('DEBUGREGS: flags and the upper halves of DR6/DR7 are EINVAL; a good set reads back', () => {
+    const m = vmWith(false);
+    const d = get(m, m.vcpu, I.KVM_GET_DEBUGREGS, 128);
+    expect(dv(d).getBigUint64(32, true)).toBe(0xffff0ff0n);
+    const b = d.slice();
+    dv(b).setBigUint64(40, 1n << 32n, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_DEBUGREGS, b)).toBe(-EINVAL);
+    dv(b).setBigUint64(40, 0x401n, true);
+    dv(b).setBigUint64(0, 0x1000n, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_DEBUGREGS, b)).toBe(0);
+    expect(get(m, m.vcpu, I.KVM_GET_DEBUGREGS, 128)).toEqual(b);
+  });
+  test('VCPU_EVENTS: unknown flags, payloads without the capability, exception vector 2', () => {
+    const m = vmWith(true);
+    const e = get(m, m.vcpu, I.KVM_GET_VCPU_EVENTS, 64);
+    expect(dv(e).getUint32(20, true)).toBe(0xd);
+    const b = e.slice();
+    dv(b).setUint32(20, 0x10, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(-EINVAL);
+    dv(b).setUint32(20, 0x80, true);
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(-EINVAL);
+    dv(b).setUint32(20, 0, true);
+    b[0] = 1;
+    b[1] = 2;
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(-EINVAL);
+    b[1] = 14;
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(0);
+    expect(get(m, m.vcpu, I.KVM_GET_VCPU_EVENTS, 64)[1]).toBe(14);
+  });
+  test('KVM_SET_CLOCK moves kvmclock; bad flags are EINVAL', () => {
+    const m = vmWith(true);
+    const c = new Uint8Array(48);
+    dv(c).setBigUint64(0, 5_000_000_000_000n, true);
+    expect(m.kvm.ioctl(m.vm, I.KVM_SET_CLOCK, c)).toBe(0);
+    const now = dv(get(m, m.vm, I.KVM_GET_CLOCK, 48)).getBigUint64(0, true);
+    expect(now >= 5_000_000_000_000n && now < 5_000_100_000_000n).toBe(true);
+    dv(c).setUint32(8, 1, true);
+    expect(m.kvm.ioctl(m.vm, I.KVM_SET_CLOCK, c)).toBe(-EINVAL);
+  });
+  test('ioeventfds collide and deassign as in eventfd.c; identity map only before vCPUs', () => {
+    const m = vmWith(true);
+    const io = (flags: number, datamatch = 0n): number => {
+      const b = new Uint8Array(64);
+      dv(b).setBigUint64(0, datamatch, true);
+      dv(b).setBigUint64(8, 0xcf8n, true);
+      dv(b).setUint32(16, 4, true);
+      dv(b).setUint32(24, flags, true);
+      return m.kvm.ioctl(m.vm, I.KVM_IOEVENTFD, b);
+    };
+    expect(io(2)).toBe(0);
+    expect(io(2)).toBe(-EEXIST);
+    expect(io(2 | 1, 7n)).toBe(0);
+    expect(io(2 | 4)).toBe(0);
+    expect(io(2 | 4)).toBe(-ENOENT);
+    expect(io(0x100)).toBe(-EINVAL);
+    expect(m.kvm.ioctl(m.vm, I.KVM_SET_IDENTITY_MAP_ADDR, new Uint8Array(8))).toBe(-EINVAL);
+  });
+  test('dirty logs: INITIALLY_SET gives all ones, CLEAR_DIRTY_LOG clears, no slot is ENOENT', () => {
+    const m = vmWith(true);
+    const cap = new Uint8Array(104);
+    dv(cap).setUint32(0, I.KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, true);
+    dv(cap).setBigUint64(8, 3n, true);
+    expect(m.kvm.ioctl(m.vm, I.KVM_ENABLE_CAP, cap)).toBe(0);
+    const region = new Uint8Array(32);
+    dv(region).setUint32(4, 1, true); // KVM_MEM_LOG_DIRTY_PAGES
+    dv(region).setBigUint64(16, 0x100000n, true); // 256 pages
+    expect(m.kvm.ioctl(m.vm, I.KVM_SET_USER_MEMORY_REGION, region)).toBe(0);
+    const bitmapAddr = 0x7000_0000;
+    m.kvm.memory.map(bitmapAddr, new Uint8Array(32));
+    const log = new Uint8Array(16);
+    dv(log).setBigUint64(8, BigInt(bitmapAddr), true);
+    expect(m.kvm.ioctl(m.vm, I.KVM_GET_DIRTY_LOG, log)).toBe(0);
+    expect([...m.kvm.memory.read(bitmapAddr, 32)!]).toEqual(new Array(32).fill(0xff));
+    m.kvm.memory.write(bitmapAddr, new Uint8Array(8).fill(0xff));
+    const clear = new Uint8Array(24);
+    dv(clear).setUint32(4, 64, true);
+    dv(clear).setBigUint64(16, BigInt(bitmapAddr), true);
+    expect(m.kvm.ioctl(m.vm, I.KVM_CLEAR_DIRTY_LOG, clear)).toBe(0);
+    expect(m.kvm.ioctl(m.vm, I.KVM_GET_DIRTY_LOG, log)).toBe(0);
+    expect([...m.kvm.memory.read(bitmapAddr, 9)!]).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0xff]);
+    dv(log).setUint32(0, 5, true);
+    expect(m.kvm.ioctl(m.vm, I.KVM_GET_DIRTY_LOG, log)).toBe(-ENOENT);
+  });
+});
