@@ -30,14 +30,8 @@ smp=${ORACLE_SMP:-1}
 [ $# -gt 0 ] || { echo "usage: $0 -- COMMAND..." >&2; exit 2; }
 mkdir -p "$dir"
 
-need=()
-for p in qemu-system-x86 busybox-static cpio; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$(dirname "$0")/apt-need.sh"
+apt_need qemu-system-x86 busybox-static cpio
 
 kernel=$(bash "$(dirname "$0")/kvm-oracle-kernel.sh")
 

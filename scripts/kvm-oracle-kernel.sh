@@ -27,15 +27,8 @@ dir=${ORACLE_DIR:-/tmp/kvm-oracle-dist}
 [ $# -eq 0 ] || { echo "usage: $0   (prints the path of the oracle kernel's bzImage, building it first if needed)" >&2; exit 2; }
 mkdir -p "$dir"
 
-need=()
-for p in build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils linux-source-6.12 linux-config-6.12; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}..." >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$(dirname "$0")/apt-need.sh"
+apt_need build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils linux-source-6.12 linux-config-6.12
 
 # scripts/config arguments, applied on top of x86_64_defconfig + kvm_guest.config.
 config_args=(

@@ -10,4 +10,4 @@ export { Kvm, KvmError, type KvmOptions, type UnmodeledCall } from './kvm/kvm.js
 export { parseProfile, profileToJson, ProfileError, type HostProfile, type ProfileMsr, type VendorModule } from './kvm/profile.js';
 export type { IoctlArg } from './kvm/user-arg.js';
 export { KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, type GuestMsrResult } from './kvm/guest-msr.js';
-export { builtinProfile, defaultProfile, BUILTIN_PROFILES, DEFAULT_PROFILE_NAME } from './profiles.js';
+export { builtinProfile, defaultProfile, resolveBuiltinName, BUILTIN_PROFILES, DEFAULT_PROFILE_NAME, INTEL_PROFILE_NAME, PROFILE_ALIASES } from './profiles.js';

@@ -58,6 +58,19 @@ describe('kvmsr CLI', () => {
     expect(bp.err).toContain(`${p}: source:`);
   });
 
+  test('builtin:intel is the live-captured kvm_intel profile; an unknown name lists the choices', () => {
+    const r = run(['list', '--profile', 'builtin:intel']);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('KVM_GET_MSR_INDEX_LIST: 84 MSRs (kvm_intel, 6.12.117)');
+    // kvm_intel's IA32_VMX_BASIC feature MSR on Bochs's VMX, as the oracle answered.
+    expect(r.out).toMatch(/0x480 IA32_VMX_BASIC\s+0xd8100011e57ed0/);
+    expect(run(['list', '--profile', 'builtin:kvm-intel-6.12-distro-bochs-skx']).out).toBe(r.out);
+    const bad = run(['list', '--profile', 'builtin:nope']);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain("no built-in profile 'nope'");
+    expect(bad.err).toContain('intel');
+  });
+
   test('decode pretty-prints kvm_msrs and kvm_msr_list from hex or a file', () => {
     const b = encodeMsrs([{ index: 0x277, data: 0x0007040600070406n }, { index: 0x12345678, data: 0n }]);
     const hex = Buffer.from(b).toString('hex');

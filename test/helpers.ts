@@ -7,6 +7,9 @@ import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
 import { profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
 import { MOVING_MSRS } from '../src/kvm/moving-msrs.js';
+import type { Answers } from '../src/harvest/format.js';
+import { judgeDir } from '../src/harvest/judge.js';
+import { expect } from 'vitest';
 
 export interface Machine {
   kvm: Kvm;
@@ -92,4 +95,36 @@ export function guestOnKvmsr(profile: HostProfile, setup: GuestSetup): { kvm: Kv
     return { kind: 'gp' };
   };
   return { kvm, vcpu, step };
+}
+
+/**
+ * A harvest's answers with bit 0 of one KVM_GET_MSRS answer's first value flipped: case `caseId`,
+ * step `step`, or by default its first one-entry read that succeeded. Returns the answers and the step.
+ */
+export function withOneBitFlipped(answers: Answers, caseId: string, step?: number): { changed: Answers; step: number } {
+  const c = answers.cases.get(caseId);
+  if (!c) throw new Error(`no case ${caseId}`);
+  const k = step ?? c.steps.findIndex((s) => s.op === 'io' && s.out !== null && s.out.length === 24 && s.ret === 1);
+  const s = c.steps[k];
+  if (!s || s.op !== 'io' || !s.out) throw new Error(`${caseId} step ${k}: not an ioctl answer`);
+  const out = s.out.slice();
+  out[16]! ^= 1; // kvm_msrs header (8) + kvm_msr_entry index/reserved (8): the value's low byte
+  const changed: Answers = { ...answers, cases: new Map(answers.cases) };
+  changed.cases.set(c.id, { ...c, steps: c.steps.map((x, i) => (i === k ? { ...s, out } : x)) });
+  return { changed, step: k };
+}
+
+/**
+ * Judges a checked-in harvest bundle and asserts what every stored host must show: each of its
+ * `cases` cases answered and agreeing, and every measured rule explained. (Cases whose setup the
+ * host refused, the Hyper-V ones without CONFIG_KVM_HYPERV, are not among `cases`.) Returns judge's result.
+ */
+export function judgeStoredHarvest(dir: string, cases: number): ReturnType<typeof judgeDir> {
+  const r = judgeDir(dir, { casesDir: null, profileFile: null });
+  expect(r.report.unanswered).toEqual([]);
+  expect(r.report.disagreements).toEqual([]);
+  expect(r.report.cases).toBe(cases);
+  expect(r.report.agreed).toBe(cases);
+  expect(r.report.unmatchedRules).toEqual([]);
+  return r;
 }

@@ -18,7 +18,7 @@ import { Kvm } from '../kvm/kvm.js';
 import { parseProfile, profileToJson, type HostProfile } from '../kvm/profile.js';
 import { loadRealKvm, realKvmStatus } from '../native/real-kvm.js';
 import { captureProfile } from '../profile/capture.js';
-import { BUILTIN_PROFILES, builtinProfile, defaultProfile, type BuiltinProfileName } from '../profiles.js';
+import { BUILTIN_PROFILES, builtinProfile, defaultProfile, PROFILE_ALIASES, resolveBuiltinName } from '../profiles.js';
 import { KVMSR_VERSION } from '../version.js';
 import { CliError, print } from './common.js';
 import { registerConform } from './conform.js';
@@ -30,9 +30,12 @@ const hex = (v: number | bigint): string => '0x' + v.toString(16);
 function loadProfile(file: string | undefined): HostProfile {
   if (!file) return defaultProfile();
   if (file.startsWith('builtin:')) {
-    const name = file.slice('builtin:'.length);
-    if (!(name in BUILTIN_PROFILES)) throw new CliError(`no built-in profile '${name}' (there are: ${Object.keys(BUILTIN_PROFILES).join(', ')})`);
-    return builtinProfile(name as BuiltinProfileName);
+    const name = resolveBuiltinName(file.slice('builtin:'.length));
+    if (!name) {
+      const known = [...Object.keys(BUILTIN_PROFILES), ...Object.keys(PROFILE_ALIASES)];
+      throw new CliError(`no built-in profile '${file.slice('builtin:'.length)}' (there are: ${known.join(', ')})`);
+    }
+    return builtinProfile(name);
   }
   let text: string;
   try {

@@ -71,10 +71,16 @@ export function guestRdmsr(x86: X86, vcpu: Vcpu, index: number, out: MsrValue): 
   const before = hvTakeExit(vcpu);
   if (before !== 0) return { kind: 'vmexit', exitReason: before };
   if (x86.cr8SyncedTpr) hvSyncCr8ToTpr(vcpu); // the RDMSR/WRMSR's own exit
-  const r = msrAllowed(vcpu, index, FILTER_READ) ? x86.accessRead(vcpu, index, false, out) : MSR_FILTERED;
+  const allowed = msrAllowed(vcpu, index, FILTER_READ);
+  // Passed through (the bitmap clears the intercept only where the filter allows): the CPU's answer.
+  const cpu = allowed ? (x86.vendor.guestPassthrough?.(x86, vcpu, index, false, 0, 0, out) ?? null) : null;
+  if (cpu !== null && cpu !== MSR_OK) return { kind: 'gp' };
+  const r = cpu ?? (allowed ? x86.accessRead(vcpu, index, false, out) : MSR_FILTERED);
   if (r === MSR_OK) return { kind: 'ok', value: (BigInt(out.hi >>> 0) << 32n) | BigInt(out.lo >>> 0) };
   return userSpaceExit(vcpu, index, KVM_EXIT_X86_RDMSR, 0n, r) ?? { kind: 'gp' };
 }
+
+const SCRATCH: MsrValue = { lo: 0, hi: 0 };
 
 export function guestWrmsr(x86: X86, vcpu: Vcpu, index: number, value: bigint): GuestMsrResult {
   x86.clockMs = NaN;
@@ -84,7 +90,10 @@ export function guestWrmsr(x86: X86, vcpu: Vcpu, index: number, value: bigint): 
   const v = BigInt.asUintN(64, value);
   const lo = Number(v & 0xffffffffn) | 0;
   const hi = Number(v >> 32n) | 0;
-  const r = msrAllowed(vcpu, index, FILTER_WRITE) ? x86.accessWrite(vcpu, index, false, lo, hi) : MSR_FILTERED;
+  const allowed = msrAllowed(vcpu, index, FILTER_WRITE);
+  const cpu = allowed ? (x86.vendor.guestPassthrough?.(x86, vcpu, index, true, lo, hi, SCRATCH) ?? null) : null;
+  if (cpu !== null && cpu !== MSR_OK) return { kind: 'gp' };
+  const r = cpu ?? (allowed ? x86.accessWrite(vcpu, index, false, lo, hi) : MSR_FILTERED);
   if (r === MSR_OK) {
     if (x86.cr8SyncedTpr) hvSyncCr8ToTpr(vcpu); // the next exit, after the write retired
     const after = hvTakeExit(vcpu);

@@ -28,4 +28,10 @@ export interface VendorOps {
   fastSetClass(x86: X86, index: number): number;
   /** get_feature_msr: the vendor's part of KVM_GET_MSRS on /dev/kvm. */
   getFeatureMsr(x86: X86, index: number, out: MsrValue): number;
+  /**
+   * A guest RDMSR/WRMSR the vendor's MSR bitmap passes through (the filter allowed it): the CPU
+   * answers it and KVM never sees it, so there is no userspace exit. MSR_OK (a read fills `out`),
+   * MSR_ERR for the CPU's own #GP, or null when KVM intercepts the access. Absent: all intercepted.
+   */
+  guestPassthrough?(x86: X86, vcpu: Vcpu, index: number, write: boolean, lo: number, hi: number, out: MsrValue): number | null;
 }

@@ -225,19 +225,23 @@ const CR4_FROM_CPUID: ReadonlyArray<readonly [number, number, number, Reg, numbe
   [22, 7, 0, 'ecx', 3], // PKE (PKU)
   [11, 7, 0, 'ecx', 2], // UMIP
   [12, 7, 0, 'ecx', 16], // LA57
-  [23, 7, 0, 'ecx', 7], // CET (SHSTK), 6.18 CET series
+  [23, 7, 0, 'ecx', 7], // CET (SHSTK), 6.18 CET series (not in 6.12: see crFixed1Update)
   [23, 7, 0, 'edx', 20], // CET (IBT), 6.18 CET series
   [28, 7, 1, 'eax', 26], // LAM_SUP (LAM)
 ];
 const X86_CR4_PCE = 1 << 8;
 
+const X86_CR4_CET_BIT = 23;
+
 /**
  * nested_vmx_cr_fixed1_bits_update (guest has VMX): CR0_FIXED1 allows every bit, CR4_FIXED1 the
- * bits whose feature the raw guest CPUID has, plus PCE.
+ * bits whose feature the raw guest CPUID has, plus PCE. `cet`: the kernel has the CET entries
+ * (6.18; 6.12's list ends at LAM_SUP, so a guest CPUID with SHSTK or IBT leaves CR4.CET 0 there).
  */
-export function crFixed1Update(vcpu: Vcpu, guest: readonly CpuidEntry2[]): void {
+export function crFixed1Update(vcpu: Vcpu, guest: readonly CpuidEntry2[], cet = true): void {
   let cr4 = X86_CR4_PCE;
   for (const [bit, leaf, sub, reg, cpuidBit] of CR4_FROM_CPUID) {
+    if (bit === X86_CR4_CET_BIT && !cet) continue;
     const e = findCpuid(guest, leaf, sub);
     if (e !== undefined && ((e[reg] >>> cpuidBit) & 1) === 1) cr4 |= 1 << bit;
   }

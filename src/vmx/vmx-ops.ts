@@ -102,6 +102,12 @@ const F_RDSEED: Feat = [7, 0, 'ebx', 18];
 const F_WAITPKG: Feat = [7, 0, 'ecx', 5];
 const F_BUS_LOCK_DETECT: Feat = [7, 0, 'ecx', 24];
 const F_SGX_LC: Feat = [7, 0, 'ecx', 30];
+const F_SPEC_CTRL: Feat = [7, 0, 'edx', 26];
+const F_FLUSH_L1D: Feat = [7, 0, 'edx', 28];
+const F_AMD_IBPB: Feat = [0x80000008, 0, 'ebx', 12];
+const F_SBPB: Feat = [0x80000021, 0, 'eax', 27];
+/** PRED_CMD_IBPB and FLUSH_CMD's L1D_FLUSH: the one bit a CPU takes in either command MSR (Intel has no SBPB). */
+const CMD_BIT = 1;
 // SPEC_CTRL bits and the CPUID bits that enumerate them (what a host WRMSR accepts).
 const SPEC_CTRL_ENUM: ReadonlyArray<readonly [number, Feat]> = [
   [1 << 0, [7, 0, 'edx', 26]], // IBRS (SPEC_CTRL)
@@ -136,7 +142,7 @@ interface VmxHost {
   kvmNested: Uint32Array;
   supported: readonly CpuidEntry2[];
   perfCapLo: number;
-  /** The host has IA32_TSX_CTRL, so it is a user-return MSR (vmx_setup_user_return_msrs). */
+  /** The host has IA32_TSX_CTRL, so it is a user-return MSR (vmx_setup_user_return_msrs, kvm_probe_user_return_msr). */
   tsxCtrlUret: boolean;
   hostRtm: boolean;
   /** kvm_mpx_supported(). */
@@ -149,6 +155,12 @@ interface VmxHost {
   pmu: PmuHostCaps;
   /** boot_cpu_data family/model, for cpuid_model_is_consistent. */
   familyModel: number;
+  /**
+   * boot_cpu_has(IBPB) and boot_cpu_has(FLUSH_L1D), as KVM_GET_SUPPORTED_CPUID shows them (KVM
+   * offers SPEC_CTRL only with host IBPB and IBRS; FLUSH_L1D only from the host).
+   */
+  hostIbpb: boolean;
+  hostFlushL1d: boolean;
 }
 
 function hostOf(x86: X86): VmxHost {
@@ -185,8 +197,14 @@ function makeHost(x86: X86): VmxHost {
     kvmNested,
     supported: sup,
     perfCapLo: Number(perfCap & 0xffffffffn),
-    // KVM keeps ARCH_CAP_TSX_CTRL_MSR from the host in its feature value (kvm_get_arch_capabilities).
-    tsxCtrlUret: (Number(archCap & 0xffffffffn) & ARCH_CAP_TSX_CTRL_MSR) !== 0,
+    // vmx_setup_user_return_msrs registers TSX_CTRL when the host's RDMSR/WRMSR of it does not fault
+    // (kvm_probe_user_return_msr), whatever the host's ARCH_CAPABILITIES says: a host read of it on
+    // a fresh vCPU then succeeds (vmx_get_msr's find_uret_msr), so a profile that read it knows.
+    // Bochs (corei7_skylake_x) has the MSR without ARCH_CAP_TSX_CTRL_MSR; a real CPU with the MSR
+    // enumerates it, and KVM keeps the bit in its feature value (kvm_get_arch_capabilities).
+    tsxCtrlUret:
+      (Number(archCap & 0xffffffffn) & ARCH_CAP_TSX_CTRL_MSR) !== 0 ||
+      p.vcpuReset.some((m) => m.index === I.TSX_CTRL && m.value !== null),
     hostRtm,
     // KVM reports MPX only when kvm_mpx_supported() (host MPX and the BNDCFGS entry/exit controls).
     mpx: has(sup, F_MPX),
@@ -203,6 +221,8 @@ function makeHost(x86: X86): VmxHost {
       lbrFmt,
     },
     familyModel: familyModel(findCpuid(sup, 1, 0)?.eax ?? 0),
+    hostIbpb: has(sup, F_SPEC_CTRL) || has(sup, F_AMD_IBPB),
+    hostFlushL1d: has(sup, F_FLUSH_L1D),
   };
 }
 
@@ -221,6 +241,11 @@ class VmxVcpu {
   /** guest_has_spec_ctrl_msr. */
   specCtrl = false;
   modelConsistent = false;
+  /** vmx_vcpu_after_set_cpuid: PRED_CMD / FLUSH_CMD writes pass through the MSR bitmap. */
+  predCmdThrough = false;
+  flushCmdThrough = false;
+  /** vmx_set_msr: the first non-zero SPEC_CTRL write (host or guest) passes SPEC_CTRL through, read and write. */
+  specCtrlThrough = false;
   readonly pmu = new IntelPmu();
 }
 
@@ -316,6 +341,10 @@ export const vmxOps: VendorOps = {
     s.ds = cap(F_DS);
     s.dtes64 = cap(F_DTES64);
     s.specCtrl = [CAP.SPEC_CTRL, CAP.AMD_STIBP, CAP.AMD_IBRS, CAP.AMD_SSBD].some((c) => x86.hasCap(vcpu, c));
+    // vmx_vcpu_after_set_cpuid (6.12): the intercepts follow the raw guest CPUID (guest_cpuid_has,
+    // guest_has_pred_cmd_msr), on a host with the feature.
+    s.predCmdThrough = h.hostIbpb && (has(guest, F_SPEC_CTRL) || has(guest, F_AMD_IBPB) || has(guest, F_SBPB));
+    s.flushCmdThrough = h.hostFlushL1d && has(guest, F_FLUSH_L1D);
     const l1 = findCpuid(guest, 1, 0);
     s.modelConsistent = l1 !== undefined && familyModel(l1.eax) === h.familyModel;
 
@@ -333,7 +362,7 @@ export const vmxOps: VendorOps = {
     }
     if (vmxCap(x86, h, vcpu)) {
       s.featCtlValid |= FEAT_CTL_VMX_INSIDE_SMX | FEAT_CTL_VMX_OUTSIDE_SMX;
-      crFixed1Update(vcpu, guest);
+      crFixed1Update(vcpu, guest, x86.kernel >= 618);
     } else {
       s.featCtlValid &= ~(FEAT_CTL_VMX_INSIDE_SMX | FEAT_CTL_VMX_OUTSIDE_SMX);
     }
@@ -434,6 +463,8 @@ export const vmxOps: VendorOps = {
         if (!host && !stateOf(vcpu).specCtrl) return MSR_ERR;
         // kvm_spec_ctrl_test_value: the host's WRMSR faults on bits its CPU does not enumerate.
         if ((lo & ~hostOf(x86).specCtrlLo) !== 0 || (hi & ~hostOf(x86).specCtrlHi) !== 0) return MSR_ERR;
+        // The first non-zero value stops the intercept (vmx_disable_intercept_for_msr, MSR_TYPE_RW).
+        if (lo !== 0 || hi !== 0) stateOf(vcpu).specCtrlThrough = true;
         return x86.store(vcpu, index, lo, hi);
       case I.TSX_CTRL: {
         if (!host && (vcpu.msrs[slotOf(M.MSR_IA32_ARCH_CAPABILITIES) * 2]! & ARCH_CAP_TSX_CTRL_MSR) === 0) return MSR_ERR;
@@ -535,6 +566,28 @@ export const vmxOps: VendorOps = {
     return x86.commonFastSetClass(index);
   },
 
+  guestPassthrough(x86: X86, vcpu: Vcpu, index: number, write: boolean, lo: number, hi: number, out: MsrValue): number | null {
+    // What vmx's MSR bitmap lets the guest reach (6.12 vmx_possible_passthrough_msrs) and kvmsr
+    // models: the command MSRs and SPEC_CTRL. The CPU itself takes the access, or raises #GP on a
+    // reserved bit with no exit to KVM (so no userspace exit either).
+    const s = stateOf(vcpu);
+    switch (index) {
+      case M.MSR_IA32_PRED_CMD:
+      case M.MSR_IA32_FLUSH_CMD:
+        if (!write || !(index === M.MSR_IA32_PRED_CMD ? s.predCmdThrough : s.flushCmdThrough)) return null;
+        return (lo & ~CMD_BIT) !== 0 || hi !== 0 ? MSR_ERR : MSR_OK;
+      case M.MSR_IA32_SPEC_CTRL: {
+        if (!s.specCtrlThrough) return null;
+        // vmx_spec_ctrl_restore_host reads the guest's value back (vmx->spec_ctrl) at each exit.
+        if (!write) return x86.load(vcpu, index, out);
+        const h = hostOf(x86);
+        if ((lo & ~h.specCtrlLo) !== 0 || (hi & ~h.specCtrlHi) !== 0) return MSR_ERR;
+        return x86.store(vcpu, index, lo, hi);
+      }
+    }
+    return null;
+  },
+
   getFeatureMsr(x86: X86, index: number, out: MsrValue): number {
     // vmx_get_feature_msr: the VMX MSRs from vmcs_config.nested, or an error with nested=0.
     if (!isVmxMsr(index)) return MSR_UNSUPPORTED;
@@ -589,11 +642,13 @@ function setDebugctl(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi: number
 
 /**
  * vmx_set_msr PERF_CAPABILITIES, then kvm_set_msr_common; a changed value refreshes the PMU.
- * 6.18 has no "non-zero while the vPMU has version 0" check (6.12 has it).
+ * 6.18 has no "non-zero while the vPMU has version 0" check; 6.12 has it (`if (data &&
+ * !vcpu_to_pmu(vcpu)->version) return 1;`), for the host's writes too.
  */
 function setPerfCapabilities(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi: number): number {
   const h = hostOf(x86);
   const s = stateOf(vcpu);
+  if (x86.kernel < 618 && (lo !== 0 || hi !== 0) && s.pmu.version === 0) return MSR_ERR;
   if ((lo & PERF_CAP_LBR_FMT) !== 0) {
     if ((lo & PERF_CAP_LBR_FMT) !== (h.perfCapLo & PERF_CAP_LBR_FMT) || !s.modelConsistent) return MSR_ERR;
   }

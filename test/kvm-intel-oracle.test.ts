@@ -1,0 +1,55 @@
+// The live kvm_intel oracle: Debian's 6.12 with Debian's KVM settings, kvm_intel nested under Bochs
+// 2.7's VMX (scripts/kvm-intel-oracle.sh), judged on its stored harvest. The profile is compared
+// with the built-in profile a user picks for Intel.
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { judgeAnswers, judgeDir } from '../src/harvest/judge.js';
+import { builtinProfile, INTEL_PROFILE_NAME } from '../src/profiles.js';
+import { comparable, judgeStoredHarvest, withOneBitFlipped } from './helpers.js';
+
+const NAME = 'kvm-intel-6.12-distro-bochs-skx';
+const checkedIn = () => builtinProfile(NAME);
+
+describe('the distribution-config kvm_intel oracle (nested under Bochs, Hyper-V, Xen and SMM built in)', () => {
+  // scripts/kvm-intel-oracle.sh on 2026-12-02: Debian's 6.12.117 with Debian's KVM settings and both
+  // vendor modules built in, under Bochs 2.7 (cpu model corei7_skylake_x, VMX with EPT and VPID):
+  // `kvmsr harvest plan --cases 300 --seed 1`, `kvmsr-probe --jobs 16` (2344 cases; Bochs ran 496 s
+  // in all). The VMX capability MSRs are what kvm_intel offers on Bochs's VMX.
+  const DIR = join(import.meta.dirname, 'hosts', NAME, 'harvest');
+  test('every case agrees, and its profile is the checked-in one', () => {
+    const { report, profile } = judgeStoredHarvest(DIR, 2344);
+    expect(report.setupFailed).toEqual([]);
+    expect(profile.host.vendorModule).toBe('kvm_intel');
+    expect(profile.host.kernel).toBe('6.12.117');
+    // kvm_intel's VMX capability MSRs are on the feature list, with nested=Y.
+    for (let i = 0x480; i <= 0x491; i++) expect(profile.featureMsrs.map((m) => m.index)).toContain(i);
+    expect(profile.featureMsrs.find((m) => m.index === 0x480)?.value).toBe(0xd8100011e57ed0n);
+    // IA32_TSX_CTRL: a user-return MSR on Bochs, though ARCH_CAPABILITIES does not enumerate it.
+    expect(profile.vcpuReset.find((m) => m.index === 0x122)?.value).toBe(0n);
+    expect(profile.msrIndexList).not.toContain(0x122);
+    expect(profile.msrIndexList).toContain(0x40000000);
+    expect(comparable(profile)).toEqual(comparable(checkedIn()));
+    expect(INTEL_PROFILE_NAME).toBe(NAME);
+  });
+  test('a VMX capability MSR answer changed by one bit is caught', () => {
+    const { plan, answers, profile } = judgeDir(DIR, { casesDir: null, profileFile: null });
+    // A host read of IA32_VMX_PROCBASED_CTLS2 on a vCPU with the supported CPUID (what
+    // vmx_vcpu_after_set_cpuid left of KVM's value).
+    const { changed, step: k } = withOneBitFlipped(answers, 'rule.48b.cpuid');
+    const r = judgeAnswers(plan, changed, profile, { casesDir: null });
+    expect(r.disagreements.map((d) => [d.caseId, d.step])).toEqual([['rule.48b.cpuid', k]]);
+  });
+});
+
+describe('the same kvm_intel under Bochs with cpu model corei7_icelake_u', () => {
+  // The same plan and kernel, `--cpu corei7_icelake_u` (2026-12-02, Bochs ran 546 s). Its CPUID has
+  // SPEC_CTRL, STIBP, SSBD and FLUSH_L1D, so vmx_vcpu_after_set_cpuid passes PRED_CMD and FLUSH_CMD
+  // writes through, and SPEC_CTRL after its first non-zero write: a guest write of a reserved bit
+  // is the CPU's #GP, with no userspace exit.
+  const DIR = join(import.meta.dirname, 'hosts', 'kvm-intel-6.12-distro-bochs-icl', 'harvest');
+  test('every case agrees', () => {
+    const { profile } = judgeStoredHarvest(DIR, 2344);
+    expect(profile.host.vendorModule).toBe('kvm_intel');
+    expect(profile.specCtrlAccepted).toBe(7n);
+  });
+});
