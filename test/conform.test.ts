@@ -3,9 +3,11 @@
 // model that differs in one rule is caught, in the right group, and shrunk to one ioctl with one
 // entry.
 import { describe, expect, test } from 'vitest';
-import { decodeMsrs } from '../src/abi/codecs.js';
+import { decodeCpuid2, decodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
+import { replayConformCase } from '../src/conform/case-replay.js';
 import { caseFile, Conformance } from '../src/conform/conform.js';
+import { builtinProfile } from '../src/profiles.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { M } from '../src/kvm/msr-index.js';
 import type { VendorOps } from '../src/kvm/vendor.js';
@@ -114,5 +116,61 @@ describe('kvmsr conform: what the host handles unlisted, the guest path, one shr
     expect(g[0]!.differences[0]).toContain('guest WRMSR');
     // Without a runner (no /dev/kvm), the report says the guest path was not compared.
     expect(new Conformance(new Kvm({ profile: p }), new Kvm({ profile: p }), p, { cases: 0 }).run().guestSkipped).toContain('no guest runner');
+  });
+});
+
+describe('kvmsr conform with Hyper-V (a distribution kernel: KVM_CAP_HYPERV)', () => {
+  const distro = () => builtinProfile('kvm-amd-6.12-distro-qemu-tcg');
+  test('the MSRs a Hyper-V CPUID can change are compared with and without it, and agree', () => {
+    const p = distro();
+    const r = new Conformance(new Kvm({ profile: p }), new Kvm({ profile: p }), p, { cases: 120, seed: 5 }).run();
+    expect(r.disagreements).toEqual([]);
+    const group = (g: string) => r.systematic.find((x) => x.group === g);
+    expect(group('Hyper-V')!.cases).toBeGreaterThan(100);
+    expect(group('Hyper-V (Hyper-V CPUID)')!.cases).toBe(group('Hyper-V')!.cases / 4); // one setup of the four
+    expect(group('KVM paravirt (Hyper-V CPUID)')!.cases).toBeGreaterThan(10);
+    expect(group('batch (Hyper-V CPUID)')!.cases).toBe(1);
+    // A host without Hyper-V gets no such setup.
+    const plain = new Conformance(new Kvm({ profile: sourceProfile() }), new Kvm({ profile: sourceProfile() }), sourceProfile(), { cases: 0 }).run();
+    expect(plain.systematic.some((g) => g.group.includes('(Hyper-V CPUID)'))).toBe(false);
+    expect(plain.systematic.some((g) => g.group === 'unlisted Hyper-V')).toBe(true); // refused there, and compared
+  });
+
+  test('a difference that shows only with the Hyper-V CPUID is caught in that group, and its case file replays it', () => {
+    const p = distro();
+    // A stand-in kernel that reads HV_X64_MSR_VP_INDEX one higher on a vCPU given Hyper-V's CPUID.
+    const HV_SIGNATURE = 0x31237648; // "Hv#1", leaf 0x40000001 EAX
+    const inner = new Kvm({ profile: p });
+    const hvFds = new Set<number>();
+    const real = {
+      open: (path: string) => inner.open(path),
+      close: (fd: number) => (hvFds.delete(fd), inner.close(fd)),
+      ioctl(fd: number, req: number, arg?: number | Uint8Array): number {
+        if (req === I.KVM_SET_CPUID2 && arg instanceof Uint8Array) {
+          const e = decodeCpuid2(arg).entries.find((x) => x.function === 0x40000001);
+          if (e?.eax === HV_SIGNATURE) hvFds.add(fd);
+          else hvFds.delete(fd);
+        }
+        const r = inner.ioctl(fd, req, arg);
+        if (req === I.KVM_GET_MSRS && hvFds.has(fd) && arg instanceof Uint8Array && r > 0) {
+          const dv = new DataView(arg.buffer, arg.byteOffset);
+          for (let k = 0; k < r; k++) if (dv.getUint32(8 + k * 16, true) === 0x40000002) dv.setUint32(16 + k * 16, dv.getUint32(16 + k * 16, true) + 1, true);
+        }
+        return r;
+      },
+    };
+    const r = new Conformance(real, new Kvm({ profile: p }), p, { cases: 0, seed: 1 }).run();
+    expect(r.disagreements.length).toBeGreaterThan(0);
+    for (const d of r.disagreements) expect(d.setup.hv).toBe(true);
+    const d = r.disagreements.find((x) => x.group === 'Hyper-V (Hyper-V CPUID)')!;
+    expect(d.steps.map((s) => I.ioctlName(s.request))).toEqual(['KVM_GET_MSRS']);
+    expect(decodeMsrs(d.steps[0]!.arg as Uint8Array).entries.map((e) => e.index)).toEqual([0x40000002]);
+    // The saved case keeps the setup; replayed on kvmsr it still shows the kernel's answer differs.
+    const file = JSON.parse(JSON.stringify(caseFile(d, p))) as Record<string, unknown>;
+    expect(file['setup']).toEqual({ irqchip: true, cpuid: true, hv: true, vcpus: 1 });
+    const replayed = replayConformCase(file, p);
+    expect(replayed.actualRet).toBe(replayed.expectedRet);
+    expect(replayed.actual).not.toBe(replayed.expected);
+    expect(replayed.actual).toBe(d.emuBytes);
   });
 });

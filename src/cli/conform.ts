@@ -57,7 +57,7 @@ function cmdConform(opts: { cases?: string; seed?: string; json?: boolean; save?
     if (r.guestSkipped) out.push(`the guest path was not compared: ${r.guestSkipped}`);
     if (r.alike > 0) out.push(`${r.alike} more disagreements had the signature of one below (the same group, request, MSR and kind of difference), so were counted, not shrunk`);
     r.disagreements.forEach((d, i) => {
-      out.push('', `DISAGREEMENT ${i + 1} (${d.group}; irqchip ${d.setup.irqchip}, KVM_SET_CPUID2 ${d.setup.cpuid}): ${d.recurred ? d.differences.join('; ') : 'did not recur when the shrunk steps ran again: it hangs on host timing'}`);
+      out.push('', `DISAGREEMENT ${i + 1} (${d.group}; irqchip ${d.setup.irqchip}, KVM_SET_CPUID2 ${d.setup.cpuid}${d.setup.hv ? ' with Hyper-V leaves' : ''}): ${d.recurred ? d.differences.join('; ') : 'did not recur when the shrunk steps ran again: it hangs on host timing'}`);
       if (d.guest) out.push(`  ${d.guest.case.steps.length} guest steps after shrinking (the last one differs)`);
       d.steps.forEach((s, k) => out.push(`  step ${k}: ${I.ioctlName(s.request)} on ${typeof s.on === 'number' ? `vCPU ${s.on}` : s.on}${s.writeBack ? ' (write-back of the previous read)' : s.arg instanceof Uint8Array ? ` ${Buffer.from(s.arg).toString('hex')}` : ` ${s.arg}`}`));
       if (!d.guest) out.push(`  kernel wrote: ${d.realBytes}`, `  kvmsr wrote:  ${d.emuBytes}`, ...d.decoded.map((x) => `  ${x}`));

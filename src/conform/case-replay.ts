@@ -2,6 +2,7 @@
 // so a disagreement found on one host stays a regression test everywhere. The case holds the
 // setup, the ioctls and the bytes the real kernel wrote back; the profile must be that host's.
 import { encodeCpuid2 } from '../abi/codecs.js';
+import { withHypervLeaves } from '../harvest/on-kvmsr.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
@@ -64,7 +65,8 @@ export function replayConformCase(json: unknown, profile: HostProfile, file = 'c
   const vm = kvm.ioctl(sys, I.KVM_CREATE_VM, 0);
   if (setup['irqchip'] === true) kvm.ioctl(vm, I.KVM_CREATE_IRQCHIP, 0);
   const vcpus: number[] = [];
-  const cpuid = encodeCpuid2(profile.supportedCpuid);
+  // A Hyper-V setup's CPUID is laid out as conform and kvmsr-probe lay it out (withHypervLeaves).
+  const cpuid = encodeCpuid2(setup['hv'] === true ? withHypervLeaves(profile.supportedCpuid, kvm.x86.hvCpuid) : profile.supportedCpuid);
   for (let i = 0; i < vcpuCount; i++) {
     const v = kvm.ioctl(vm, I.KVM_CREATE_VCPU, i);
     if (setup['cpuid'] === true) kvm.ioctl(v, I.KVM_SET_CPUID2, cpuid.slice());

@@ -1,11 +1,11 @@
 // `kvmsr conform`: the same ioctl sequences on the real kernel and on kvmsr, compared by return
 // value, errno and every byte. A systematic part walks every listed MSR (reads alone and in
 // batches, write-back, 0, all-ones, each single bit, a typical value), before and after
-// KVM_SET_CPUID2 and with and without an in-kernel irqchip, plus the list ioctls at every
-// boundary; a seeded random part mixes batches of 0-260 entries over several vCPUs. A
+// KVM_SET_CPUID2 and with and without an in-kernel irqchip (where KVM has Hyper-V, also with
+// Hyper-V's CPUID for the MSRs it can change), plus the list ioctls at every boundary; a seeded random part mixes batches of 0-260 entries over several vCPUs. A
 // disagreement is shrunk to the fewest ioctls and entries that still show it.
 import { MOVING_MSRS, movingAgree } from '../kvm/moving-msrs.js';
-import { decodeMsrList, decodeMsrs, encodeCpuid2, encodeMsrList, encodeMsrs, type MsrEntry } from '../abi/codecs.js';
+import { decodeCpuid2, decodeMsrList, decodeMsrs, encodeCpuid2, encodeMsrList, encodeMsrs, type MsrEntry } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel } from '../abi/msr-names.js';
 import type { HostProfile } from '../kvm/profile.js';
@@ -13,7 +13,7 @@ import { Pair, type FdPair, type KvmLike } from '../native/pair.js';
 import { prng } from '../util/prng.js';
 import { CANDIDATE_MSRS } from '../harvest/candidates.js';
 import type { Answers, CaseAnswer, PlanCase, PlanStep, StepAnswer } from '../harvest/format.js';
-import { runOnKvmsr } from '../harvest/on-kvmsr.js';
+import { runOnKvmsr, withHypervLeaves } from '../harvest/on-kvmsr.js';
 import { guestCases } from '../harvest/plan.js';
 import { sameAnswer } from '../profile/classify-rules.js';
 
@@ -30,6 +30,11 @@ export interface Step {
 export interface CaseSetup {
   irqchip: boolean;
   cpuid: boolean;
+  /**
+   * With `cpuid`: Hyper-V's leaves too, as QEMU's hv-* flags lay them out (KVM_GET_SUPPORTED_HV_CPUID
+   * at 0x40000000, KVM's own moved to 0x40000100; harvest's cpuid=2). Only where KVM_CAP_HYPERV is.
+   */
+  hv?: true;
   vcpus: number;
 }
 
@@ -103,11 +108,18 @@ export function msrGroup(index: number): string {
   if (index >= 0x400 && index < 0x480) return 'MCE';
   if (index === 0x1d9 || (index >= 0x1db && index <= 0x1de)) return 'debug/LBR';
   if (index === 0x8b || index === 0x10a || index === 0xce || index === 0xc0011029) return 'feature';
+  if (isHypervRange(index)) return 'Hyper-V';
   if (index >= 0xc0010000) return 'AMD';
   return 'other';
 }
 
 const msrs = (entries: MsrEntry[]): Uint8Array => encodeMsrs(entries);
+/** The MSRs a Hyper-V CPUID can change the answers of: Hyper-V's own (hyperv-tlfs.h) and KVM's PV ones. */
+const isHypervRange = (i: number): boolean => i >= 0x40000000 && i <= 0x400001ff;
+const hvDependent = (i: number): boolean => isHypervRange(i) || (i >= 0x4b564d00 && i <= 0x4b564dff) || i === 0x11 || i === 0x12;
+/** The report's group of an MSR case: its MSR group, and the Hyper-V CPUID when the setup has it. */
+const caseGroup = (index: number, listed: boolean, setup: CaseSetup): string =>
+  `${listed ? '' : 'unlisted '}${msrGroup(index)}${setup.hv ? ' (Hyper-V CPUID)' : ''}`;
 const ONES = 0xffffffffffffffffn;
 
 export class Conformance {
@@ -118,6 +130,7 @@ export class Conformance {
   private lastDifferences: ReturnType<Pair['run']> | null = null;
   private sys: FdPair;
   private cpuidBytes: Uint8Array | null = null;
+  private hvCpuidBytes: Uint8Array | null = null;
 
   constructor(
     real: KvmLike,
@@ -172,9 +185,10 @@ export class Conformance {
       { irqchip: false, cpuid: false, vcpus: 3 },
       { irqchip: true, cpuid: true, vcpus: 3 },
     ];
+    if (this.hasHyperv()) setups.push({ irqchip: true, cpuid: true, hv: true, vcpus: 3 });
     for (let b = 0; b < n; b += 20) {
       // Sequences of 20 batches on a fresh VM with 3 vCPUs.
-      const setup = setups[(b / 20) % 2]!;
+      const setup = setups[(b / 20) % setups.length]!;
       const steps: Step[] = [];
       const m = Math.min(20, n - b);
       for (let k = 0; k < m; k++) steps.push(this.randomBatch(rnd, list, setup.vcpus));
@@ -218,10 +232,14 @@ export class Conformance {
       { irqchip: true, cpuid: false, vcpus: 1 },
       { irqchip: true, cpuid: true, vcpus: 1 },
     ];
+    // With Hyper-V's CPUID (where KVM has Hyper-V): the MSRs it can change, and the whole list once.
+    const hv: CaseSetup | null = this.hasHyperv() ? { irqchip: true, cpuid: true, hv: true, vcpus: 1 } : null;
+    if (hv) setups.push(hv);
     for (const setup of setups) {
-      out.push({ group: 'batch', setup, steps: [{ on: 0, request: I.KVM_GET_MSRS, arg: msrs(list.map((index) => ({ index, data: 0n }))) }] });
+      out.push({ group: setup.hv ? 'batch (Hyper-V CPUID)' : 'batch', setup, steps: [{ on: 0, request: I.KVM_GET_MSRS, arg: msrs(list.map((index) => ({ index, data: 0n }))) }] });
       for (const index of [...list, ...unlisted]) {
-        const g = list.includes(index) ? msrGroup(index) : `unlisted ${msrGroup(index)}`;
+        if (setup.hv && !hvDependent(index)) continue;
+        const g = caseGroup(index, list.includes(index), setup);
         const get: Step = { on: 0, request: I.KVM_GET_MSRS, arg: msrs([{ index, data: 0x5a5a5a5a5a5a5a5an }]) };
         out.push({ group: g, setup, steps: [get, { on: 0, request: I.KVM_SET_MSRS, arg: new Uint8Array(0), writeBack: true }, get] });
         // Write-back of the value read is added at check time (it needs the read); here the writes.
@@ -310,7 +328,7 @@ export class Conformance {
     const vcpus: FdPair[] = [];
     for (let i = 0; i < setup.vcpus; i++) {
       const v = this.pair.create(vm, I.KVM_CREATE_VCPU, i);
-      if (setup.cpuid) this.pair.run(v, I.KVM_SET_CPUID2, this.supportedCpuid());
+      if (setup.cpuid) this.pair.run(v, I.KVM_SET_CPUID2, setup.hv ? this.hypervCpuid() : this.supportedCpuid());
       vcpus.push(v);
     }
     return {
@@ -321,6 +339,21 @@ export class Conformance {
         this.pair.close(vm);
       },
     };
+  }
+
+  private hasHyperv(): boolean {
+    return (this.profile.extensions.system[I.KVM_CAP.HYPERV] ?? 0) > 0;
+  }
+
+  /** The supported CPUID with Hyper-V's leaves, both as the real kernel answers them (withHypervLeaves). */
+  private hypervCpuid(): Uint8Array {
+    if (!this.hvCpuidBytes) {
+      const hv = encodeCpuid2([], 64, 64);
+      const r = this.pair.real.ioctl(this.sys.real, I.KVM_GET_SUPPORTED_HV_CPUID, hv);
+      const leaves = r < 0 ? [] : decodeCpuid2(hv).entries;
+      this.hvCpuidBytes = encodeCpuid2(withHypervLeaves(decodeCpuid2(this.supportedCpuid()).entries, leaves));
+    }
+    return this.hvCpuidBytes.slice();
   }
 
   private supportedCpuid(): Uint8Array {
