@@ -1,7 +1,7 @@
 // The VM and vCPU state API `kvmsr run` serves (vcpu-state.ts, vm-state.ts): fresh answers, the
 // kernel's checks, and where a state ioctl changes what an MSR ioctl answers.
 import { describe, expect, test } from 'vitest';
-import { encodeCpuid2 } from '../src/abi/codecs.js';
+import { encodeCpuid2, encodeMsrs } from '../src/abi/codecs.js';
 import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../src/abi/errno.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { DEFAULT_FRESH_STATE, freshStateToJson } from '../src/kvm/fresh-state.js';
@@ -228,5 +228,52 @@ describe('the other state: the kernel checks', () => {
     expect([...m.kvm.memory.read(bitmapAddr, 9)!]).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0xff]);
     dv(log).setUint32(0, 5, true);
     expect(m.kvm.ioctl(m.vm, I.KVM_GET_DIRTY_LOG, log)).toBe(-ENOENT);
+  });
+  test('memslots of address space 1 (SMRAM) exist only where KVM_SMM is built; PV pages need address space 0', () => {
+    // QEMU registers SMRAM as slot (1 << 16 | id) when KVM_CAP_MULTI_ADDRESS_SPACE is 2, and reads
+    // and clears its dirty log like any other (seen: QEMU aborted on kvmsr before this was kept).
+    const slot = (kvm: Kvm, vm: number, id: number, gpa: number, flags = 1, hva = 0x10000n): number => {
+      const region = new Uint8Array(32);
+      dv(region).setUint32(0, id, true);
+      dv(region).setUint32(4, flags, true);
+      dv(region).setBigUint64(8, BigInt(gpa), true);
+      dv(region).setBigUint64(16, 0x10000n, true);
+      dv(region).setBigUint64(24, hva, true);
+      return kvm.ioctl(vm, I.KVM_SET_USER_MEMORY_REGION, region);
+    };
+    const smm = new Kvm({ profile: builtinProfile('kvm-amd-6.12-distro-qemu-tcg') });
+    expect(smm.profile.extensions.system[I.KVM_CAP.MULTI_ADDRESS_SPACE]).toBe(2);
+    const vm = smm.ioctlOrThrow(smm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    expect(slot(smm, vm, (1 << 16) | 3, 0xa0000)).toBe(0);
+    expect(slot(smm, vm, 2 << 16, 0)).toBe(-EINVAL); // no third address space
+    expect(slot(smm, vm, 32764, 0)).toBe(-EINVAL); // KVM_USER_MEM_SLOTS
+    expect(slot(smm, vm, 4, 0, 1, 0x10001n)).toBe(-EINVAL); // userspace_addr not page-aligned
+    const log = new Uint8Array(16);
+    dv(log).setUint32(0, (1 << 16) | 3, true);
+    dv(log).setBigUint64(8, 0x7000_0000n, true);
+    smm.memory.map(0x7000_0000, new Uint8Array(8));
+    expect(smm.ioctl(vm, I.KVM_GET_DIRTY_LOG, log)).toBe(0);
+    dv(log).setUint32(0, 3, true); // the same id in address space 0 is another slot
+    expect(smm.ioctl(vm, I.KVM_GET_DIRTY_LOG, log)).toBe(-ENOENT);
+    // SMRAM's slot does not back a PV page: kvm_gfn_to_hva_cache_init looks in address space 0.
+    const cpu = smm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    const pvEoi = (): number => smm.ioctl(cpu, I.KVM_SET_MSRS, encodeMsrs([{ index: 0x4b564d04, data: 0xa0001n }]));
+    expect(pvEoi()).toBe(0); // MSR_KVM_PV_EOI_EN: enabled at a GPA only SMRAM's slot covers
+    expect(slot(smm, vm, 3, 0xa0000, 0)).toBe(0);
+    expect(pvEoi()).toBe(1);
+    // __kvm_set_memory_region: overlaps within one address space, resizing, deleting nothing.
+    expect(slot(smm, vm, 7, 0xa8000)).toBe(-EEXIST); // overlaps slot 3 at 0xa0000
+    expect(slot(smm, vm, (1 << 16) | 7, 0xc0000)).toBe(0); // address space 1 is another map
+    expect(slot(smm, vm, 3, 0xa0000, 0, 0x20000n)).toBe(-EINVAL); // another host address
+    const del = new Uint8Array(32);
+    dv(del).setUint32(0, 9, true);
+    expect(smm.ioctl(vm, I.KVM_SET_USER_MEMORY_REGION, del)).toBe(-EINVAL);
+    dv(del).setUint32(0, 3, true);
+    expect(smm.ioctl(vm, I.KVM_SET_USER_MEMORY_REGION, del)).toBe(0);
+    expect(pvEoi()).toBe(0);
+    // Without KVM_SMM (the PVM hosts) address space 1 is EINVAL.
+    const m = vmWith(false);
+    expect(m.kvm.profile.extensions.system[I.KVM_CAP.MULTI_ADDRESS_SPACE] ?? 1).toBe(1);
+    expect(slot(m.kvm, m.vm, (1 << 16) | 3, 0xa0000)).toBe(-EINVAL);
   });
 });

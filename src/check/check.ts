@@ -194,10 +194,13 @@ export function checkCaptures(save: ParsedCapture, restore?: ParsedCapture, prof
         const rv = rs.get(i);
         const bv = rb.get(i);
         roundTrip.push({ vcpu: key, msr: msrLabel(i), saved: sv === undefined ? null : hex(sv), restored: rv === undefined ? null : hex(rv), readBack: bv === undefined ? null : hex(bv) });
-        if (sv !== undefined && rv === undefined) findings.push({ severity: 'error', kind: 'not-restored', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was saved as ${hex(sv)} but never restored` });
+        // A difference in an MSR the guest can neither read nor write on this vCPU model (Hyper-V's
+        // without Hyper-V's CPUID: kvm_hv_get_msr_common refuses the guest) is one it cannot see.
+        const lost = (f: Finding): Finding => (reach.hidden(key, i) ? { ...f, severity: 'info', message: `${f.message}; the guest can neither read nor write it on this vCPU model, so it cannot tell` } : f);
+        if (sv !== undefined && rv === undefined) findings.push(lost({ severity: 'error', kind: 'not-restored', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was saved as ${hex(sv)} but never restored` }));
         else if (sv === undefined && rv !== undefined) findings.push(restoredNotSaved(key, i, rv, reach));
-        else if (sv !== undefined && rv !== undefined && sv !== rv && !TIME_VARYING.has(i)) findings.push({ severity: 'error', kind: 'restored-different', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was saved as ${hex(sv)} but restored as ${hex(rv)}` });
-        if (rv !== undefined && bv !== undefined && rv !== bv && !TIME_VARYING.has(i)) findings.push({ severity: 'error', kind: 'read-back-different', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was restored as ${hex(rv)} but reads back ${hex(bv)}` });
+        else if (sv !== undefined && rv !== undefined && sv !== rv && !TIME_VARYING.has(i)) findings.push(lost({ severity: 'error', kind: 'restored-different', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was saved as ${hex(sv)} but restored as ${hex(rv)}` }));
+        if (rv !== undefined && bv !== undefined && rv !== bv && !TIME_VARYING.has(i)) findings.push(lost({ severity: 'error', kind: 'read-back-different', vcpu: key, msr: msrLabel(i), message: `${msrLabel(i)} was restored as ${hex(rv)} but reads back ${hex(bv)}` }));
       }
     }
     notes.push('IA32_TSC moves with time: its saved and restored values are not compared');

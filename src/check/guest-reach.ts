@@ -36,6 +36,16 @@ export class GuestReach {
     return fd;
   }
 
+  /** True when a guest RDMSR of it succeeds on this vCPU model (no #GP, no exit). */
+  canRead(key: string, index: number): boolean {
+    return this.kvm.rdmsr(this.vcpu(key), index).kind === 'ok';
+  }
+
+  /** Neither a guest RDMSR nor a guest WRMSR reaches it: a wrong value is one the guest cannot tell. */
+  hidden(key: string, index: number): boolean {
+    return !this.canRead(key, index) && !this.canChange(key, index);
+  }
+
   /**
    * True when some guest WRMSR changes what the MSR reads: tried with the value it holds with one
    * low bit flipped, 1, and 0. False when every try is refused (#GP) or changes nothing.

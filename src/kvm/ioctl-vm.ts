@@ -16,7 +16,7 @@ import {
 } from '../abi/layout.js';
 import type { Kvm } from './kvm.js';
 import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './xen.js';
-import { updateDirtyBitmap, vmStateIoctl } from './vm-state.js';
+import { memslotKey, updateDirtyBitmap, vmStateIoctl } from './vm-state.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -156,12 +156,27 @@ function setMemoryRegion(k: Kvm, vm: Vm, arg: IoctlArg): number {
   const flags = dv.getUint32(a.base + 4, true);
   const gpa = Number(dv.getBigUint64(a.base + 8, true));
   const size = Number(dv.getBigUint64(a.base + 16, true));
-  // check_memory_region_flags and the alignment checks of __kvm_set_memory_region.
+  const hva = dv.getBigUint64(a.base + 24, true);
+  // check_memory_region_flags, then __kvm_set_memory_region's checks: the address space (SMM's
+  // is 1) and slot id, page alignment, no wrap-around.
   if ((flags & ~0x3) !== 0) return -EINVAL;
-  if (gpa % 4096 !== 0 || size % 4096 !== 0) return -EINVAL;
+  if (memslotKey(k, slot) < 0) return -EINVAL;
+  if (gpa % 4096 !== 0 || size % 4096 !== 0 || (hva & 0xfffn) !== 0n) return -EINVAL;
+  if (gpa + size > 2 ** 64) return -EINVAL;
   const i = vm.memSlots.findIndex((s) => s.slot === slot);
-  if (i >= 0) vm.memSlots.splice(i, 1);
-  if (size > 0) vm.memSlots.push({ slot, flags, gpa, size });
+  const old = i >= 0 ? vm.memSlots[i]! : undefined;
+  if (size === 0 && !old) return -EINVAL; // deleting a slot that does not exist
+  if (size > 0) {
+    // An existing slot keeps its size, host address and READONLY (else EINVAL); a new or moved one
+    // must not overlap another slot of its address space (kvm_check_memslot_overlap: EEXIST).
+    if (old && (old.size !== size || old.hva !== hva || ((old.flags ^ flags) & 2) !== 0)) return -EINVAL;
+    if (!old || old.gpa !== gpa) {
+      const asId = slot >>> 16;
+      for (const s of vm.memSlots) if (s !== old && s.slot >>> 16 === asId && gpa < s.gpa + s.size && s.gpa < gpa + size) return -EEXIST;
+    }
+  }
+  if (old) vm.memSlots.splice(i, 1);
+  if (size > 0) vm.memSlots.push({ slot, flags, gpa, size, hva });
   updateDirtyBitmap(vm, slot, flags, size);
   return 0;
 }

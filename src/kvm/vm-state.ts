@@ -237,16 +237,29 @@ export function updateDirtyBitmap(vm: Vm, slot: number, flags: number, size: num
   vm.dirty.set(slot, bm);
 }
 
-function slotId(slot: number): number {
-  return slot >>> 16 >= 1 ? -1 : slot & 0xffff; // one address space on x86 without SMM memslots
+/**
+ * kvm_arch_nr_memslot_as_ids: two address spaces (normal and SMM) where KVM_SMM is built, which
+ * KVM_CAP_MULTI_ADDRESS_SPACE reports; one otherwise.
+ */
+export function memslotAddressSpaces(k: Kvm): number {
+  const ext = k.profile.extensions;
+  return Math.max(1, ext.vm[I.KVM_CAP.MULTI_ADDRESS_SPACE] ?? ext.system[I.KVM_CAP.MULTI_ADDRESS_SPACE] ?? 1);
+}
+
+/** A memslot as userspace names it (as_id << 16 | id), or -1 where the kernel's check refuses it. */
+export function memslotKey(k: Kvm, slot: number): number {
+  const asId = slot >>> 16;
+  const id = slot & 0xffff;
+  return asId >= memslotAddressSpaces(k) || id >= KVM_USER_MEM_SLOTS ? -1 : slot >>> 0;
 }
 
 function getDirtyLog(k: Kvm, vm: Vm, arg: IoctlArg): number {
   const b = input(k, arg, 16);
   if (!b) return -EFAULT;
   const dv = new DataView(b.buffer);
-  const id = slotId(dv.getUint32(0, true));
-  if (id < 0 || id >= KVM_USER_MEM_SLOTS) return -EINVAL;
+  // kvm_get_dirty_log: as_id and id checked, then the slot must log dirty pages.
+  const id = memslotKey(k, dv.getUint32(0, true));
+  if (id < 0) return -EINVAL;
   const bm = vm.dirty.get(id);
   if (!bm) return -ENOENT;
   const addr = dv.getBigUint64(8, true);
@@ -260,10 +273,10 @@ function clearDirtyLog(k: Kvm, vm: Vm, arg: IoctlArg): number {
   const b = input(k, arg, 24);
   if (!b) return -EFAULT;
   const dv = new DataView(b.buffer);
-  const id = slotId(dv.getUint32(0, true));
+  const id = memslotKey(k, dv.getUint32(0, true));
   const num = dv.getUint32(4, true);
   const first = dv.getBigUint64(8, true);
-  if (id < 0 || id >= KVM_USER_MEM_SLOTS) return -EINVAL;
+  if (id < 0) return -EINVAL;
   if ((first & 63n) !== 0n) return -EINVAL;
   const bm = vm.dirty.get(id);
   const slot = vm.memSlots.find((s) => s.slot === id);

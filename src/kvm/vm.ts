@@ -16,10 +16,13 @@ export interface MsrFilterState {
 }
 
 export interface MemSlot {
+  /** As userspace names it: the address space in bits 16-31, the slot id in bits 0-15. */
   slot: number;
   flags: number;
   gpa: number;
   size: number;
+  /** userspace_addr. */
+  hva: bigint;
 }
 
 export class Vm {
@@ -90,9 +93,12 @@ export class Vm {
     public createdAt = 0,
   ) {}
 
-  /** kvm_gfn_to_hva_cache_init succeeds only when [gpa, gpa+len) lies in one memory slot. */
+  /**
+   * kvm_gfn_to_hva_cache_init succeeds only when [gpa, gpa+len) lies in one memory slot of
+   * address space 0 (kvm_memslots; SMRAM's slots, address space 1, do not count).
+   */
   gpaRangeMapped(gpa: number, len: number): boolean {
-    for (const s of this.memSlots) if (gpa >= s.gpa && gpa + len <= s.gpa + s.size) return true;
+    for (const s of this.memSlots) if (s.slot >>> 16 === 0 && gpa >= s.gpa && gpa + len <= s.gpa + s.size) return true;
     return false;
   }
 }
