@@ -6,7 +6,7 @@ import { describe, expect, test } from 'vitest';
 import { decodeCpuid2, decodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { replayConformCase } from '../src/conform/case-replay.js';
-import { caseFile, Conformance } from '../src/conform/conform.js';
+import { caseFile, Conformance, ruleText } from '../src/conform/conform.js';
 import { builtinProfile } from '../src/profiles.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { M } from '../src/kvm/msr-index.js';
@@ -172,5 +172,16 @@ describe('kvmsr conform with Hyper-V (a distribution kernel: KVM_CAP_HYPERV)', (
     expect(replayed.actualRet).toBe(replayed.expectedRet);
     expect(replayed.actual).not.toBe(replayed.expected);
     expect(replayed.actual).toBe(d.emuBytes);
+  });
+});
+
+describe('conform states each rule once', () => {
+  test('the entry, values and times of one use are dropped', () => {
+    const moving = 'HV_X64_MSR_TIME_REF_COUNT (the VM clock in 100 ns) compared by rule: equal, or both non-zero';
+    expect(ruleText(`${moving} (entry 25: real 0x6896b, kvmsr 0x6ad48)`)).toBe(moving);
+    expect(ruleText(`${moving} (entry 0: real 0x2881a, kvmsr 0x2292b)`)).toBe(moving);
+    expect(ruleText('IA32_TSC (entry 3) compared by rule, since x: within 50 ms, plus the longest time one paired call took (34 ms so far), modulo 2^64 (real 0x1, kvmsr 0x2)')).toBe(
+      'IA32_TSC compared by rule, since x: within 50 ms, plus the longest time one paired call took, modulo 2^64',
+    );
   });
 });

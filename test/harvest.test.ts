@@ -169,13 +169,16 @@ describe('the vendor module a capture names', () => {
 });
 
 describe('the distribution-config kvm_amd oracle (Hyper-V, Xen and SMM built in)', () => {
-  // scripts/kvm-amd-oracle.sh on 2026-12-01: Debian's 6.12.117 with Debian's KVM settings and both
+  // scripts/kvm-amd-oracle.sh on 2026-12-02: Debian's 6.12.117 with Debian's KVM settings and both
   // vendor modules built in, under QEMU TCG: `kvmsr harvest plan --cases 300 --seed 1`,
-  // `kvmsr-probe --jobs 2` (2344 cases in 35.7 s). Hyper-V MSRs, Hyper-V's CPUID, the SynIC and the
-  // Xen MSR included.
+  // `kvmsr-probe --jobs 2` (2345 cases in 37 s, the profile.state case among them). Hyper-V MSRs,
+  // Hyper-V's CPUID, the SynIC and the Xen MSR included.
   const DIR = join(import.meta.dirname, 'hosts', 'kvm-amd-6.12-distro-qemu-tcg', 'harvest');
   test('every case agrees, and its profile is the built-in one', () => {
-    const { profile } = judgeStoredHarvest(DIR, 2344);
+    const { report, profile } = judgeStoredHarvest(DIR, 2345);
+    expect(report.setupFailed).toEqual([]);
+    expect(report.rules).toContain(CLOCK_RULE);
+    expect(profile.freshState).toBeDefined();
     expect(profile.host.vendorModule).toBe('kvm_amd');
     expect(profile.msrIndexList).toContain(0x40000000);
     expect(profile.msrRules?.[0x174]?.guestKeep).toBe(0xffffn);

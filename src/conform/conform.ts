@@ -122,6 +122,11 @@ const caseGroup = (index: number, listed: boolean, setup: CaseSetup): string =>
   `${listed ? '' : 'unlisted '}${msrGroup(index)}${setup.hv ? ' (Hyper-V CPUID)' : ''}`;
 const ONES = 0xffffffffffffffffn;
 
+/** A rule as the report states it once: without the entry, values and times of one use. */
+export function ruleText(rule: string): string {
+  return rule.replace(/ \(entry \d+(?::[^)]*)?\)/, '').replace(/ \(real 0x.*\)$/, '').replace(/ \(\d+ ms so far\)/, '');
+}
+
 export class Conformance {
   private readonly pair: Pair;
   private readonly rules = new Set<string>();
@@ -313,7 +318,7 @@ export class Conformance {
         const r = this.pair.run(fd, s.request, arg);
         previous = r.realBytes;
         this.lastDifferences = r;
-        for (const rule of r.rules) this.rules.add(rule.replace(/ \(entry \d+\)/, '').replace(/ \(real 0x.*\)$/, '').replace(/ \(\d+ ms so far\)/, ''));
+        for (const rule of r.rules) this.rules.add(ruleText(rule));
         if (r.differences.length > 0) return i;
       }
       return null;
