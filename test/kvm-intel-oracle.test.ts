@@ -13,12 +13,17 @@ const checkedIn = () => builtinProfile(NAME);
 describe('the distribution-config kvm_intel oracle (nested under Bochs, Hyper-V, Xen and SMM built in)', () => {
   // scripts/kvm-intel-oracle.sh on 2026-12-02: Debian's 6.12.117 with Debian's KVM settings and both
   // vendor modules built in, under Bochs 2.7 (cpu model corei7_skylake_x, VMX with EPT and VPID):
-  // `kvmsr harvest plan --cases 300 --seed 1`, `kvmsr-probe --jobs 16` (2344 cases; Bochs ran 496 s
-  // in all). The VMX capability MSRs are what kvm_intel offers on Bochs's VMX.
+  // `kvmsr harvest plan --cases 300 --seed 1`, `kvmsr-probe --jobs 16` (2345 cases, the
+  // profile.state case among them; Bochs ran 379 s in all at 10:00 UTC). The VMX capability MSRs
+  // are what kvm_intel offers on Bochs's VMX.
   const DIR = join(import.meta.dirname, 'hosts', NAME, 'harvest');
   test('every case agrees, and its profile is the checked-in one', () => {
-    const { report, profile } = judgeStoredHarvest(DIR, 2344);
+    const { report, profile } = judgeStoredHarvest(DIR, 2345);
     expect(report.setupFailed).toEqual([]);
+    expect(profile.freshState).toBeDefined();
+    // Bochs's corei7_skylake_x has no XSAVE: KVM_GET_XCRS gives nr_xcrs 0 (kvm_vcpu_ioctl_x86_get_xcrs).
+    expect(profile.extensions.system[56]).toBeUndefined();
+    expect([...profile.freshState!.xcrs]).toEqual(new Array(392).fill(0));
     expect(profile.host.vendorModule).toBe('kvm_intel');
     expect(profile.host.kernel).toBe('6.12.117');
     // kvm_intel's VMX capability MSRs are on the feature list, with nested=Y.

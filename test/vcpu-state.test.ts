@@ -146,6 +146,25 @@ describe('the other state: the kernel checks', () => {
     expect(set(1n, 1)).toBe(-EINVAL);
     expect(set(1n)).toBe(0);
   });
+  test('XCRS without host XSAVE (Bochs skylake_x, captured): no XCRs, and a set is EINVAL', () => {
+    const noXsave = new Kvm({ profile: builtinProfile('kvm-intel-6.12-distro-bochs-skx') });
+    const vm = noXsave.ioctlOrThrow(noXsave.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const cpu = noXsave.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    const x = new Uint8Array(392).fill(0xee);
+    expect(noXsave.ioctl(cpu, I.KVM_GET_XCRS, x)).toBe(0);
+    expect([...x]).toEqual(new Array(392).fill(0));
+    const set = new Uint8Array(392);
+    dv(set).setUint32(0, 1, true);
+    dv(set).setBigUint64(16, 1n, true);
+    expect(noXsave.ioctl(cpu, I.KVM_SET_XCRS, set)).toBe(-EINVAL);
+    // A derived profile whose supported CPUID has XSAVE keeps XCR0.
+    const withXsave = new Kvm({ profile: builtinProfile('vmx-intel-derived') });
+    const vm2 = withXsave.ioctlOrThrow(withXsave.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const cpu2 = withXsave.ioctlOrThrow(vm2, I.KVM_CREATE_VCPU, 0);
+    expect(withXsave.ioctl(cpu2, I.KVM_SET_XCRS, set)).toBe(0);
+    expect(withXsave.ioctl(cpu2, I.KVM_GET_XCRS, x)).toBe(0);
+    expect(dv(x).getUint32(0, true)).toBe(1);
+  });
   test('DEBUGREGS: flags and the upper halves of DR6/DR7 are EINVAL; a good set reads back', () => {
     const m = vmWith(false);
     const d = get(m, m.vcpu, I.KVM_GET_DEBUGREGS, 128);

@@ -163,6 +163,7 @@ export function ioctlName(req: number): string {
 export const KVM_CAP = Object.freeze({
   IRQCHIP: 0,
   NR_VCPUS: 9,
+  XCRS: 56,
   TSC_CONTROL: 60,
   GET_TSC_KHZ: 61,
   MAX_VCPUS: 66,

@@ -403,8 +403,22 @@ function setXsave(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   return 0;
 }
 
+/**
+ * boot_cpu_has(X86_FEATURE_XSAVE), which KVM_CHECK_EXTENSION(KVM_CAP_XCRS) reports (a host may lack
+ * it: Bochs's corei7_skylake_x model has no XSAVE).
+ */
+function hostXsave(k: Kvm): boolean {
+  const p = k.profile;
+  const cap = p.extensions.system[I.KVM_CAP.XCRS] ?? p.extensions.vm[I.KVM_CAP.XCRS];
+  if (cap !== undefined || p.source === 'capture') return (cap ?? 0) > 0; // a capture keeps the non-zero caps
+  // A derived profile: the XSAVE bit of its supported CPUID (leaf 1 ECX bit 26) says it.
+  return (((findCpuid(p.supportedCpuid, 1, 0)?.ecx ?? 0) >>> 26) & 1) === 1;
+}
+
 function getXcrs(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   const b = new Uint8Array(STATE_SIZES.xcrs);
+  // kvm_vcpu_ioctl_x86_get_xcrs: no XCRs at all without host XSAVE (the zeroed struct).
+  if (!hostXsave(k)) return out(k, arg, b);
   setU32(b, 0, 1); // nr_xcrs; xcrs[0].xcr = XCR_XFEATURE_ENABLED_MASK (0)
   setU64(b, 16, BigInt(vcpuState(k, vcpu).xcr0));
   return out(k, arg, b);
@@ -413,6 +427,7 @@ function getXcrs(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
 function setXcrs(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   const b = input(k, arg, STATE_SIZES.xcrs);
   if (!b) return -EFAULT;
+  if (!hostXsave(k)) return -EINVAL; // kvm_vcpu_ioctl_x86_set_xcrs
   const n = u32(b, 0);
   if (n > 16 || u32(b, 4) !== 0) return -EINVAL; // KVM_MAX_XCRS, flags
   for (let i = 0; i < n; i++) {

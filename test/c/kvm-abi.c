@@ -73,7 +73,7 @@ int main(void) {
   SZ(kvm_enable_cap); OFF(kvm_enable_cap, cap); OFF(kvm_enable_cap, flags); OFF(kvm_enable_cap, args); OFF(kvm_enable_cap, pad);
   SZ(kvm_sregs); OFF(kvm_sregs, fs); OFF(kvm_sregs, gs); OFF(kvm_sregs, efer); OFF(kvm_sregs, apic_base); OFF(kvm_segment, base);
   OFF(kvm_run, exit_reason); OFF(kvm_run, msr.error); OFF(kvm_run, msr.reason); OFF(kvm_run, msr.index); OFF(kvm_run, msr.data);
-  CAP(KVM_CAP_IRQCHIP); CAP(KVM_CAP_NR_VCPUS); CAP(KVM_CAP_TSC_CONTROL); CAP(KVM_CAP_GET_TSC_KHZ); CAP(KVM_CAP_MAX_VCPUS);
+  CAP(KVM_CAP_IRQCHIP); CAP(KVM_CAP_NR_VCPUS); CAP(KVM_CAP_XCRS); CAP(KVM_CAP_TSC_CONTROL); CAP(KVM_CAP_GET_TSC_KHZ); CAP(KVM_CAP_MAX_VCPUS);
   CAP(KVM_CAP_X86_SMM); CAP(KVM_CAP_MULTI_ADDRESS_SPACE); CAP(KVM_CAP_SPLIT_IRQCHIP); CAP(KVM_CAP_MAX_VCPU_ID); CAP(KVM_CAP_GET_MSR_FEATURES); CAP(KVM_CAP_MSR_PLATFORM_INFO);
   CAP(KVM_CAP_X86_USER_SPACE_MSR); CAP(KVM_CAP_X86_MSR_FILTER); CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID);
   CAP(KVM_CAP_EXCEPTION_PAYLOAD); CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2); CAP(KVM_CAP_X86_TRIPLE_FAULT_EVENT);
