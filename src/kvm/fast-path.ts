@@ -16,6 +16,8 @@ export const GET_PV_ZERO = 5;
 export const GET_PV_WALL_CLOCK = 6;
 /** IA32_TSC: computed from the clock (X86.readTsc). */
 export const GET_TSC = 7;
+/** IA32_TSC_DEADLINE: 0 unless the vCPU's LVT timer is in TSC-deadline mode (then the full path). */
+export const GET_TSC_DEADLINE = 8;
 export const SET_STORE = 1;
 export const SET_DROP = 2;
 /** Refuse a non-canonical value (is_noncanonical_msr_address), else store. */
@@ -50,6 +52,8 @@ export const SET_PLATFORM_INFO = 16;
 export const SET_ZERO_STORE_IF_CAP_ELSE_ZERO_ONLY = 17;
 /** KVM_SYSTEM_TIME and KVM_SYSTEM_TIME_NEW: both slots take the value (vcpu->arch.time) when guest_pv_has(pvBit[slot]); otherwise the full path. */
 export const SET_PV_STORE_KVMCLOCK = 18;
+/** IA32_TSC_DEADLINE: dropped unless the vCPU's LVT timer is in TSC-deadline mode (then the full path). */
+export const SET_TSC_DEADLINE = 19;
 
 // What the vendor and common classifiers may also answer; X86 turns these into the classes above.
 /** The accessor has no case for the index: KVM_MSR_RET_UNSUPPORTED. */

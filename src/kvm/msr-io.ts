@@ -27,6 +27,8 @@ const {
   GET_LOAD_IF_CAP,
   GET_PV_LOAD,
   GET_PV_WALL_CLOCK,
+  GET_TSC_DEADLINE,
+  SET_TSC_DEADLINE,
   GET_PV_ZERO,
   GET_TSC,
   GET_ZERO,
@@ -170,6 +172,12 @@ function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first:
         u32[w + 2] = vcpu.vm.wallClockLo;
         u32[w + 3] = vcpu.vm.wallClockHi;
         continue;
+      case GET_TSC_DEADLINE:
+        // kvm_get_lapic_tscdeadline_msr: 0 outside TSC-deadline mode; in it, the full path.
+        if (vcpu.tscDeadlineMode) break;
+        u32[w + 2] = 0;
+        u32[w + 3] = 0;
+        continue;
     }
     const r = k === GET_TSC ? x86.readTsc(vcpu, out) : x86.doGetMsr(vcpu, index >>> 0, out);
     // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
@@ -204,6 +212,10 @@ function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number
           break store;
         case SET_DROP:
           continue;
+        case SET_TSC_DEADLINE:
+          // kvm_set_lapic_tscdeadline_msr ignores it outside TSC-deadline mode.
+          if (!vcpu.tscDeadlineMode) continue;
+          break;
         case SET_CANONICAL:
           if (x86.isNoncanonical(hi)) return i;
           break store;

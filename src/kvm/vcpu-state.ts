@@ -490,6 +490,7 @@ export function updateLvtt(k: Kvm, vcpu: Vcpu, s: VcpuState): void {
     s.tscDeadlineHi = 0;
   }
   s.timerMode = mode;
+  vcpu.tscDeadlineMode = mode === APIC_LVT_TIMER_TSCDEADLINE;
 }
 
 /** apic_update_ppr: the processor priority is the TPR or the highest in-service class. */
@@ -503,13 +504,14 @@ function updatePpr(l: Uint8Array): void {
   setU32(l, APIC_PROCPRI, (tpr & 0xf0) >= (isrv & 0xf0) ? tpr : isrv & 0xf0);
 }
 
+const APIC_BASE_SCRATCH = { lo: 0, hi: 0 };
+
 /** kvm_apic_present and apic_lvtt_tscdeadline: whether IA32_TSC_DEADLINE reaches the timer. */
 export function tscDeadlineArmed(x86: X86, vcpu: Vcpu): boolean {
   const s = vcpu.state;
   if (!s || !s.lapic || s.timerMode !== APIC_LVT_TIMER_TSCDEADLINE) return false;
-  const base = { lo: 0, hi: 0 };
-  x86.load(vcpu, M.MSR_IA32_APICBASE, base);
-  if ((base.lo & APIC_BASE_ENABLE) === 0) return false;
+  x86.load(vcpu, M.MSR_IA32_APICBASE, APIC_BASE_SCRATCH);
+  if ((APIC_BASE_SCRATCH.lo & APIC_BASE_ENABLE) === 0) return false;
   return (u32(s.lapic, APIC_SPIV) & APIC_SPIV_APIC_ENABLED) !== 0;
 }
 

@@ -63,6 +63,8 @@ export class Vcpu {
   hypervEnabled = false;
   /** Registers, LAPIC, events and the rest of the state API (vcpu-state.ts); null until first used. */
   state: VcpuState | null = null;
+  /** The LVT timer is in TSC-deadline mode (state.timerMode): the MSR loops' gate for TSC_DEADLINE. */
+  tscDeadlineMode = false;
 
   constructor(
     readonly id: number,

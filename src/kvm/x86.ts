@@ -18,6 +18,8 @@ import {
   GET_PV_WALL_CLOCK,
   GET_PV_ZERO,
   GET_TSC,
+  GET_TSC_DEADLINE,
+  SET_TSC_DEADLINE,
   GET_ZERO,
   PV_PARAM,
   SET_PV_STORE_KVMCLOCK,
@@ -377,7 +379,7 @@ export class X86 {
       case M.MSR_IA32_LASTINTTOIP:
         return GET_ZERO;
       case M.MSR_IA32_TSC_DEADLINE:
-        return FAST_SLOW; // the LAPIC timer mode decides (vcpu-state.ts)
+        return GET_TSC_DEADLINE; // the LAPIC timer mode decides (vcpu-state.ts)
       case M.MSR_IA32_PERF_STATUS:
       case M.MSR_K7_CLK_CTL:
       case M.MSR_IA32_BBL_CR_CTL3:
@@ -438,7 +440,7 @@ export class X86 {
       case M.MSR_VM_HSAVE_PA:
         return SET_DROP;
       case M.MSR_IA32_TSC_DEADLINE:
-        return FAST_SLOW;
+        return SET_TSC_DEADLINE;
       case M.MSR_FAM10H_MMIO_CONF_BASE:
       case M.MSR_AMD64_OSVW_ID_LENGTH:
       case M.MSR_AMD64_OSVW_STATUS:
