@@ -194,6 +194,36 @@ describe('the other state: the kernel checks', () => {
     expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(0);
     expect(get(m, m.vcpu, I.KVM_GET_VCPU_EVENTS, 64)[1]).toBe(14);
   });
+  test('VCPU_EVENTS and SMM, in the kernel\'s order: without KVM_SMM the SMM part is refused after the rest is taken', () => {
+    const m = vmWith(true); // v1045: no CONFIG_KVM_SMM
+    const b = get(m, m.vcpu, I.KVM_GET_VCPU_EVENTS, 64).slice();
+    b[27] = 1; // smi.latched_init alone is no SMM state: taken
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(0);
+    b[27] = 0;
+    b[8] = 1; // interrupt.injected, vector 0x30
+    b[9] = 0x30;
+    b[24] = 1; // smi.smm
+    expect(m.kvm.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, b)).toBe(-EINVAL);
+    const after = get(m, m.vcpu, I.KVM_GET_VCPU_EVENTS, 64);
+    expect([after[8], after[9], after[24]]).toEqual([1, 0x30, 0]);
+    // With KVM_SMM, SMM state is taken, unless the vCPU has an INIT received (latched in SMM).
+    const smm = new Kvm({ profile: builtinProfile('kvm-amd-6.12-distro-qemu-tcg') });
+    const vm = smm.ioctlOrThrow(smm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    smm.ioctlOrThrow(vm, I.KVM_CREATE_IRQCHIP, 0);
+    const cpu = smm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 1);
+    const e = new Uint8Array(64);
+    expect(smm.ioctl(cpu, I.KVM_GET_VCPU_EVENTS, e)).toBe(0);
+    e[25] = 1; // smi.pending
+    const mp = new Uint8Array(4);
+    dv(mp).setUint32(0, 2, true); // KVM_MP_STATE_INIT_RECEIVED
+    expect(smm.ioctl(cpu, I.KVM_SET_MP_STATE, mp)).toBe(0);
+    expect(smm.ioctl(cpu, I.KVM_SET_VCPU_EVENTS, e)).toBe(-EINVAL);
+    dv(mp).setUint32(0, 0, true);
+    expect(smm.ioctl(cpu, I.KVM_SET_MP_STATE, mp)).toBe(0);
+    expect(smm.ioctl(cpu, I.KVM_SET_VCPU_EVENTS, e)).toBe(0);
+    expect(smm.ioctl(cpu, I.KVM_GET_VCPU_EVENTS, e)).toBe(0);
+    expect(e[25]).toBe(1);
+  });
   test('KVM_SET_CLOCK moves kvmclock; bad flags are EINVAL', () => {
     const m = vmWith(true);
     const c = new Uint8Array(48);

@@ -8,7 +8,7 @@ import { MOVING_MSRS, movingAgree, movingRule } from '../kvm/moving-msrs.js';
 import { decodeMsrs, encodeMsrFilter, decodeMsrFilter } from '../abi/codecs.js';
 import { errnoName } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
-import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, KVM_SREGS_LAYOUT } from '../abi/layout.js';
+import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
 import { msrLabel } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
 import { M } from '../kvm/msr-index.js';

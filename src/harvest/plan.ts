@@ -12,6 +12,7 @@ import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } fro
 import { prng } from '../util/prng.js';
 import { HV_MSRS } from '../kvm/hyperv.js';
 import { MOVING_MSRS } from '../kvm/moving-msrs.js';
+import { STATE_SIZES } from '../kvm/fresh-state.js';
 import { CANDIDATE_MSRS, NOT_RULE_MEASURED, UNKNOWN_MSRS } from './candidates.js';
 import type { CaseSetup, PlanCase, PlanStep } from './format.js';
 
@@ -82,7 +83,7 @@ export function stateCase(): PlanCase {
     b[0] = chip;
     steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_IRQCHIP, arg: b });
   }
-  steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_PIT2, arg: new Uint8Array(112) });
+  steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_PIT2, arg: new Uint8Array(STATE_SIZES.pit2) });
   steps.push({ op: 'io', on: 'vm', request: I.KVM_GET_CLOCK, arg: new Uint8Array(48) });
   for (const v of [0, 1]) {
     for (const [req, size] of STATE_GETS) steps.push({ op: 'io', on: v, request: req, arg: new Uint8Array(size) });
@@ -92,15 +93,15 @@ export function stateCase(): PlanCase {
 
 /** The vCPU state GETs of the state case, with their struct sizes. */
 export const STATE_GETS: readonly (readonly [number, number])[] = [
-  [I.KVM_GET_REGS, 144],
-  [I.KVM_GET_SREGS, 312],
-  [I.KVM_GET_SREGS2, 320],
-  [I.KVM_GET_FPU, 416],
-  [I.KVM_GET_XSAVE, 4096],
-  [I.KVM_GET_XCRS, 392],
-  [I.KVM_GET_LAPIC, 1024],
-  [I.KVM_GET_VCPU_EVENTS, 64],
-  [I.KVM_GET_DEBUGREGS, 128],
+  [I.KVM_GET_REGS, STATE_SIZES.regs],
+  [I.KVM_GET_SREGS, STATE_SIZES.sregs],
+  [I.KVM_GET_SREGS2, STATE_SIZES.sregs2],
+  [I.KVM_GET_FPU, STATE_SIZES.fpu],
+  [I.KVM_GET_XSAVE, STATE_SIZES.xsave],
+  [I.KVM_GET_XCRS, STATE_SIZES.xcrs],
+  [I.KVM_GET_LAPIC, STATE_SIZES.lapic],
+  [I.KVM_GET_VCPU_EVENTS, STATE_SIZES.events],
+  [I.KVM_GET_DEBUGREGS, STATE_SIZES.debugregs],
   [I.KVM_GET_MP_STATE, 4],
 ];
 

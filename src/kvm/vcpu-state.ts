@@ -330,13 +330,7 @@ function validSregs(k: Kvm, vcpu: Vcpu, b: Uint8Array, cr0: bigint, cr4: bigint,
   // kvm_valid_efer: efer_reserved_bits, then __kvm_valid_efer's guest-CPUID checks.
   if (efer >> 32n !== 0n) return false;
   const lo = Number(efer) | 0;
-  if ((lo & ~k.x86.eferAllowed) !== 0) return false;
-  if ((lo & (EFER_LME | EFER_LMA)) !== 0 && !k.x86.hasCap(vcpu, CAP.LM)) return false;
-  if ((lo & (1 << 11)) !== 0 && !k.x86.hasCap(vcpu, CAP.NX)) return false;
-  if ((lo & (1 << 12)) !== 0 && !k.x86.hasCap(vcpu, CAP.SVM)) return false;
-  if ((lo & (1 << 14)) !== 0 && !k.x86.hasCap(vcpu, CAP.FXSR_OPT)) return false;
-  if ((lo & (1 << 21)) !== 0 && !k.x86.hasCap(vcpu, CAP.AUTOIBRS)) return false;
-  return true;
+  return (lo & ~k.x86.eferAllowed) === 0 && k.x86.eferFitsCpuid(vcpu, lo);
 }
 
 // ---- FPU: struct kvm_fpu is the legacy FXSAVE region of the guest's xstate ----
@@ -366,7 +360,7 @@ function fpuIntoXsave(f: Uint8Array, x: Uint8Array): void {
 // ---- XSAVE and XCR0 (fpu_copy_uabi_to_guest_fpstate, __kvm_set_xcr) ----
 
 /** kvm_caps.supported_xcr0: what KVM_GET_SUPPORTED_CPUID's leaf 0xd offers. */
-function supportedXcr0(k: Kvm): bigint {
+export function supportedXcr0(k: Kvm): bigint {
   const d = findCpuid(k.profile.supportedCpuid, 0xd, 0);
   return d ? (BigInt(d.edx >>> 0) << 32n) | BigInt(d.eax >>> 0) : 3n;
 }
@@ -509,7 +503,7 @@ const APIC_BASE_SCRATCH = { lo: 0, hi: 0 };
 /** kvm_apic_present and apic_lvtt_tscdeadline: whether IA32_TSC_DEADLINE reaches the timer. */
 export function tscDeadlineArmed(x86: X86, vcpu: Vcpu): boolean {
   const s = vcpu.state;
-  if (!s || !s.lapic || s.timerMode !== APIC_LVT_TIMER_TSCDEADLINE) return false;
+  if (!s || !s.lapic || !vcpu.tscDeadlineMode) return false;
   x86.load(vcpu, M.MSR_IA32_APICBASE, APIC_BASE_SCRATCH);
   if ((APIC_BASE_SCRATCH.lo & APIC_BASE_ENABLE) === 0) return false;
   return (u32(s.lapic, APIC_SPIV) & APIC_SPIV_APIC_ENABLED) !== 0;
@@ -545,13 +539,14 @@ function setEvents(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
     b[55] = 0;
   }
   if ((b[0] !== 0 || b[3] !== 0) && (b[1]! > 31 || b[1] === 2)) return -EINVAL; // NMI_VECTOR
-  // INIT latched and the vCPU not in the wait-for-SIPI state is refused (kvm_vcpu_latch_init).
-  if ((flags & VCPUEVENT_VALID_SMM) !== 0 && b[27] !== 0 && k.profile.extensions.system[I.KVM_CAP.X86_SMM] === undefined) return -EINVAL;
-  if ((flags & VCPUEVENT_VALID_SMM) !== 0 && (b[24] !== 0 || b[25] !== 0 || b[26] !== 0) && k.profile.extensions.system[I.KVM_CAP.X86_SMM] === undefined) return -EINVAL;
-  if ((flags & VCPUEVENT_VALID_TRIPLE_FAULT) !== 0 && !vcpu.vm.tripleFaultEvent) return -EINVAL;
-  const s = vcpuState(k, vcpu).events;
-  s.set(b.subarray(0, 4), 0);
-  s.set(b.subarray(4, 8), 4);
+  const st = vcpuState(k, vcpu);
+  const smm = (flags & VCPUEVENT_VALID_SMM) !== 0;
+  // "INITs are latched while in SMM": entering SMM with an INIT already received is refused.
+  if (smm && (b[24] !== 0 || b[25] !== 0) && st.mpState === MP_STATE_INIT_RECEIVED) return -EINVAL;
+  // The exception, interrupt, NMI and SIPI parts are taken before the SMM and triple-fault checks
+  // below, so a refusal there leaves them set (kvm_vcpu_ioctl_x86_set_vcpu_events' order).
+  const s = st.events;
+  s.set(b.subarray(0, 8), 0);
   s[8] = b[8]!;
   s[9] = b[9]!;
   s[10] = b[10]!;
@@ -560,9 +555,16 @@ function setEvents(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   if ((flags & VCPUEVENT_VALID_NMI_PENDING) !== 0) s[13] = b[13]!;
   s[14] = b[14]!;
   if ((flags & VCPUEVENT_VALID_SIPI_VECTOR) !== 0) s.set(b.subarray(16, 20), 16);
-  if ((flags & VCPUEVENT_VALID_SMM) !== 0) s.set(b.subarray(24, 28), 24);
-  if ((flags & VCPUEVENT_VALID_TRIPLE_FAULT) !== 0) s[28] = b[28]!;
   s.set(b.subarray(55, 64), 55);
+  if (smm) {
+    // Without CONFIG_KVM_SMM there is no SMM to enter, pend or be inside an NMI in.
+    if (!k.x86.smm && (b[24] !== 0 || b[25] !== 0 || b[26] !== 0)) return -EINVAL;
+    s.set(b.subarray(24, 28), 24);
+  }
+  if ((flags & VCPUEVENT_VALID_TRIPLE_FAULT) !== 0) {
+    if (!vcpu.vm.tripleFaultEvent) return -EINVAL;
+    s[28] = b[28]!;
+  }
   return 0;
 }
 

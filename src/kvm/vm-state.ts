@@ -8,7 +8,7 @@ import * as I from '../abi/kvm-ioctls.js';
 import { STATE_SIZES } from './fresh-state.js';
 import type { Kvm } from './kvm.js';
 import { copyIn as input, copyOut as out } from './state-copy.js';
-import { findCpuid } from './profile.js';
+import { supportedXcr0 } from './vcpu-state.js';
 import type { IoctlArg } from './user-arg.js';
 import type { Vm } from './vm.js';
 
@@ -167,9 +167,8 @@ export function systemDeviceAttr(k: Kvm, arg: IoctlArg, get: boolean): number {
   // group 0, attr KVM_X86_XCOMP_GUEST_SUPP (0): kvm_caps.supported_xcr0.
   if (dv.getUint32(4, true) !== 0 || dv.getBigUint64(8, true) !== 0n) return -ENXIO;
   if (!get) return 0;
-  const d = findCpuid(k.profile.supportedCpuid, 0xd, 0);
   const v = new Uint8Array(8);
-  new DataView(v.buffer).setBigUint64(0, d ? (BigInt(d.edx >>> 0) << 32n) | BigInt(d.eax >>> 0) : 3n, true);
+  new DataView(v.buffer).setBigUint64(0, supportedXcr0(k), true);
   const addr = dv.getBigUint64(16, true);
   return addr !== 0n && addr <= BigInt(Number.MAX_SAFE_INTEGER) && k.memory.write(Number(addr), v) ? 0 : -EFAULT;
 }

@@ -71,7 +71,7 @@ export class Vm {
   tripleFaultEvent = false;
   /** KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's enabled bits (1: manual protect, 2: initially set). */
   manualDirtyLog = 0;
-  /** Dirty bitmaps of the memslots that log dirty pages, by slot id. */
+  /** Dirty bitmaps of the memslots that log dirty pages, by slot as userspace names it (as_id << 16 | id). */
   readonly dirty = new Map<number, Uint8Array>();
   tssAddr = 0;
   identityMapAddr = 0n;

@@ -1377,15 +1377,19 @@ export class X86 {
     if (hi !== 0 || (lo & ~this.eferAllowed) !== 0) return MSR_ERR;
     const cur = this.scratch;
     this.load(vcpu, M.MSR_EFER, cur);
-    if (!host) {
-      // __kvm_valid_efer. (The "no LME change while paging" rule needs CR0, which kvmsr does not model.)
-      if ((lo & (1 << 21)) !== 0 && !this.hasCap(vcpu, CAP.AUTOIBRS)) return MSR_ERR;
-      if ((lo & (1 << 14)) !== 0 && !this.hasCap(vcpu, CAP.FXSR_OPT)) return MSR_ERR;
-      if ((lo & (1 << 12)) !== 0 && !this.hasCap(vcpu, CAP.SVM)) return MSR_ERR;
-      if ((lo & (EFER_LME | EFER_LMA)) !== 0 && !this.hasCap(vcpu, CAP.LM)) return MSR_ERR;
-      if ((lo & EFER_NX) !== 0 && !this.hasCap(vcpu, CAP.NX)) return MSR_ERR;
-    }
+    // (The guest's "no LME change while paging" rule needs CR0, which the MSR path does not see.)
+    if (!host && !this.eferFitsCpuid(vcpu, lo)) return MSR_ERR;
     return this.store(vcpu, M.MSR_EFER, (lo & ~EFER_LMA) | (cur.lo & EFER_LMA), 0);
+  }
+
+  /** __kvm_valid_efer: each EFER feature bit needs its guest CPUID bit (set_efer for the guest, kvm_valid_efer). */
+  eferFitsCpuid(vcpu: Vcpu, lo: number): boolean {
+    if ((lo & (1 << 21)) !== 0 && !this.hasCap(vcpu, CAP.AUTOIBRS)) return false;
+    if ((lo & (1 << 14)) !== 0 && !this.hasCap(vcpu, CAP.FXSR_OPT)) return false;
+    if ((lo & (1 << 12)) !== 0 && !this.hasCap(vcpu, CAP.SVM)) return false;
+    if ((lo & (EFER_LME | EFER_LMA)) !== 0 && !this.hasCap(vcpu, CAP.LM)) return false;
+    if ((lo & EFER_NX) !== 0 && !this.hasCap(vcpu, CAP.NX)) return false;
+    return true;
   }
 
   /** kvm_pv_enable_async_pf. */

@@ -426,7 +426,7 @@ export const svmOps: VendorOps = {
       case M.MSR_VM_CR:
         return setVmCr(x86, vcpu, lo, hi);
       case M.MSR_VM_IGNNE:
-        return MSR_OK; // any value, ignored
+        return MSR_OK; // every value is accepted and ignored
       case M.MSR_IA32_SPEC_CTRL:
         if (!host && !guestHasSpecCtrl(x86, vcpu)) return MSR_ERR;
         if ((hi & ~hostOf(x86).specCtrlHi) !== 0 || (lo & ~hostOf(x86).specCtrlLo) !== 0) return MSR_ERR;
