@@ -195,6 +195,9 @@ info: action=report
 debug: action=ignore
 mouse: enabled=0
 speaker: enabled=0
+# No sound: with no ALSA card, Debian's Bochs 2.7 aborts ("buffer overflow detected") while its
+# ALSA plugin loads; the dummy drivers keep it from loading.
+sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
 EOF
 printf 'c\nquit\n' > "$run/debugger.rc"
 

@@ -9,5 +9,5 @@ export { msrName, msrLabel, parseMsr } from './abi/msr-names.js';
 export { Kvm, KvmError, type KvmOptions, type UnmodeledCall } from './kvm/kvm.js';
 export { parseProfile, profileToJson, ProfileError, type HostProfile, type ProfileMsr, type VendorModule } from './kvm/profile.js';
 export type { IoctlArg } from './kvm/user-arg.js';
-export { KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, type GuestMsrResult } from './kvm/guest-msr.js';
+export { KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, type GuestMsrResult } from './kvm/x86/guest-msr.js';
 export { builtinProfile, defaultProfile, resolveBuiltinName, BUILTIN_PROFILES, DEFAULT_PROFILE_NAME, INTEL_PROFILE_NAME, PROFILE_ALIASES } from './profiles.js';

@@ -3,6 +3,8 @@
 import pvmAmd669 from './profiles/pvm-amd-epyc-6.18.44-v669.json' with { type: 'json' };
 import pvmAmd1045 from './profiles/pvm-amd-epyc-6.18.44-v1045.json' with { type: 'json' };
 import pvmIntel669 from './profiles/pvm-intel-6.18.44-v669.json' with { type: 'json' };
+import pvmAmd1300 from './profiles/pvm-amd-epyc-6.18.44-v1300.json' with { type: 'json' };
+import pvmIntel1272 from './profiles/pvm-intel-6.18.44-v1272.json' with { type: 'json' };
 import pvmAmd782Derived from './profiles/pvm-amd-epyc-6.18.44-v782-derived.json' with { type: 'json' };
 import svmAmd from './profiles/svm-amd-derived.json' with { type: 'json' };
 import vmxIntel from './profiles/vmx-intel-derived.json' with { type: 'json' };
@@ -15,6 +17,8 @@ export const BUILTIN_PROFILES = {
   'pvm-amd-epyc-6.18.44-v669': pvmAmd669,
   'pvm-amd-epyc-6.18.44-v1045': pvmAmd1045,
   'pvm-intel-6.18.44-v669': pvmIntel669,
+  'pvm-amd-epyc-6.18.44-v1300': pvmAmd1300,
+  'pvm-intel-6.18.44-v1272': pvmIntel1272,
   'pvm-amd-epyc-6.18.44-v782-derived': pvmAmd782Derived,
   'svm-amd-derived': svmAmd,
   'vmx-intel-derived': vmxIntel,
@@ -23,6 +27,21 @@ export const BUILTIN_PROFILES = {
   'kvm-intel-6.12-distro-bochs-skx': kvmIntelDistroBochs,
 } as const;
 export type BuiltinProfileName = keyof typeof BUILTIN_PROFILES;
+
+/** Where each built-in was captured (or what it was derived from), for `kvmsr profile list`. */
+export const BUILTIN_ORIGIN: Readonly<Record<BuiltinProfileName, string>> = {
+  'pvm-amd-epyc-6.18.44-v669': 'a project development host (kvm_pvm v669 on AMD EPYC, itself a PVM guest), 2026-12-01',
+  'pvm-amd-epyc-6.18.44-v1045': 'a project development host (kvm_pvm v1045 on AMD EPYC), harvest seed 90210, 2026-12-02',
+  'pvm-intel-6.18.44-v669': 'a project host (kvm_pvm v669 on Intel Xeon, Sapphire Rapids class), 2026-12-01',
+  'pvm-amd-epyc-6.18.44-v1300': 'a project host (kvm_pvm v1300 on AMD EPYC), harvest seed 777001, 2026-12-07 (../shared/live)',
+  'pvm-intel-6.18.44-v1272': 'a development machine (kvm_pvm v1272 on Intel Xeon @ 2.80GHz), harvest seed 127204 with pair probes, 2026-12-07',
+  'pvm-amd-epyc-6.18.44-v782-derived': 'derived from ../shared/reference/vendor-msr-spec.md Appendix A (no /dev/kvm in that session)',
+  'svm-amd-derived': 'derived from vendor-msr-spec.md and linux-source-6.12 for an EPYC 9004 (no kvm_amd host)',
+  'vmx-intel-derived': 'derived from vendor-msr-spec.md and linux-source-6.12 for a Sapphire Rapids server (no kvm_intel host)',
+  'kvm-amd-6.12-qemu-tcg': "Debian's 6.12.117 (KVM_HYPERV=n) under QEMU 7.2 TCG, -cpu max (scripts/kvm-amd-oracle.sh), 2026-11-30",
+  'kvm-amd-6.12-distro-qemu-tcg': "Debian's 6.12.117 built as Debian builds KVM, under QEMU 7.2 TCG (scripts/kvm-amd-oracle.sh), harvest seed 1, 2026-12-02",
+  'kvm-intel-6.12-distro-bochs-skx': "Debian's 6.12.117 built as Debian builds KVM, under Bochs 2.7 corei7_skylake_x (scripts/kvm-intel-oracle.sh), harvest seed 1, 2026-12-02",
+};
 /**
  * The default: a capture of the project's own development host (kvm_pvm 6.18.44 on AMD EPYC), the
  * host most kvmsr runs meet, measured rather than derived.

@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { STATE_SIZES } from '../src/kvm/fresh-state.js';
+import { STATE_SIZES } from '../src/kvm/state/fresh-state.js';
 import { describe, expect, test } from 'vitest';
 import * as L from '../src/abi/layout.js';
 import { KVM_CAP, KVM_IOCTLS } from '../src/abi/kvm-ioctls.js';

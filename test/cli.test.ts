@@ -199,3 +199,33 @@ describe('usage errors', () => {
     expect(run(['--version']).code).toBe(0);
   });
 });
+
+describe('kvmsr profile list and --kernel', () => {
+  test('profile list names every built-in with its kernel, vendor module, CPU, and whether it was captured', () => {
+    const r = run(['profile', 'list']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/\| builtin:kvm-amd-6\.12-distro-qemu-tcg \(builtin:amd\) \| 6\.12\.117 \| kvm_amd \| .* \| captured \| Debian's 6\.12\.117/);
+    expect(r.out).toMatch(/\| builtin:svm-amd-derived \| 6\.18\.44 \| kvm_amd \| .* \| derived \|/);
+    expect(r.out).toContain('[default]');
+    const rows = JSON.parse(run(['profile', 'list', '--json']).out) as { name: string; kernel: string; source: string }[];
+    expect(rows.find((x) => x.name === 'pvm-intel-6.18.44-v1272')).toMatchObject({ kernel: '6.18.44-fc-v1272', source: 'capture' });
+    const rules = JSON.parse(run(['profile', 'list', '--rules', '--json']).out) as { id: string; releases: string }[];
+    expect(rules.find((x) => x.id === 'pv.unsupported-without-cpuid')?.releases).toBe('from 6.14, backported to 6.1.167, 6.12.75');
+  });
+
+  test('--kernel answers as that release with the nearest captured profile, and says so on stderr', () => {
+    // 6.12.40: no capture of it; the nearest kvm_amd capture is 6.12.117, and 6.12.40 lacks the
+    // host-LA57 canonical checks (6.12.41) and the LBR MSRs on the list (6.12.114).
+    const r = run(['list', '--kernel', '6.12.40', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/kernel 6\.12\.40: no kvm_amd capture of it; answering with the nearest captured profile kvm-amd-6\.12-distro-qemu-tcg \(6\.12\.117/);
+    expect(r.err).toContain('index list without 0x1d9, 0x1db, 0x1dc, 0x1dd, 0x1de (index-list.debugctl-lbr)');
+    const j = JSON.parse(r.out) as { profile: { kernel: string }; msrIndexList: { index: string }[] };
+    expect(j.profile.kernel).toBe('6.12.40');
+    expect(j.msrIndexList.map((m) => m.index)).not.toContain('0x1d9');
+    // The vendor module follows --profile.
+    const intel = run(['get', 'IA32_FEAT_CTL', '--kernel', '6.12.100', '--profile', 'builtin:intel']);
+    expect(intel.err).toContain('kvm-intel-6.12-distro-bochs-skx');
+    expect(run(['list', '--kernel', 'latest']).code).toBe(2);
+  });
+});

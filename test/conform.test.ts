@@ -9,7 +9,7 @@ import { replayConformCase } from '../src/conform/case-replay.js';
 import { caseFile, Conformance, ruleText } from '../src/conform/conform.js';
 import { builtinProfile } from '../src/profiles.js';
 import { Kvm } from '../src/kvm/kvm.js';
-import { M } from '../src/kvm/msr-index.js';
+import { M } from '../src/kvm/x86/msr-index.js';
 import type { VendorOps } from '../src/kvm/vendor.js';
 import { pvmOps } from '../src/pvm/pvm-ops.js';
 import type { Answers, PlanCase } from '../src/harvest/format.js';

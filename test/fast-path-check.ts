@@ -4,7 +4,7 @@
 import { expect } from 'vitest';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
-import { indexOfSlot, SLOT_COUNT, slotOf } from '../src/kvm/msr-slots.js';
+import { indexOfSlot, SLOT_COUNT, slotOf } from '../src/kvm/x86/msr-slots.js';
 import { msrs } from './helpers.js';
 
 export type Setup = (kvm: Kvm, sys: number, vm: number, vcpu: number) => void;

@@ -5,6 +5,8 @@ import { describe, expect, test } from 'vitest';
 import { encodeCpuid2, encodeEnableCap, encodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
+import { builtinProfile } from '../src/profiles.js';
+import { revalidated } from '../src/kvm/profile.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { expectFastPathEqualsFullPath } from './fast-path-check.js';
 
@@ -36,8 +38,9 @@ describe('fast path equals the full path', () => {
 
 describe('fast-path classes that depend on other MSRs', () => {
   test('PLATFORM_INFO may not drop CPUID_FAULT while MISC_FEATURES_ENABLES has faulting on (fast and full path)', () => {
+    // kvm_amd: MISC_FEATURES_ENABLES is kvm_set_msr_common's own, and the check sees it.
     for (const fastPath of [true, false]) {
-      const kvm = new Kvm({ fastPath });
+      const kvm = new Kvm({ fastPath, profile: builtinProfile('kvm-amd-6.12-distro-qemu-tcg') });
       const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
       const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
       const set = (i: number, d: bigint): number => kvm.ioctl(v, I.KVM_SET_MSRS, encodeMsrs([{ index: i, data: d }]));
@@ -46,6 +49,23 @@ describe('fast-path classes that depend on other MSRs', () => {
       expect(set(0xce, 0x80000000n), `fastPath ${fastPath}`).toBe(1);
       expect(set(0x140, 0n)).toBe(1);
       expect(set(0xce, 0n)).toBe(1);
+    }
+  });
+  test('a measured store of MISC_FEATURES_ENABLES stays out of the PLATFORM_INFO check unless a pair probe measured it in', () => {
+    // kvm_pvm 6.18.44 (v669's profile measured MISC_FEATURES_ENABLES as stored, as v1272 and v1300
+    // did): the vendor keeps the value, and PLATFORM_INFO drops CPUID_FAULT after a write of 1.
+    const base = builtinProfile('pvm-amd-epyc-6.18.44-v669');
+    expect(base.msrRules?.[0x140]?.hostWrite).toBe('store');
+    const coupled = revalidated({ ...base, msrRules: { ...base.msrRules, [0x140]: { ...base.msrRules![0x140]!, coupled: true } } });
+    for (const [profile, afterFaulting] of [[base, 1], [coupled, 0]] as const) {
+      for (const fastPath of [true, false]) {
+        const kvm = new Kvm({ fastPath, profile });
+        const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+        const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+        const set = (i: number, d: bigint): number => kvm.ioctl(v, I.KVM_SET_MSRS, encodeMsrs([{ index: i, data: d }]));
+        expect(set(0x140, 1n)).toBe(1);
+        expect(set(0xce, 0n), `coupled ${profile === coupled} fastPath ${fastPath}`).toBe(afterFaulting);
+      }
     }
   });
   test('ASYNC_PF_INT takes a vector only with an irqchip (fast and full path)', () => {

@@ -5,7 +5,7 @@ import { encodeEnableCap, encodeMsrFilter } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN } from '../src/abi/layout.js';
-import { KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR } from '../src/kvm/guest-msr.js';
+import { KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR } from '../src/kvm/x86/guest-msr.js';
 import { datas, getMsr, machine, msrs, setMsr, type Machine } from './helpers.js';
 
 function filter(m: Machine, flags: number, ranges: { flags: number; base: number; bits: number[]; nmsrs: number }[]): number {

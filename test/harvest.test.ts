@@ -7,7 +7,7 @@ import { HarvestFileError, parseAnswers, parsePlan, writeAnswers, writePlan, typ
 import { CLOCK_RULE, judgeAnswers, judgeDir, TSC_RULE } from '../src/harvest/judge.js';
 import { runOnKvmsr } from '../src/harvest/on-kvmsr.js';
 import { guestCases, harvestPlan, profileCases, randomCases, ruleCases } from '../src/harvest/plan.js';
-import type { HostProfile } from '../src/kvm/profile.js';
+import { revalidated, type HostProfile } from '../src/kvm/profile.js';
 import { profileFromAnswers } from '../src/profile/from-answers.js';
 import { builtinProfile } from '../src/profiles.js';
 import { comparable, judgeStoredHarvest, withOneBitFlipped } from './helpers.js';
@@ -99,6 +99,34 @@ describe('judge', () => {
     expect(profile.freshState).toBeDefined();
     expect(profile.host.kernel).toBe('6.18.44-fc-v1045');
     expect(comparable(profile)).toEqual(comparable(builtinProfile('pvm-amd-epyc-6.18.44-v1045')));
+  });
+
+  // kvm_pvm 6.18.44-fc-v1300 on AMD EPYC (../shared/live, 2026-12-07, seed 777001) and
+  // fc-v1272 on Intel Xeon (this project's machine of 2026-12-07, seed 127204, with pair probes).
+  for (const [host, cases] of [['pvm-amd-epyc-6.18.44-v1300', 1757], ['pvm-intel-6.18.44-v1272', 1773]] as const) {
+    test(`the stored harvest of ${host}: every case agrees, and its profile is the built-in one`, () => {
+      const dir = join(import.meta.dirname, 'hosts', host, 'harvest');
+      const { profile } = judgeStoredHarvest(dir, cases);
+      expect(comparable(profile)).toEqual(comparable(builtinProfile(host)));
+      // Both keep MISC_FEATURES_ENABLES in the vendor's own field: measured as stored, not coupled.
+      expect(profile.msrRules?.[0x140]).toMatchObject({ hostWrite: 'store' });
+      expect(profile.msrRules?.[0x140]?.coupled).toBeUndefined();
+    });
+  }
+
+  test('a pair probe that finds the stored value in the cross-MSR check measures the store as coupled', () => {
+    // v1272's answers, with its pair cases answered as a host whose KVM check sees the stored
+    // MISC_FEATURES_ENABLES would (kvmsr with the store marked coupled standing in for it).
+    const dir = join(import.meta.dirname, 'hosts', 'pvm-intel-6.18.44-v1272', 'harvest');
+    const { plan, answers } = judgeDir(dir, { casesDir: null, profileFile: null });
+    const measured = builtinProfile('pvm-intel-6.18.44-v1272');
+    const coupledHost = revalidated({ ...measured, msrRules: { ...measured.msrRules, [0x140]: { ...measured.msrRules![0x140]!, coupled: true } } });
+    expect(answers.cases.get('pair.140.ce.fresh')!.steps[1]).toMatchObject({ op: 'io', ret: 1 });
+    const changed: Answers = { ...answers, cases: new Map(answers.cases) };
+    for (const c of plan) if (c.id.startsWith('pair.')) changed.cases.set(c.id, runOnKvmsr(coupledHost, c));
+    expect(changed.cases.get('pair.140.ce.fresh')!.steps[1]).toMatchObject({ op: 'io', ret: 0 });
+    expect(profileFromAnswers(plan, answers).msrRules?.[0x140]?.coupled).toBeUndefined();
+    expect(profileFromAnswers(plan, changed).msrRules?.[0x140]?.coupled).toBe(true);
   });
 
   test('an answer changed by one bit is a disagreement, reported at its case and step', () => {

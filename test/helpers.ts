@@ -6,7 +6,7 @@ import { KVM_RUN_LAYOUT } from '../src/abi/layout.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
 import { profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
-import { MOVING_MSRS } from '../src/kvm/moving-msrs.js';
+import { MOVING_MSRS } from '../src/kvm/x86/moving-msrs.js';
 import type { Answers } from '../src/harvest/format.js';
 import { judgeDir } from '../src/harvest/judge.js';
 import { expect } from 'vitest';

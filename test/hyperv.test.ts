@@ -6,7 +6,7 @@ import { decodeCpuid2, encodeCpuid2, encodeEnableCap, encodeXenHvmConfig, type C
 import { E2BIG, EINVAL, ENOTTY } from '../src/abi/errno.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
-import { HV_MSRS } from '../src/kvm/hyperv.js';
+import { HV_MSRS } from '../src/kvm/x86/hyperv.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { parseProfile, profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { withHypervLeaves } from '../src/harvest/on-kvmsr.js';

@@ -6,7 +6,7 @@ import { KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN } from '../src/a
 import * as I from '../src/abi/kvm-ioctls.js';
 import { encodeEnableCap } from '../src/abi/codecs.js';
 import { parseProfile, profileToJson, type HostProfile } from '../src/kvm/profile.js';
-import type { MsrRule } from '../src/kvm/measured-rules.js';
+import type { MsrRule } from '../src/kvm/x86/measured-rules.js';
 import { builtinProfile } from '../src/profiles.js';
 import { getMsr, machine, setMsr, sourceProfile } from './helpers.js';
 

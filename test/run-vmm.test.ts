@@ -12,7 +12,7 @@ import * as I from '../src/abi/kvm-ioctls.js';
 import { parseCapture, type ParsedCapture } from '../src/capture/format.js';
 import { recordCommand } from '../src/capture/recorder-lib.js';
 import { checkCaptures } from '../src/check/check.js';
-import { movingAgree } from '../src/kvm/moving-msrs.js';
+import { movingAgree } from '../src/kvm/x86/moving-msrs.js';
 import type { HostProfile } from '../src/kvm/profile.js';
 import { captureProfile } from '../src/profile/capture.js';
 import { builtinProfile, defaultProfile } from '../src/profiles.js';

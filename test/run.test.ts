@@ -11,7 +11,7 @@ import * as I from '../src/abi/kvm-ioctls.js';
 import { parseCapture } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 import { checkCaptures } from '../src/check/check.js';
-import type { GuestMsrResult } from '../src/kvm/guest-msr.js';
+import type { GuestMsrResult } from '../src/kvm/x86/guest-msr.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import type { HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';

@@ -8,7 +8,7 @@ import { encodeCpuid2, encodeEnableCap, encodeMsrList, decodeMsrList, type Cpuid
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
-import { slotOf } from '../src/kvm/msr-slots.js';
+import { slotOf } from '../src/kvm/x86/msr-slots.js';
 import { parseProfile, type HostProfile } from '../src/kvm/profile.js';
 import { svmOps } from '../src/svm/svm-ops.js';
 import svmJson from '../src/profiles/svm-amd-derived.json' with { type: 'json' };

@@ -4,7 +4,7 @@ import { describe, expect, test } from 'vitest';
 import { encodeCpuid2, encodeMsrs } from '../src/abi/codecs.js';
 import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../src/abi/errno.js';
 import * as I from '../src/abi/kvm-ioctls.js';
-import { DEFAULT_FRESH_STATE, freshStateToJson } from '../src/kvm/fresh-state.js';
+import { DEFAULT_FRESH_STATE, freshStateToJson } from '../src/kvm/state/fresh-state.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import { builtinProfile } from '../src/profiles.js';
 import { getMsr, setMsr, type Machine } from './helpers.js';

@@ -7,7 +7,8 @@ import { encodeCpuid2, encodeEnableCap, type CpuidEntry2 } from '../src/abi/code
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
-import { findCpuid, parseProfile, type HostProfile } from '../src/kvm/profile.js';
+import { findCpuid, parseProfile, profileToJson, type HostProfile } from '../src/kvm/profile.js';
+import { builtinProfile } from '../src/profiles.js';
 import vmxJson from '../src/profiles/vmx-intel-derived.json' with { type: 'json' };
 import { derivedNested, NESTED_WORDS, vmxGetVmxMsr } from '../src/vmx/nested-msrs.js';
 import { vmxOps } from '../src/vmx/vmx-ops.js';
@@ -904,5 +905,26 @@ describe('fast path equals the full path (VMX profile)', () => {
   test.each(STATES)('every slot, %s', (name, irqchip, setup) => {
     const checked = expectFastPathEqualsFullPath({ profile: PROFILE, vendor: vmxOps, ignoreMsrs: name === 'ignore_msrs' }, irqchip, setup, VALUES);
     expect(checked).toBeGreaterThan(40);
+  });
+});
+
+describe('what a build configuration decides comes from the capture', () => {
+  // A kvm_intel built without CONFIG_X86_SGX_KVM has no vcpu_setup_sgx_lepubkeyhash: a fresh vCPU's
+  // SGXLEPUBKEYHASH0-3 read 0 there, Intel's default hash with it. The profile's vcpuReset decides.
+  const SGX_HASH = [0x8c, 0x8d, 0x8e, 0x8f];
+  const read = (profile: HostProfile): bigint[] => {
+    const kvm = new Kvm({ profile });
+    const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+    const buf = msrs(SGX_HASH.map((index): [number, bigint] => [index, 0x5a5an]));
+    expect(kvm.ioctl(v, I.KVM_GET_MSRS, buf)).toBe(4);
+    return datas(buf);
+  };
+  test('SGXLEPUBKEYHASH0-3: Intel hash where the host read it, 0 where the host read 0', () => {
+    const withSgx = builtinProfile('kvm-intel-6.12-distro-bochs-skx');
+    expect(read(withSgx)).toEqual([0xa6053e051270b7acn, 0x6cfbe8ba8b3b413dn, 0xc4916d99f2b3735dn, 0xd4f8c05909f9bb3bn]);
+    const j = profileToJson(withSgx) as { vcpuReset: { index: string; value: string | null }[] };
+    for (const e of j.vcpuReset) if (SGX_HASH.includes(Number(e.index))) e.value = '0x0';
+    expect(read(parseProfile(j, 'no-sgx-kvm'))).toEqual([0n, 0n, 0n, 0n]);
   });
 });

@@ -2,7 +2,7 @@
 // typed-array table, in place on the caller's buffer, with no KVM rule at all. Not a peer a user
 // would write, but the floor for JavaScript on this machine: how close kvmsr (which applies every
 // rule) comes to what V8 does with the least work, and how far that floor itself is from C.
-import { slotOf, SLOT_COUNT } from '../../src/kvm/msr-slots.js';
+import { slotOf, SLOT_COUNT } from '../../src/kvm/x86/msr-slots.js';
 
 export class TableLoop {
   private readonly table = new Uint32Array(SLOT_COUNT * 2);

@@ -4,17 +4,18 @@
 // while it ran (KVM_RUN), and state set through ioctls kvmsr does not model (KVM_SET_SREGS,
 // KVM_SET_LAPIC, KVM_SET_TSC_KHZ, KVM_X86_SETUP_MCE) are counted apart and adopted, never
 // reported as divergences.
-import { MOVING_MSRS, movingAgree, movingRule } from '../kvm/moving-msrs.js';
+import { MOVING_MSRS, movingAgree, movingRule } from '../kvm/x86/moving-msrs.js';
 import { decodeMsrs, encodeMsrFilter, decodeMsrFilter } from '../abi/codecs.js';
 import { errnoName } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
 import { msrLabel } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
-import { M } from '../kvm/msr-index.js';
-import { slotOf } from '../kvm/msr-slots.js';
+import { M } from '../kvm/x86/msr-index.js';
+import { slotOf } from '../kvm/x86/msr-slots.js';
 import { parseProfile, type HostProfile } from '../kvm/profile.js';
-import { kernelGeneration } from '../kvm/x86.js';
+import { releaseOf, seriesOf } from '../kvm/x86/release.js';
+import { writeTsc } from '../kvm/x86/tsc.js';
 import { INTEGER_IOCTLS, MSR_IOCTLS } from './extents.js';
 import type { CaptureRecord, ParsedCapture } from './format.js';
 
@@ -83,7 +84,7 @@ export function replay(c: ParsedCapture, opts: ReplayOptions = {}): ReplayResult
   const rules = new Set<string>();
   let addr = 0x10000000;
   const h = kvm.profile.host;
-  if (c.header.vendorModule !== h.vendorModule || kernelGeneration(c.header.kernel) !== kernelGeneration(h.kernel)) {
+  if (c.header.vendorModule !== h.vendorModule || seriesOf(releaseOf(c.header.kernel)) !== seriesOf(releaseOf(h.kernel))) {
     rules.add(
       `the capture was recorded on ${c.header.vendorModule} ${c.header.kernel} but is replayed on a ${h.vendorModule} ${h.kernel} profile: ` +
         'differences may be the hosts\', not kvmsr\'s (pass --profile, or record with the profile embedded)',
@@ -222,7 +223,7 @@ function compareMsrs(
       // kvm_arch_vcpu_load pins the TSC to last_guest_tsc, which kvm_synchronize_tsc moves by the host
       // time between calls: the capture holds no times, so the kernel's value is taken, not checked.
       rules.add('IA32_TSC not compared: the host TSC is unstable, so its value depends on host time between calls, which the capture does not hold; the kernel\'s value is adopted');
-      kvm.x86.writeTsc(vcpu, Number(vb & 0xffffffffn), Number(vb >> 32n));
+      writeTsc(kvm.x86, vcpu, Number(vb & 0xffffffffn), Number(vb >> 32n));
       a.setBigUint64(off + 8, vb, true);
       res.byRule++;
       continue;

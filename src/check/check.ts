@@ -6,8 +6,8 @@ import { decodeMsrList, decodeMsrs, encodeMsrs, type MsrEntry } from '../abi/cod
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
-import { M } from '../kvm/msr-index.js';
-import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED } from '../kvm/msr-ret.js';
+import { M } from '../kvm/x86/msr-index.js';
+import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED } from '../kvm/x86/msr-ret.js';
 import { parseProfile, type HostProfile } from '../kvm/profile.js';
 import { defaultProfile } from '../profiles.js';
 import type { CaptureRecord, ParsedCapture } from '../capture/format.js';

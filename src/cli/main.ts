@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The kvmsr command line: list, get, decode, profile capture.
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SingleBar, Presets } from 'cli-progress';
 import { gunzipSync } from 'node:zlib';
@@ -15,46 +15,20 @@ import { checkCaptures } from '../check/check.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
-import { parseProfile, profileToJson, type HostProfile } from '../kvm/profile.js';
 import { loadRealKvm, realKvmStatus } from '../native/real-kvm.js';
 import { captureProfile } from '../profile/capture.js';
-import { BUILTIN_PROFILES, builtinProfile, defaultProfile, PROFILE_ALIASES, resolveBuiltinName } from '../profiles.js';
 import { KVMSR_VERSION } from '../version.js';
 import { CliError, print } from './common.js';
 import { registerConform } from './conform.js';
 import { registerHarvest } from './harvest.js';
 import { registerRun } from './run.js';
+import { registerProfile } from './profile.js';
+import { KERNEL_HELP, loadProfile, PROFILE_HELP, profileFromOptions } from './profile-option.js';
 
 const hex = (v: number | bigint): string => '0x' + v.toString(16);
 
-function loadProfile(file: string | undefined): HostProfile {
-  if (!file) return defaultProfile();
-  if (file.startsWith('builtin:')) {
-    const name = resolveBuiltinName(file.slice('builtin:'.length));
-    if (!name) {
-      const known = [...Object.keys(BUILTIN_PROFILES), ...Object.keys(PROFILE_ALIASES)];
-      throw new CliError(`no built-in profile '${file.slice('builtin:'.length)}' (there are: ${known.join(', ')})`);
-    }
-    return builtinProfile(name);
-  }
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new CliError(`cannot read profile ${file}: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new CliError(`${file}: not JSON: ${(e as Error).message}`);
-  }
-  return parseProfile(json, file);
-}
-
-
-function cmdList(opts: { json?: boolean; profile?: string }): void {
-  const kvm = new Kvm({ profile: loadProfile(opts.profile) });
+function cmdList(opts: { json?: boolean; profile?: string; kernel?: string }): void {
+  const kvm = new Kvm({ profile: profileFromOptions(opts) ?? loadProfile(undefined) });
   const sys = kvm.open('/dev/kvm');
   const read = (req: number): number[] => {
     const probe = encodeMsrList(0);
@@ -86,8 +60,8 @@ function cmdList(opts: { json?: boolean; profile?: string }): void {
   );
 }
 
-function cmdGet(msrs: string[], opts: { json?: boolean; profile?: string; all?: boolean }): number {
-  const kvm = new Kvm({ profile: loadProfile(opts.profile) });
+function cmdGet(msrs: string[], opts: { json?: boolean; profile?: string; kernel?: string; all?: boolean }): number {
+  const kvm = new Kvm({ profile: profileFromOptions(opts) ?? loadProfile(undefined) });
   const indices = opts.all ? [...kvm.profile.msrIndexList] : msrs.map(parseMsrArg);
   if (indices.length === 0) throw new CliError('name at least one MSR (a number or a name such as IA32_TSC), or use --all');
   const sys = kvm.open('/dev/kvm');
@@ -209,14 +183,17 @@ function readCapture(file: string): ParsedCapture {
   }
 }
 
-function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; profile?: string }): number {
+function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; profile?: string; kernel?: string }): number {
   const c = readCapture(file);
   const total = c.records.length;
   const tty = !opts.json && process.stderr.isTTY === true && total > 2000;
   const bar = tty ? new SingleBar({ format: 'replay [{bar}] {value}/{total} records', stream: process.stderr }, Presets.shades_classic) : null;
   bar?.start(total, 0);
   const r = replay(c, {
-    ...(opts.profile ? { profile: loadProfile(opts.profile) } : {}),
+    ...(() => {
+      const p = profileFromOptions(opts, c.header.vendorModule);
+      return p ? { profile: p } : {};
+    })(),
     continueOnDivergence: !!opts.continue,
     onProgress: (done) => bar?.update(done),
   });
@@ -263,8 +240,9 @@ function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; pro
   return r.divergences.length > 0 ? 1 : c.error ? 3 : 0;
 }
 
-function cmdCheck(save: string, restore: string | undefined, opts: { json?: boolean; profile?: string }): number {
-  const r = checkCaptures(readCapture(save), restore ? readCapture(restore) : undefined, opts.profile ? loadProfile(opts.profile) : undefined);
+function cmdCheck(save: string, restore: string | undefined, opts: { json?: boolean; profile?: string; kernel?: string }): number {
+  const sv = readCapture(save);
+  const r = checkCaptures(sv, restore ? readCapture(restore) : undefined, profileFromOptions(opts, sv.header.vendorModule));
   const errors = r.findings.filter((f) => f.severity === 'error').length;
   print(!!opts.json, r, () => {
     const out: string[] = [];
@@ -307,22 +285,6 @@ function cmdRecord(command: string[], opts: { output: string; profile?: boolean 
 }
 
 
-function cmdCapture(opts: { output?: string; json?: boolean }): void {
-  const st = realKvmStatus();
-  if (!st.ok) throw new CliError(`cannot capture a profile: ${st.reason}`);
-  const real = loadRealKvm();
-  if (!real) throw new CliError('cannot capture a profile: koffi is not available');
-  const p = captureProfile();
-  const text = JSON.stringify(profileToJson(p), null, 1) + '\n';
-  if (opts.output) {
-    writeFileSync(opts.output, text);
-    const summary = { file: opts.output, vendorModule: p.host.vendorModule, kernel: p.host.kernel, msrs: p.msrIndexList.length, featureMsrs: p.featureMsrs.length };
-    print(!!opts.json, summary, () => `wrote ${opts.output}: ${p.host.vendorModule} on ${p.host.kernel}, ${p.msrIndexList.length} listed MSRs, ${p.featureMsrs.length} feature MSRs`);
-  } else {
-    process.stdout.write(text);
-  }
-}
-
 export function main(argv: string[]): number {
   let status = 0;
   const program = new Command();
@@ -331,7 +293,8 @@ export function main(argv: string[]): number {
     .command('list')
     .description('the MSR index list and feature MSR list, with names')
     .option('--json', 'machine-readable output')
-    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18.44-v669)')
+    .option('--profile <file>', PROFILE_HELP)
+    .option('--kernel <release>', KERNEL_HELP)
     .action((o) => cmdList(o));
   program
     .command('get')
@@ -339,7 +302,8 @@ export function main(argv: string[]): number {
     .argument('[msr...]', 'MSR numbers (0x10) or names (IA32_TSC)')
     .option('--all', 'every MSR on the index list')
     .option('--json', 'machine-readable output')
-    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18.44-v669)')
+    .option('--profile <file>', PROFILE_HELP)
+    .option('--kernel <release>', KERNEL_HELP)
     .action((m: string[], o) => {
       status = cmdGet(m, o);
     });
@@ -359,6 +323,7 @@ export function main(argv: string[]): number {
     .description('replay a capture on kvmsr and compare every return value and byte with the recorded kernel')
     .argument('<capture>', 'a capture file (JSON Lines, optionally gzipped)')
     .option('--profile <file>', 'replay on this host profile (default: the one in the capture, else the built-in one)')
+    .option('--kernel <release>', KERNEL_HELP)
     .option('--continue', 'report every divergence, not just the first')
     .option('--json', 'machine-readable output')
     .action((f: string, o) => {
@@ -370,6 +335,7 @@ export function main(argv: string[]): number {
     .argument('<save>', 'a capture of the save (e.g. a migration to a file)')
     .argument('[restore]', 'a capture of the restore')
     .option('--profile <file>', 'the host profile (default: the one in the capture, else the built-in one)')
+    .option('--kernel <release>', KERNEL_HELP)
     .option('--json', 'machine-readable output')
     .action((sv: string, rs: string | undefined, o) => {
       status = cmdCheck(sv, rs, o);
@@ -389,14 +355,8 @@ export function main(argv: string[]): number {
   registerHarvest(program, (s) => {
     status = s;
   });
-  registerRun(program, loadProfile);
-  const profile = program.command('profile').description('host profiles');
-  profile
-    .command('capture')
-    .description("record the running host's KVM into a profile (needs /dev/kvm)")
-    .option('-o, --output <file>', 'write the profile here (default: stdout)')
-    .option('--json', 'machine-readable summary')
-    .action((o) => cmdCapture(o));
+  registerRun(program);
+  registerProfile(program);
   try {
     program.parse(argv, { from: 'user' });
   } catch (e) {

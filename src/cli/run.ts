@@ -1,25 +1,26 @@
 // `kvmsr run [--profile P] [--record FILE] -- COMMAND...`: the command's /dev/kvm is kvmsr.
 import type { Command } from 'commander';
-import type { HostProfile } from '../kvm/profile.js';
 import { preloadLibrary } from '../run/preload-lib.js';
 import { runUnderKvmsr } from '../run/run-command.js';
 import { CliError } from './common.js';
+import { KERNEL_HELP, loadProfile, PROFILE_HELP, profileFromOptions } from './profile-option.js';
 
 /**
  * Registers `run`. Its status is the command's, set on process.exitCode when the command ends
  * (main() returns before then: the server answers on the event loop meanwhile).
  */
-export function registerRun(program: Command, loadProfile: (file: string | undefined) => HostProfile): void {
+export function registerRun(program: Command): void {
   program
     .command('run')
     .description('run a command (a VMM or a test program) whose /dev/kvm is kvmsr, through an LD_PRELOAD library')
-    .option('--profile <file>', 'a host profile file, or builtin:NAME (default: builtin:pvm-amd-epyc-6.18.44-v669)')
+    .option('--profile <file>', PROFILE_HELP)
+    .option('--kernel <release>', KERNEL_HELP)
     .option('--record <file>', 'also write its MSR ioctls to a capture (the format of kvmsr record, the profile in its header)')
     .option('--trace', 'print every KVM call the command makes and what kvmsr answered, on stderr')
     .argument('<command...>', 'the command and its arguments (put them after --)')
-    .action((command: string[], o: { profile?: string; record?: string; trace?: boolean }) => {
+    .action((command: string[], o: { profile?: string; kernel?: string; record?: string; trace?: boolean }) => {
       if (command.length === 0) throw new CliError('give the command to run after --, e.g. kvmsr run -- ./my-vmm-test');
-      const profile = loadProfile(o.profile);
+      const profile = profileFromOptions(o) ?? loadProfile(undefined);
       let library: string;
       try {
         library = preloadLibrary();

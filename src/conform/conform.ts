@@ -4,7 +4,7 @@
 // KVM_SET_CPUID2 and with and without an in-kernel irqchip (where KVM has Hyper-V, also with
 // Hyper-V's CPUID for the MSRs it can change), plus the list ioctls at every boundary; a seeded random part mixes batches of 0-260 entries over several vCPUs. A
 // disagreement is shrunk to the fewest ioctls and entries that still show it.
-import { MOVING_MSRS, movingAgree } from '../kvm/moving-msrs.js';
+import { MOVING_MSRS, movingAgree } from '../kvm/x86/moving-msrs.js';
 import { decodeCpuid2, decodeMsrList, decodeMsrs, encodeCpuid2, encodeMsrList, encodeMsrs, type MsrEntry } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel } from '../abi/msr-names.js';

@@ -5,8 +5,8 @@
 // MTRRs, MCi banks, ...). A plan reads all of them, so what a host lists or handles is found from
 // its answers, not assumed.
 
-import { HV_MSRS } from '../kvm/hyperv.js';
-import { MOVING_MSRS } from '../kvm/moving-msrs.js';
+import { HV_MSRS } from '../kvm/x86/hyperv.js';
+import { MOVING_MSRS } from '../kvm/x86/moving-msrs.js';
 
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 

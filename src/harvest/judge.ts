@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { decodeMsrs } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
-import { MOVING_MSRS, movingAgree, movingRule, MSR_IA32_TSC } from '../kvm/moving-msrs.js';
+import { MOVING_MSRS, movingAgree, movingRule, MSR_IA32_TSC } from '../kvm/x86/moving-msrs.js';
 import { msrLabel } from '../abi/msr-names.js';
 import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT } from '../abi/layout.js';
 import { profileToJson, type HostProfile } from '../kvm/profile.js';
@@ -65,6 +65,7 @@ export function caseGroup(c: PlanCase): string {
   if (kind === 'sys' && b !== undefined && b !== 'batch') return `systematic ${msrGroup(Number.parseInt(b, 16))}`;
   if (kind === 'sys') return 'systematic batch';
   if (kind === 'rule') return 'rule probes';
+  if (kind === 'pair') return 'pair probes';
   if (kind === 'rnd') return 'random batches';
   if (kind === 'guest') return `guest path (${a})`;
   if (kind === 'profile') return 'profile probes';

@@ -3,7 +3,7 @@
 import { encodeCpuid2, encodeEnableCap, type CpuidEntry2 } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_RUN_LAYOUT } from '../abi/layout.js';
-import type { GuestMsrResult } from '../kvm/guest-msr.js';
+import type { GuestMsrResult } from '../kvm/x86/guest-msr.js';
 import { Kvm, type KvmOptions } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
 import type { CaseAnswer, PlanCase, StepAnswer } from './format.js';

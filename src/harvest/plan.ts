@@ -4,15 +4,17 @@
 //   every candidate MSR reads on a fresh vCPU, the TSC facts);
 // - `rule.*`: each candidate MSR read and written (0, 1, all-ones) by the host and by a real-mode
 //   guest, on a fresh vCPU and after KVM_SET_CPUID2, from which the profile's measured rules come;
+// - `pair.*`: the MSR pairs KVM couples, written one after the other, which tell whether a measured
+//   rule's stored value takes part in KVM's cross-MSR checks;
 // - `sys.*`: conform's systematic part over every candidate MSR, listed or not;
 // - `rnd.*`: conform's seeded random batches; `guest.*`: guest RDMSR/WRMSR of every candidate.
 import { encodeEnableCap, encodeMsrList, encodeMsrs, encodeXenHvmConfig, type MsrEntry } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import { prng } from '../util/prng.js';
-import { HV_MSRS } from '../kvm/hyperv.js';
-import { MOVING_MSRS } from '../kvm/moving-msrs.js';
-import { STATE_SIZES } from '../kvm/fresh-state.js';
+import { HV_MSRS } from '../kvm/x86/hyperv.js';
+import { MOVING_MSRS } from '../kvm/x86/moving-msrs.js';
+import { STATE_SIZES } from '../kvm/state/fresh-state.js';
 import { CANDIDATE_MSRS, NOT_RULE_MEASURED, UNKNOWN_MSRS } from './candidates.js';
 import type { CaseSetup, PlanCase, PlanStep } from './format.js';
 
@@ -129,6 +131,52 @@ export function ruleCases(): PlanCase[] {
         setup: { vcpus: 2, irqchip: false, cpuid, usermsr: RULE_USERMSR, guest: true },
         steps: [...ruleHostSteps(i), ...ruleGuestSteps(i)],
       });
+    }
+  }
+  return out;
+}
+
+/**
+ * The MSR pairs KVM couples: the first one's value decides what a write of the second does (or
+ * moves it). A single-MSR rule probe cannot see a coupling; where a host's vendor hook keeps the
+ * first MSR's value in a field of its own, KVM's check does not see it (kvm_pvm 6.18.44-fc-v1300
+ * and v1272 keep MISC_FEATURES_ENABLES so). Each pair: [first, its value, second, its value, what
+ * KVM couples].
+ */
+export const COUPLED_PAIRS: readonly (readonly [number, bigint, number, bigint, string])[] = [
+  // kvm_set_msr_common: CPUID faulting on forbids dropping CPUID_FAULT from PLATFORM_INFO, and back.
+  [0x140, 1n, 0xce, 0n, 'MISC_FEATURES_ENABLES.CPUID_FAULTING / PLATFORM_INFO.CPUID_FAULT'],
+  [0xce, 0n, 0x140, 1n, 'PLATFORM_INFO.CPUID_FAULT / MISC_FEATURES_ENABLES.CPUID_FAULTING'],
+  // set_msr_mce: a guest's non-zero MCi_STATUS needs HWCR.McStatusWrEn (AMD vCPUs).
+  [0xc0010015, 1n << 18n, 0x401, 1n, 'HWCR.McStatusWrEn / MC0_STATUS'],
+  // The TSC and TSC_ADJUST move together for the guest; for the host, not.
+  [0x3b, 1n << 20n, 0x10, 1n << 40n, 'TSC_ADJUST / TSC'],
+  [0x10, 1n << 40n, 0x3b, 1n << 20n, 'TSC / TSC_ADJUST'],
+  // ARCH_CAPABILITIES does not gate SPEC_CTRL in KVM; measured in case a vendor hook does.
+  [0x10a, 0n, 0x48, 1n, 'ARCH_CAPABILITIES / SPEC_CTRL'],
+  // EFER.LME/NX after a CPUID-less vCPU's EFER write: __kvm_valid_efer is the guest's check.
+  [0xc0000080, 1n << 11n, 0xc0000080, (1n << 11n) | (1n << 8n), 'EFER.NX / EFER.LME'],
+  // The APIC base's x2APIC mode, then xAPIC: legal for the host, not for the guest.
+  [0x1b, 0xfee00c00n, 0x1b, 0xfee00800n, 'APIC_BASE x2APIC / xAPIC'],
+];
+
+/**
+ * `pair.*`: each coupled pair written by the host (one MSR per KVM_SET_MSRS, then both in one
+ * batch) and read back, and by a real-mode guest, on a fresh vCPU and after KVM_SET_CPUID2.
+ * classify-rules.ts reads them to decide whether a measured store feeds KVM's cross-MSR checks.
+ */
+export function pairCases(): PlanCase[] {
+  const out: PlanCase[] = [];
+  for (const cpuid of [false, true]) {
+    for (const [a, va, b, vb] of COUPLED_PAIRS) {
+      const steps: PlanStep[] = [set1(1, a, va), set1(1, b, vb), get1(1, a), get1(1, b)];
+      steps.push({ op: 'io', on: 1, request: I.KVM_SET_MSRS, arg: encodeMsrs([{ index: a, data: va }, { index: b, data: vb }]) });
+      // A guest's TSC write moves TSC_ADJUST by how far the TSC has run, which the host and kvmsr
+      // read at different times: the TSC pairs are measured from the host only.
+      if (a !== 0x10 && b !== 0x10) {
+        steps.push({ op: 'wr', vcpu: 0, index: a, value: va }, { op: 'wr', vcpu: 0, index: b, value: vb }, { op: 'rd', vcpu: 0, index: a }, { op: 'rd', vcpu: 0, index: b });
+      }
+      out.push({ id: `pair.${hexId(a)}.${hexId(b)}.${cpuid ? 'cpuid' : 'fresh'}`, setup: { vcpus: 2, irqchip: false, cpuid, usermsr: RULE_USERMSR, guest: true }, steps });
     }
   }
   return out;
@@ -291,5 +339,5 @@ export interface PlanOptions {
 
 /** The whole harvest plan. */
 export function harvestPlan(opts: PlanOptions = {}): PlanCase[] {
-  return [...profileCases(), ...ruleCases(), ...systematicCases(), ...hypervCases(), ...xenCases(), ...randomCases(opts.cases ?? 300, opts.seed ?? 1), ...guestCases()];
+  return [...profileCases(), ...ruleCases(), ...pairCases(), ...systematicCases(), ...hypervCases(), ...xenCases(), ...randomCases(opts.cases ?? 300, opts.seed ?? 1), ...guestCases()];
 }

@@ -4,9 +4,9 @@ import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CPUID2_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import { encodeCpuid2, type CpuidEntry2 } from '../abi/codecs.js';
 import type { Kvm } from './kvm.js';
-import { MSR_IO_GET_FEATURE } from './msr-io.js';
+import { MSR_IO_GET_FEATURE } from './x86/msr-io.js';
 import type { IoctlArg } from './user-arg.js';
-import { systemDeviceAttr } from './vm-state.js';
+import { systemDeviceAttr } from './state/vm-state.js';
 
 const KVM_CAP_VM_TYPES = 235;
 

@@ -1,20 +1,22 @@
 // kvm_vcpu_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c): a vCPU fd.
+import { enterGuest, setTscKhz } from './x86/tsc.js';
+import { setupMce } from './x86/mce.js';
 import { decodeCpuidEntries, decodeEnableCap } from '../abi/codecs.js';
 import { E2BIG, EFAULT, EINVAL, ENOTTY } from '../abi/errno.js';
 import { _IOC_TYPE } from '../abi/ioc.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CAP, KVMIO } from '../abi/kvm-ioctls.js';
 import { KVM_CPUID_ENTRY2_LAYOUT, KVM_CPUID2_LAYOUT, KVM_ENABLE_CAP_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
-import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './cpuid-caps.js';
-import { completeMsrExit } from './guest-msr.js';
-import { hvActivateSynic, hvSetCpuid } from './hyperv.js';
-import { EVMCS_VERSION, hvCpuidForVcpu } from './hyperv-cpuid.js';
+import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './x86/cpuid-caps.js';
+import { completeMsrExit } from './x86/guest-msr.js';
+import { hvActivateSynic, hvSetCpuid } from './x86/hyperv.js';
+import { EVMCS_VERSION, hvCpuidForVcpu } from './x86/hyperv-cpuid.js';
 import { supportedHvCpuid } from './ioctl-system.js';
 import type { Kvm } from './kvm.js';
 import { findCpuid } from './profile.js';
 import type { IoctlArg } from './user-arg.js';
 import type { Vcpu } from './vcpu.js';
-import { vcpuStateIoctl } from './vcpu-state.js';
+import { vcpuStateIoctl } from './state/vcpu-state.js';
 
 
 // KVM_GET_MSRS and KVM_SET_MSRS never reach this switch: Kvm.ioctl serves them first (kvm.ts).
@@ -33,17 +35,17 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       if (vcpu.hv === null) return -EINVAL;
       return supportedHvCpuid(k, arg, hvCpuidForVcpu(k.x86.hvCpuid, vcpu.vm.irqchip, vcpu.hv.evmcsEnabled));
     case I.KVM_SET_TSC_KHZ:
-      return k.x86.setTscKhz(vcpu, a.intValue(arg));
+      return setTscKhz(k.x86, vcpu, a.intValue(arg));
     case I.KVM_X86_SETUP_MCE: {
       if (!a.resolve(arg) || a.avail < 8) return -EFAULT;
-      return k.x86.setupMce(vcpu, a.dv.getInt32(a.base, true), a.dv.getInt32(a.base + 4, true));
+      return setupMce(k.x86, vcpu, a.dv.getInt32(a.base, true), a.dv.getInt32(a.base + 4, true));
     }
     case I.KVM_RUN:
       // KVM_RUN first completes a pending MSR exit (complete_userspace_io); kvmsr runs no guest
       // code after that, and what it can know is that the vCPU has now run.
       completeMsrExit(vcpu);
       vcpu.hasRun = true;
-      k.x86.enterGuest(vcpu);
+      enterGuest(k.x86, vcpu);
       return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
     default: {
       // kvm_vcpu_ioctl refuses other ioctl types before it looks at the number.
@@ -78,6 +80,7 @@ function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   vcpu.cpuidNent = nent;
   vcpu.capBits = capBitsOf(entries) & k.x86.supportedCapBits;
   vcpu.amdCompatible = isAmdCompatibleVendor(cpuidVendor(entries));
+  vcpu.intelVendor = cpuidVendor(entries) === 'GenuineIntel';
   const addr = findCpuid(entries, 0x80000008, 0);
   vcpu.maxPhyAddr = addr ? addr.eax & 0xff : 36;
   // kvm_get_hypervisor_cpuid(vcpu, KVM_SIGNATURE): the first base from 0x40000000 up, in steps

@@ -15,8 +15,8 @@ import {
   KVM_MSR_FILTER_WRITE,
 } from '../abi/layout.js';
 import type { Kvm } from './kvm.js';
-import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './xen.js';
-import { memslotKey, updateDirtyBitmap, vmStateIoctl } from './vm-state.js';
+import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './x86/xen.js';
+import { memslotKey, updateDirtyBitmap, vmStateIoctl } from './state/vm-state.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -52,10 +52,9 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     case I.KVM_SET_USER_MEMORY_REGION:
       return setMemoryRegion(k, vm, arg);
     case I.KVM_SET_TSC_KHZ: {
-      // The default for vCPUs created later. 6.15 on refuse it once any vCPU exists (assumed
-      // boundary); 6.12 takes it at any time (kvm_arch_vm_ioctl, seen live).
+      // The default for vCPUs created later (tsc.ts VM_TSC_KHZ_BEFORE_VCPUS).
       const khz = a.intValue(arg) % 0x100000000;
-      if (vm.createdVcpus > 0 && k.x86.kernel >= 615) return -EINVAL;
+      if (vm.createdVcpus > 0 && k.x86.rules.vmTscKhzBeforeVcpus) return -EINVAL;
       vm.defaultTscKhz = khz === 0 ? k.x86.hostTscKhz : khz; // 0: the kernel's tsc_khz
       return 0;
     }
@@ -65,7 +64,7 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       // CONFIG_KVM_XEN, which KVM_CAP_XEN_HVM tells.
       if ((k.profile.extensions.system[KVM_CAP.XEN_HVM] ?? 0) === 0) return -ENOTTY;
       if (!a.resolve(arg) || a.avail < KVM_XEN_HVM_CONFIG_SIZE) return -EFAULT;
-      return xenHvmConfig(vm, a.dv, a.base, k.x86.kernel);
+      return xenHvmConfig(vm, a.dv, a.base, k.x86.rules.xenMsrRange);
     default:
       return vmStateIoctl(k, vm, req, arg) ?? k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
   }

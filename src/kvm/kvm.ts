@@ -1,27 +1,28 @@
 // The device: file descriptors for /dev/kvm, VMs and vCPUs, and ioctl() dispatch on the real
 // request numbers. ioctl returns what the kernel's handler returns: a value >= 0 or -errno.
-import { DEFAULT_FRESH_STATE, type FreshState } from './fresh-state.js';
+import { enterGuest, tscEstimated } from './x86/tsc.js';
+import { DEFAULT_FRESH_STATE, type FreshState } from './state/fresh-state.js';
 import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
 import { ioctlName, KVM_GET_MSRS, KVM_SET_MSRS } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
 import * as Files from './files.js';
 import { FD_SYSTEM, type KvmFile } from './files.js';
-import { completeMsrExit, guestRdmsr, guestWrmsr, type GuestMsrResult } from './guest-msr.js';
+import { completeMsrExit, guestRdmsr, guestWrmsr, type GuestMsrResult } from './x86/guest-msr.js';
 import { systemIoctl } from './ioctl-system.js';
 import { vfsIoctl } from './ioctl-vfs.js';
 import * as VcpuIoctl from './ioctl-vcpu.js';
 import { vmIoctl } from './ioctl-vm.js';
-import { withMeasuredRules } from './measured-rules.js';
-import { MSR_IO_GET, MSR_IO_SET, msrIo } from './msr-io.js';
-import type { MsrValue } from './msr-ret.js';
+import { withMeasuredRules } from './x86/measured-rules.js';
+import { MSR_IO_GET, MSR_IO_SET, msrIo } from './x86/msr-io.js';
+import type { MsrValue } from './x86/msr-ret.js';
 import { isValidatedProfile, parseProfile, type HostProfile } from './profile.js';
 import { ArgResolver, type IoctlArg } from './user-arg.js';
 import { Vcpu } from './vcpu.js';
 import type { VendorOps } from './vendor.js';
 import { vendorFor } from './vendors.js';
 import { Vm } from './vm.js';
-import { X86, type X86Options } from './x86.js';
+import { X86, type X86Options } from './x86/x86.js';
 
 // Module-local copies of what every ioctl uses: V8 reloads and hole-checks an imported binding at
 // each use, even in optimized code, and folds a const of this module (see msr-io.ts).
@@ -146,7 +147,7 @@ export class Kvm {
     if (f === undefined) return -EBADF;
     if (f.kind !== FD_VCPU) return -EINVAL;
     f.vcpu.hasRun = true;
-    this.x86.enterGuest(f.vcpu);
+    enterGuest(this.x86, f.vcpu);
     return 0;
   }
 
@@ -191,7 +192,7 @@ export class Kvm {
    */
   tscEstimated(fd: number): boolean {
     const v = this.vcpuOf(fd);
-    return v !== undefined && this.x86.tscEstimated(v);
+    return v !== undefined && tscEstimated(this.x86, v);
   }
 
   /** What kind of file an fd is, or undefined when it is not open. */

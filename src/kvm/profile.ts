@@ -1,9 +1,9 @@
 // Host profiles are data: what one host's KVM lists, reports and resets to. `kvmsr profile capture`
 // writes one from a real /dev/kvm; the built-in default is such a file, checked in.
-import { freshStateFromJson, freshStateToJson, type FreshState } from './fresh-state.js';
+import { freshStateFromJson, freshStateToJson, type FreshState } from './state/fresh-state.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
-import { READ_KINDS, RULE_FIELDS, WRITE_KINDS, type MsrRule } from './measured-rules.js';
-import { slotOf } from './msr-slots.js';
+import { READ_KINDS, RULE_FIELDS, WRITE_KINDS, type MsrRule } from './x86/measured-rules.js';
+import { slotOf } from './x86/msr-slots.js';
 
 export type VendorModule = 'kvm_pvm' | 'kvm_intel' | 'kvm_amd';
 export const VENDOR_MODULES: readonly VendorModule[] = ['kvm_pvm', 'kvm_intel', 'kvm_amd'];
@@ -150,6 +150,11 @@ export function isValidatedProfile(p: object): boolean {
   return validated.has(p);
 }
 
+/** A changed copy of a profile (a spread with other fields), validated as a file would be. */
+export function revalidated(p: HostProfile, file = '<profile>'): HostProfile {
+  return parseProfile(JSON.parse(JSON.stringify(profileToJson(p))), file);
+}
+
 /** Validates parsed JSON as a profile; every error names the file and the field. */
 export function parseProfile(json: unknown, file = '<profile>'): HostProfile {
   const p = parseProfileFields(json, file);
@@ -229,6 +234,11 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
         if (!(RULE_FIELDS as readonly string[]).includes(name)) r.fail(`${field}.${name}`, `expected only ${RULE_FIELDS.join(', ')}`);
         if (name === 'hostKeep' || name === 'guestKeep') {
           rule[name] = r.u64(kind, `${field}.${name}`);
+          continue;
+        }
+        if (name === 'coupled') {
+          if (typeof kind !== 'boolean') r.fail(`${field}.${name}`, 'expected true or false');
+          rule.coupled = kind === true;
           continue;
         }
         const allowed: readonly string[] = name.endsWith('Read') ? READ_KINDS : WRITE_KINDS;

@@ -1,10 +1,10 @@
 // A vCPU's MSR state: values in a typed array indexed by slot, plus the few facts (CPUID-derived
 // capabilities, "has run") that KVM's MSR rules consult.
-import { SLOT_COUNT, slotOf } from './msr-slots.js';
+import { SLOT_COUNT, slotOf } from './x86/msr-slots.js';
 import type { Vm } from './vm.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
-import type { HvVcpu } from './hyperv.js';
-import type { VcpuState } from './vcpu-state.js';
+import type { HvVcpu } from './x86/hyperv.js';
+import type { VcpuState } from './state/vcpu-state.js';
 
 export class Vcpu {
   /** Two u32 halves per slot: [lo, hi]. */
@@ -18,6 +18,8 @@ export class Vcpu {
   hasRun = false;
   /** !guest_cpuid_is_intel_compatible: computed from the vendor string at KVM_SET_CPUID2 only. */
   amdCompatible = false;
+  /** guest_cpuid_is_intel: the vCPU's CPUID vendor is GenuineIntel. */
+  intelVendor = false;
   /** vcpu->arch.pv_cpuid: KVM_CPUID_FEATURES eax and KVM_CAP_ENFORCE_PV_FEATURE_CPUID. */
   pvFeatures = 0;
   enforcePvCpuid = false;

@@ -1,8 +1,8 @@
 // The vendor interface, in the spirit of kvm_x86_ops: the MSR hooks each vendor module provides.
-import type { MsrValue } from './msr-ret.js';
+import type { MsrValue } from './x86/msr-ret.js';
 import type { VendorModule } from './profile.js';
 import type { Vcpu } from './vcpu.js';
-import type { X86 } from './x86.js';
+import type { X86 } from './x86/x86.js';
 
 export interface VendorOps {
   readonly module: VendorModule;

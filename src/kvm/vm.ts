@@ -1,6 +1,6 @@
 // A VM: its vCPUs and the VM-wide state that MSR answers depend on.
-import { HvVm } from './hyperv.js';
-import type { IrqchipState } from './vm-state.js';
+import { HvVm } from './x86/hyperv.js';
+import type { IrqchipState } from './state/vm-state.js';
 import type { Vcpu } from './vcpu.js';
 
 /** A parsed KVM_X86_SET_MSR_FILTER range with its bitmap copied in, as kvm_add_msr_filter keeps it. */

@@ -26,7 +26,7 @@ export interface PairResult {
   rules: string[];
 }
 
-import { MOVING_MSRS, movingAgree, movingRule, MSR_IA32_TSC } from '../kvm/moving-msrs.js';
+import { MOVING_MSRS, movingAgree, movingRule, MSR_IA32_TSC } from '../kvm/x86/moving-msrs.js';
 
 /**
  * KVM_GET_SUPPORTED_CPUID runs CPUID on whichever CPU the ioctl lands on, and KVM leaves that CPU's

@@ -5,8 +5,8 @@
 // CPUID). Where kvmsr's model already agrees no rule is recorded, so the
 // source-derived rules stay the model wherever the host agrees with them.
 import * as I from '../abi/kvm-ioctls.js';
-import { READ_KINDS, WRITE_KINDS, withMeasuredRules, type MsrRule, type ReadKind, type WriteKind } from '../kvm/measured-rules.js';
-import type { HostProfile } from '../kvm/profile.js';
+import { READ_KINDS, WRITE_KINDS, withMeasuredRules, type MsrRule, type ReadKind, type WriteKind } from '../kvm/x86/measured-rules.js';
+import { revalidated, type HostProfile } from '../kvm/profile.js';
 import { vendorFor } from '../kvm/vendors.js';
 import type { Answers, CaseAnswer, PlanCase, StepAnswer } from '../harvest/format.js';
 import { runOnKvmsr } from '../harvest/on-kvmsr.js';
@@ -117,4 +117,27 @@ function keptOfOnes(cases: readonly { c: PlanCase; host: CaseAnswer }[], side: '
     }
   }
   return undefined;
+}
+
+/**
+ * Whether each measured store feeds KVM's cross-MSR checks, from the harvest's `pair.*` cases
+ * whose first MSR has a measured `store`: `coupled: true` where only the coupled model answers
+ * as the host did. Where no pair case tells, the store stays apart from the checks (the default,
+ * measured on kvm_pvm 6.18.44-fc-v1300 and v1272's MISC_FEATURES_ENABLES).
+ */
+export function classifyCouplings(base: HostProfile, plan: readonly PlanCase[], a: Answers, rules: Record<number, MsrRule>): void {
+  for (const c of plan) {
+    if (!c.id.startsWith('pair.')) continue;
+    const first = Number.parseInt(c.id.split('.')[1]!, 16);
+    const rule = rules[first];
+    if (!rule || (rule.hostWrite !== 'store' && rule.guestWrite !== 'store') || rule.coupled === true) continue;
+    const host = a.cases.get(c.id);
+    if (!host) continue;
+    const agrees = (coupled: boolean): boolean => {
+      const variant = { ...rules, [first]: coupled ? { ...rule, coupled: true } : rule };
+      const emu = runOnKvmsr(revalidated({ ...base, msrRules: variant }), c, { fastPath: false });
+      return c.steps.every((_, i) => sameAnswer(host.steps[i], emu.steps[i]));
+    };
+    if (!agrees(false) && agrees(true)) rules[first] = { ...rule, coupled: true };
+  }
 }

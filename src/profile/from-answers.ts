@@ -5,12 +5,12 @@ import { decodeCpuid2, decodeMsrList, decodeMsrs, type CpuidEntry2 } from '../ab
 import { E2BIG } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { parseProfile, profileToJson, VENDOR_MODULES, type HostProfile, type ProfileMsr, type VendorModule } from '../kvm/profile.js';
-import { adjustTscKhz, tscTolerancePpm } from '../kvm/x86.js';
+import { adjustTscKhz, tscTolerancePpm } from '../kvm/x86/tsc.js';
 import { KVMSR_VERSION } from '../version.js';
-import { STATE_SIZES, type FreshState } from '../kvm/fresh-state.js';
+import { STATE_SIZES, type FreshState } from '../kvm/state/fresh-state.js';
 import type { Answers, CaseAnswer, PlanCase, PlanStep, StepAnswer } from '../harvest/format.js';
 import { LIST_ROOM } from '../harvest/plan.js';
-import { classifyRules } from './classify-rules.js';
+import { classifyCouplings, classifyRules } from './classify-rules.js';
 
 export class ProfileBuildError extends Error {}
 
@@ -261,6 +261,7 @@ function freshStateFromAnswers(plan: readonly PlanCase[], a: Answers): FreshStat
 export function measureFromAnswers(plan: readonly PlanCase[], a: Answers): { profile: HostProfile; unmatched: string[] } {
   const base = baseProfileFromAnswers(plan, a);
   const rules = classifyRules(base, plan, a);
+  classifyCouplings(base, plan, a, rules.rules);
   const unmatched = rules.unmatched.map((u) => `0x${u.index.toString(16)} ${u.side}`);
   if (Object.keys(rules.rules).length === 0) return { profile: base, unmatched };
   return { profile: parseProfile(JSON.parse(JSON.stringify(profileToJson({ ...base, msrRules: rules.rules }))), 'capture'), unmatched };

@@ -3,13 +3,14 @@
 // host wins (../shared/reference/vendor-msr-spec.md Appendix A): this host keeps SYSENTER_CS,
 // lists and drops VIRT_SPEC_CTRL, answers TSC_RATIO, and its vendor hooks return
 // KVM_MSR_RET_UNSUPPORTED for what they do not handle.
-import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE } from '../kvm/fast-path.js';
+import { commonFastGetClass, commonFastSetClass } from '../kvm/x86/fast-classes.js';
+import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE } from '../kvm/x86/fast-path.js';
 import { findCpuid } from '../kvm/profile.js';
-import { M } from '../kvm/msr-index.js';
-import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/msr-ret.js';
+import { M } from '../kvm/x86/msr-index.js';
+import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/x86/msr-ret.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VendorOps } from '../kvm/vendor.js';
-import { zero, type X86 } from '../kvm/x86.js';
+import { zero, type X86 } from '../kvm/x86/x86.js';
 
 /** SVM_TSC_RATIO_DEFAULT: 1.0 in 8.32 fixed point (upper half 1). */
 const TSC_RATIO_DEFAULT_HI = 1;
@@ -128,7 +129,7 @@ export const pvmOps: VendorOps = {
       case M.MSR_AMD64_TSC_RATIO:
         return FAST_SLOW;
       default:
-        return x86.commonFastGetClass(index);
+        return commonFastGetClass(x86, index);
     }
   },
 
@@ -154,7 +155,7 @@ export const pvmOps: VendorOps = {
       case M.MSR_AMD64_TSC_RATIO:
         return FAST_SLOW;
       default:
-        return x86.commonFastSetClass(index);
+        return commonFastSetClass(x86, index);
     }
   },
 

@@ -9,14 +9,15 @@
 //    the K7 indices alias counters 0-3 (get_gp_pmc_amd), so both names see one value.
 // What is not an MSR value (the vPMU shape, the guest family/model, MAXPHYADDR) is kept per vCPU
 // on the vCPU (vendorState), recomputed at vCPU creation and KVM_SET_CPUID2.
-import { CAP } from '../kvm/cpuid-caps.js';
-import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE, UNHANDLED } from '../kvm/fast-path.js';
-import { M } from '../kvm/msr-index.js';
-import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/msr-ret.js';
+import { commonFastGetClass, commonFastSetClass } from '../kvm/x86/fast-classes.js';
+import { CAP } from '../kvm/x86/cpuid-caps.js';
+import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE, UNHANDLED } from '../kvm/x86/fast-path.js';
+import { M } from '../kvm/x86/msr-index.js';
+import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/x86/msr-ret.js';
 import { findCpuid } from '../kvm/profile.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VendorOps } from '../kvm/vendor.js';
-import { zero, type X86 } from '../kvm/x86.js';
+import { zero, type X86 } from '../kvm/x86/x86.js';
 
 const EFER_SVME = 1 << 12;
 const EFER_FFXSR = 1 << 14;
@@ -281,7 +282,7 @@ export const svmOps: VendorOps = {
     const h = hostOf(x86);
     // __svm_vcpu_reset: tsc_ratio_msr = default ratio; microcode_version stuffed (quirk on).
     x86.store(vcpu, M.MSR_AMD64_TSC_RATIO, h.tscRatioLo, h.tscRatioHi);
-    x86.store(vcpu, M.MSR_IA32_UCODE_REV, SVM_UCODE_REV, 0);
+    x86.storeReset(vcpu, M.MSR_IA32_UCODE_REV, SVM_UCODE_REV, 0);
     const s = vcpuState(vcpu);
     s.icCfg = -1;
     s.maxPhyAddr = 36;
@@ -482,7 +483,7 @@ export const svmOps: VendorOps = {
         return FAST_SLOW;
       default:
         if (h.pmu && isPmuIndex(index)) return FAST_SLOW;
-        return x86.commonFastGetClass(index);
+        return commonFastGetClass(x86, index);
     }
   },
 
@@ -519,7 +520,7 @@ export const svmOps: VendorOps = {
         return FAST_SLOW;
       default:
         if (h.pmu && isPmuIndex(index)) return FAST_SLOW;
-        return x86.commonFastSetClass(index);
+        return commonFastSetClass(x86, index);
     }
   },
 

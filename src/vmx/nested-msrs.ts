@@ -7,8 +7,8 @@
 // already has for slots 0x480-0x491. The four non-TRUE control MSRs (0x481-0x484) are views of the
 // TRUE ones (0x48d-0x490), as in struct nested_vmx_msrs: their pairs are never read.
 import type { CpuidEntry2 } from '../abi/codecs.js';
-import { MSR_OK, type MsrValue } from '../kvm/msr-ret.js';
-import { slotOf } from '../kvm/msr-slots.js';
+import { MSR_OK, type MsrValue } from '../kvm/x86/msr-ret.js';
+import { slotOf } from '../kvm/x86/msr-slots.js';
 import { findCpuid, type ProfileMsr } from '../kvm/profile.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 

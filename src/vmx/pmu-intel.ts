@@ -6,10 +6,10 @@
 // back what was written, masked to its width. Values live in the vCPU's slots: GP counter i in
 // 0xc1+i (the full-width alias 0x4c1+i shares it), event selector i in 0x186+i, fixed counter i
 // in 0x309+i, the global MSRs in their own slots.
-import { MSR_ERR, MSR_OK, type MsrValue } from '../kvm/msr-ret.js';
-import { slotOf } from '../kvm/msr-slots.js';
+import { MSR_ERR, MSR_OK, type MsrValue } from '../kvm/x86/msr-ret.js';
+import { slotOf } from '../kvm/x86/msr-slots.js';
 import type { Vcpu } from '../kvm/vcpu.js';
-import type { X86 } from '../kvm/x86.js';
+import type { X86 } from '../kvm/x86/x86.js';
 
 export const enum P {
   PERFCTR0 = 0xc1,
@@ -231,7 +231,7 @@ export function pmuSet(x86: X86, vcpu: Vcpu, pmu: IntelPmu, index: number, host:
       if ((lo & pmu.pebsEnableRsvdLo) !== 0 || (hi & pmu.pebsEnableRsvdHi) !== 0) return MSR_ERR;
       return x86.store(vcpu, index, lo, hi);
     case P.DS_AREA:
-      if (x86.isNoncanonical(hi)) return MSR_ERR;
+      if (x86.isNoncanonical(vcpu, hi)) return MSR_ERR;
       return x86.store(vcpu, index, lo, hi);
     case P.PEBS_DATA_CFG:
       if ((lo & pmu.pebsDataCfgRsvdLo) !== 0 || (hi & pmu.pebsDataCfgRsvdHi) !== 0) return MSR_ERR;

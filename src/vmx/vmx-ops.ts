@@ -8,16 +8,18 @@
 // have), the feature MSRs (ARCH_CAPABILITIES, PERF_CAPABILITIES, the VMX MSRs = vmcs_config.nested)
 // and module parameters (kvm_intel.nested, kvm.enable_pmu). kvm_intel.pt_mode=1 (Intel PT
 // host-guest mode) is not modelled: the RTIT MSRs answer as with the default pt_mode=0.
+import { commonFastGetClass, commonFastSetClass } from '../kvm/x86/fast-classes.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
-import { CAP } from '../kvm/cpuid-caps.js';
-import { FAST_SLOW, GET_LOAD, SET_STORE } from '../kvm/fast-path.js';
-import { M } from '../kvm/msr-index.js';
-import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/msr-ret.js';
-import { slotOf } from '../kvm/msr-slots.js';
+import { CAP } from '../kvm/x86/cpuid-caps.js';
+import { FAST_SLOW, GET_LOAD, SET_STORE } from '../kvm/x86/fast-path.js';
+import { M } from '../kvm/x86/msr-index.js';
+import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from '../kvm/x86/msr-ret.js';
+import { slotOf } from '../kvm/x86/msr-slots.js';
 import { findCpuid } from '../kvm/profile.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VendorOps } from '../kvm/vendor.js';
-import type { X86 } from '../kvm/x86.js';
+import { versioned, type VersionedRule } from '../kvm/x86/release.js';
+import type { X86 } from '../kvm/x86/x86.js';
 import {
   adjustSecondaryCtl,
   copyNestedToVcpu,
@@ -318,9 +320,10 @@ export const vmxOps: VendorOps = {
     vcpu.vendorState = s;
     // (kvm_arch_vcpu_create's ARCH_CAPABILITIES/PERF_CAPABILITIES stuffing is in x86.ts.)
     // __vmx_vcpu_reset: microcode revision, the VMX MSRs = KVM's, SGX LE hash = the default.
-    x86.store(vcpu, M.MSR_IA32_UCODE_REV, 0, VMX_UCODE_REV_HI);
+    x86.storeReset(vcpu, M.MSR_IA32_UCODE_REV, 0, VMX_UCODE_REV_HI);
     if (h.nested) copyNestedToVcpu(vcpu, h.kvmNested);
-    SGX_DEFAULT_HASH.forEach(([lo, hi], i) => x86.store(vcpu, I.SGXLEPUBKEYHASH0 + i, lo, hi));
+    // vcpu_setup_sgx_lepubkeyhash exists only with CONFIG_X86_SGX_KVM: the profile's fresh value decides.
+    SGX_DEFAULT_HASH.forEach(([lo, hi], i) => x86.storeReset(vcpu, I.SGXLEPUBKEYHASH0 + i, lo, hi));
     // kvm_pmu_init: the PMU is refreshed without CPUID, so it has no counters.
     pmuRefreshFor(x86, h, vcpu, s, []);
   },
@@ -362,7 +365,7 @@ export const vmxOps: VendorOps = {
     }
     if (vmxCap(x86, h, vcpu)) {
       s.featCtlValid |= FEAT_CTL_VMX_INSIDE_SMX | FEAT_CTL_VMX_OUTSIDE_SMX;
-      crFixed1Update(vcpu, guest, x86.kernel >= 618);
+      crFixed1Update(vcpu, guest, x86.rules.cetMsrs);
     } else {
       s.featCtlValid &= ~(FEAT_CTL_VMX_INSIDE_SMX | FEAT_CTL_VMX_OUTSIDE_SMX);
     }
@@ -453,7 +456,7 @@ export const vmxOps: VendorOps = {
       case M.MSR_IA32_BNDCFGS:
         if (!hostOf(x86).mpx || (!host && !stateOf(vcpu).mpx)) return MSR_ERR;
         // The address (bits 63:12) must be canonical; bits 11:2 are reserved.
-        if (x86.isNoncanonical(hi) || (lo & 0xffc) !== 0) return MSR_ERR;
+        if (x86.isNoncanonical(vcpu, hi) || (lo & 0xffc) !== 0) return MSR_ERR;
         return x86.store(vcpu, index, lo, hi);
       case I.UMWAIT_CONTROL:
         if (!host && !stateOf(vcpu).waitpkg) return MSR_ERR;
@@ -479,7 +482,7 @@ export const vmxOps: VendorOps = {
         // is_vmx_feature_control_msr_valid; a host write of 0 also leaves VMX operation (no VMXON here).
         const cur = vcpu.msrs[slotOf(M.MSR_IA32_FEAT_CTL) * 2]!;
         if (!host && (cur & FEAT_CTL_LOCKED) !== 0) return MSR_ERR;
-        const valid = host ? KVM_SUPPORTED_FEATURE_CONTROL : featCtlValidBits(vcpu);
+        const valid = host && x86.rules.featCtlHostSupported ? KVM_SUPPORTED_FEATURE_CONTROL : featCtlValidBits(vcpu);
         if ((lo & ~valid) !== 0 || hi !== 0) return MSR_ERR;
         return x86.store(vcpu, index, lo, hi);
       }
@@ -533,7 +536,7 @@ export const vmxOps: VendorOps = {
     }
     if (isSgxHash(index)) return GET_LOAD;
     if (isVmxMsr(index) || isRtit(index) || isIntelPmuMsr(index)) return FAST_SLOW;
-    return x86.commonFastGetClass(index);
+    return commonFastGetClass(x86, index);
   },
 
   fastSetClass(x86: X86, index: number): number {
@@ -563,7 +566,7 @@ export const vmxOps: VendorOps = {
     }
     if (isSgxHash(index)) return SET_STORE;
     if (isVmxMsr(index) || isRtit(index) || isIntelPmuMsr(index)) return FAST_SLOW;
-    return x86.commonFastSetClass(index);
+    return commonFastSetClass(x86, index);
   },
 
   guestPassthrough(x86: X86, vcpu: Vcpu, index: number, write: boolean, lo: number, hi: number, out: MsrValue): number | null {
@@ -640,15 +643,31 @@ function setDebugctl(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi: number
   return x86.store(vcpu, M.MSR_IA32_DEBUGCTLMSR, lo & supported, 0);
 }
 
-/**
- * vmx_set_msr PERF_CAPABILITIES, then kvm_set_msr_common; a changed value refreshes the PMU.
- * 6.18 has no "non-zero while the vPMU has version 0" check; 6.12 has it (`if (data &&
- * !vcpu_to_pmu(vcpu)->version) return 1;`), for the host's writes too.
- */
+export const FEAT_CTL_HOST_SUPPORTED: VersionedRule = versioned({
+  id: 'vmx.feat-ctl-host-supported',
+  family: 'vmx',
+  kernel: 'vmx_set_msr (MSR_IA32_FEAT_CTL), is_vmx_feature_control_msr_valid',
+  holds: 'a host write may set any bit of KVM_SUPPORTED_FEATURE_CONTROL (lock, VMX in/outside SMX, SGX, SGX_LC, LMCE), whatever the vCPU model',
+  otherwise: "a host write may set only the vCPU's valid bits (lock; VMX with nested and VMX in CPUID; SGX bits with SGX in CPUID; LMCE with MCG_LMCE_P), as the guest",
+  where: { since: '6.12' },
+  note: 'seen live on kvm_intel 6.1.192; the release between 6.1 and 6.12 not checked',
+});
+
+export const PERF_CAP_NEEDS_PMU: VersionedRule = versioned({
+  id: 'vmx.perf-cap-needs-pmu',
+  family: 'vmx',
+  kernel: 'vmx_set_msr (MSR_IA32_PERF_CAPABILITIES)',
+  holds: 'a non-zero PERF_CAPABILITIES write fails while the vPMU has version 0 (`if (data && !vcpu_to_pmu(vcpu)->version) return 1;`), host writes too',
+  otherwise: 'no such check',
+  where: { until: '6.18' },
+  note: 'present in 6.1.192 and 6.12.118, absent on 6.18.44; the release that dropped it not checked',
+});
+
+/** vmx_set_msr PERF_CAPABILITIES, then kvm_set_msr_common; a changed value refreshes the PMU. */
 function setPerfCapabilities(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi: number): number {
   const h = hostOf(x86);
   const s = stateOf(vcpu);
-  if (x86.kernel < 618 && (lo !== 0 || hi !== 0) && s.pmu.version === 0) return MSR_ERR;
+  if (x86.rules.perfCapNeedsPmu && (lo !== 0 || hi !== 0) && s.pmu.version === 0) return MSR_ERR;
   if ((lo & PERF_CAP_LBR_FMT) !== 0) {
     if ((lo & PERF_CAP_LBR_FMT) !== (h.perfCapLo & PERF_CAP_LBR_FMT) || !s.modelConsistent) return MSR_ERR;
   }

@@ -1,8 +1,8 @@
 // The guest CPUID features KVM's MSR rules consult, as bits of one integer per vCPU so a rule
 // checks a capability without hashing. guest_cpu_cap_has(): set in the guest CPUID given with
 // KVM_SET_CPUID2 and supported by KVM (KVM_GET_SUPPORTED_CPUID).
-import type { CpuidEntry2 } from '../abi/codecs.js';
-import { findCpuid } from './profile.js';
+import type { CpuidEntry2 } from '../../abi/codecs.js';
+import { findCpuid } from '../profile.js';
 
 type Reg = 'eax' | 'ebx' | 'ecx' | 'edx';
 interface CapDef {

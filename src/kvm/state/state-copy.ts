@@ -1,9 +1,9 @@
 // copy_from_user / copy_to_user of a whole fixed-size struct, for the state ioctls (vcpu-state.ts,
 // vm-state.ts): the kernel copies the whole struct in (EFAULT if any byte is unmapped) and out
 // (EFAULT after writing what is mapped).
-import { EFAULT } from '../abi/errno.js';
-import type { Kvm } from './kvm.js';
-import type { IoctlArg } from './user-arg.js';
+import { EFAULT } from '../../abi/errno.js';
+import type { Kvm } from '../kvm.js';
+import type { IoctlArg } from '../user-arg.js';
 
 /** A copy of the `size` bytes at the argument, or null (EFAULT) when they are not all there. */
 export function copyIn(k: Kvm, arg: IoctlArg, size: number): Uint8Array | null {

@@ -4,19 +4,20 @@
 // an MSR ioctl answers, it goes through the MSR model: KVM_SET_SREGS/SREGS2 set EFER (set_efer) and
 // the APIC base (kvm_apic_set_base, host-initiated); KVM_GET_SREGS reads them back; KVM_SET_LAPIC
 // moves the LVT timer in and out of TSC-deadline mode, which decides what IA32_TSC_DEADLINE holds.
-import { EFAULT, EINVAL } from '../abi/errno.js';
-import * as I from '../abi/kvm-ioctls.js';
-import { CAP } from './cpuid-caps.js';
+import { eferFitsCpuid } from '../x86/efer.js';
+import { EFAULT, EINVAL } from '../../abi/errno.js';
+import * as I from '../../abi/kvm-ioctls.js';
+import { CAP } from '../x86/cpuid-caps.js';
 import type { FreshState } from './fresh-state.js';
 import { STATE_SIZES } from './fresh-state.js';
-import type { Kvm } from './kvm.js';
+import type { Kvm } from '../kvm.js';
 import { copyIn as input, copyOut as out } from './state-copy.js';
-import { M } from './msr-index.js';
-import { findCpuid } from './profile.js';
-import type { IoctlArg } from './user-arg.js';
-import type { Vcpu } from './vcpu.js';
-import type { X86 } from './x86.js';
-import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME } from './control-bits.js';
+import { M } from '../x86/msr-index.js';
+import { findCpuid } from '../profile.js';
+import type { IoctlArg } from '../user-arg.js';
+import type { Vcpu } from '../vcpu.js';
+import type { X86 } from '../x86/x86.js';
+import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME } from '../x86/control-bits.js';
 
 // struct kvm_sregs / kvm_sregs2 offsets (linux/kvm.h).
 const SR_CS = 0;
@@ -113,6 +114,12 @@ export class VcpuState {
     // kvm_arch_vcpu_create: an AP waits for INIT/SIPI when the LAPIC is in the kernel.
     this.mpState = vcpu.vm.irqchip && !bsp ? MP_STATE_UNINITIALIZED : MP_STATE_RUNNABLE;
   }
+}
+
+/** The low half of the vCPU's CR4 (0 before any state ioctl: a fresh vCPU's CR4 is 0). */
+export function cr4Lo(vcpu: Vcpu): number {
+  const s = vcpu.state;
+  return s === null ? 0 : s.sregs2[SR_CR4]! | (s.sregs2[SR_CR4 + 1]! << 8) | (s.sregs2[SR_CR4 + 2]! << 16) | (s.sregs2[SR_CR4 + 3]! << 24);
 }
 
 export function vcpuState(k: Kvm, vcpu: Vcpu): VcpuState {
@@ -330,7 +337,7 @@ function validSregs(k: Kvm, vcpu: Vcpu, b: Uint8Array, cr0: bigint, cr4: bigint,
   // kvm_valid_efer: efer_reserved_bits, then __kvm_valid_efer's guest-CPUID checks.
   if (efer >> 32n !== 0n) return false;
   const lo = Number(efer) | 0;
-  return (lo & ~k.x86.eferAllowed) === 0 && k.x86.eferFitsCpuid(vcpu, lo);
+  return (lo & ~k.x86.eferAllowed) === 0 && (!k.x86.rules.sregsEferChecked || eferFitsCpuid(k.x86, vcpu, lo));
 }
 
 // ---- FPU: struct kvm_fpu is the legacy FXSAVE region of the guest's xstate ----

@@ -3,7 +3,7 @@
 // (profile.hvCpuid); without one kvmsr builds it from the source. The vCPU fd's answer drops what
 // needs an in-kernel LAPIC when the VM has none, and the eVMCS version until the vCPU enabled
 // KVM_CAP_HYPERV_ENLIGHTENED_VMCS.
-import type { CpuidEntry2 } from '../abi/codecs.js';
+import type { CpuidEntry2 } from '../../abi/codecs.js';
 
 export const HV_CPUID_LEAVES = [0x40000000, 0x40000001, 0x40000002, 0x40000003, 0x40000004, 0x40000005, 0x40000080, 0x40000081, 0x40000082, 0x4000000a] as const;
 

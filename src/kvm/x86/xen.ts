@@ -1,20 +1,28 @@
 // The Xen hypercall page MSR (arch/x86/kvm/xen.c, CONFIG_KVM_XEN): KVM_XEN_HVM_CONFIG names an MSR,
 // and from then on kvm_set_msr_common hands every write of it to kvm_xen_write_hypercall_page,
 // before its own switch. Reads of that index are not affected.
-import { EFAULT, EINVAL } from '../abi/errno.js';
+import { EFAULT, EINVAL } from '../../abi/errno.js';
 import { MSR_ERR, MSR_OK } from './msr-ret.js';
-import type { Vm } from './vm.js';
+import { versioned, type VersionedRule } from './release.js';
+import type { Vm } from '../vm.js';
 
 export const KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL = 1 << 1;
 const KVM_XEN_HVM_CONFIG_EVTCHN_SEND = 1 << 5;
 const KVM_XEN_HVM_CONFIG_PVCLOCK_TSC_UNSTABLE = 1 << 7;
-export { KVM_XEN_HVM_CONFIG_SIZE } from '../abi/codecs.js';
+export { KVM_XEN_HVM_CONFIG_SIZE } from '../../abi/codecs.js';
 
-/**
- * kvm_xen_hvm_config. From 6.14 (assumed release) the MSR must lie in 0x40000000-0x4fffffff, the
- * range reserved for synthetic MSRs, so it cannot shadow a real one.
- */
-export function xenHvmConfig(vm: Vm, dv: DataView, base: number, kernel: number): number {
+export const XEN_MSR_RANGE: VersionedRule = versioned({
+  id: 'xen.msr-range',
+  family: 'xen',
+  kernel: 'kvm_xen_hvm_config',
+  holds: "KVM_XEN_HVM_CONFIG's MSR must lie in 0x40000000-0x4fffffff (the synthetic range), else EINVAL",
+  otherwise: 'any MSR index is taken',
+  where: { since: '6.14' },
+  note: 'assumed release: absent from 6.12.118, present on 6.18.44',
+});
+
+/** kvm_xen_hvm_config (KVM_XEN_HVM_CONFIG). */
+export function xenHvmConfig(vm: Vm, dv: DataView, base: number, msrRangeChecked: boolean): number {
   const flags = dv.getUint32(base, true);
   const msr = dv.getUint32(base + 4, true);
   const blob32 = Number(dv.getBigUint64(base + 8, true));
@@ -25,7 +33,7 @@ export function xenHvmConfig(vm: Vm, dv: DataView, base: number, kernel: number)
   if ((flags & ~permitted) !== 0) return -EINVAL;
   // With hypercall interception KVM writes its own page, so no blob may be given.
   if ((flags & KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL) !== 0 && (blob32 !== 0 || blob64 !== 0 || size32 !== 0 || size64 !== 0)) return -EINVAL;
-  if (kernel >= 614 && msr !== 0 && (msr < 0x40000000 || msr > 0x4fffffff)) return -EINVAL;
+  if (msrRangeChecked && msr !== 0 && (msr < 0x40000000 || msr > 0x4fffffff)) return -EINVAL;
   vm.xenHvmMsr = msr;
   vm.xenHvmFlags = flags;
   vm.xenBlob32 = blob32;

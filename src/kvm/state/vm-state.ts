@@ -3,14 +3,14 @@
 // ioeventfds, coalesced MMIO zones, dirty logs, and the TSS and identity-map addresses. Stored and
 // returned as the kernel keeps them, from the host's fresh answers (fresh-state.ts). kvmsr delivers
 // no interrupt and runs no timer: what depends on that is stated where it is answered.
-import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../abi/errno.js';
-import * as I from '../abi/kvm-ioctls.js';
+import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../../abi/errno.js';
+import * as I from '../../abi/kvm-ioctls.js';
 import { STATE_SIZES } from './fresh-state.js';
-import type { Kvm } from './kvm.js';
+import type { Kvm } from '../kvm.js';
 import { copyIn as input, copyOut as out } from './state-copy.js';
 import { supportedXcr0 } from './vcpu-state.js';
-import type { IoctlArg } from './user-arg.js';
-import type { Vm } from './vm.js';
+import type { IoctlArg } from '../user-arg.js';
+import type { Vm } from '../vm.js';
 
 /** KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC. */
 const KVM_CLOCK_VALID_FLAGS = 2 | 4 | 8;

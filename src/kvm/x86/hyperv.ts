@@ -6,8 +6,8 @@
 // vCPU's MSR array, partition-wide ones in the VM's; both as u32 halves, with no BigInt.
 import { MSR_ERR, MSR_OK, type MsrValue } from './msr-ret.js';
 import { slotOf } from './msr-slots.js';
-import type { Vcpu } from './vcpu.js';
-import type { Vm } from './vm.js';
+import type { Vcpu } from '../vcpu.js';
+import type { Vm } from '../vm.js';
 
 export const HV_X64_MSR_GUEST_OS_ID = 0x40000000;
 export const HV_X64_MSR_HYPERCALL = 0x40000001;

@@ -2,10 +2,10 @@
 // kvm_msr_allowed (KVM_X86_SET_MSR_FILTER), kvm_msr_user_space (KVM_CAP_X86_USER_SPACE_MSR exits,
 // filled into the vCPU's kvm_run page) and the completion KVM_RUN performs when userspace
 // resumes. Guest accesses pass host_initiated = false to the same rules as the ioctls.
-import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_RUN_LAYOUT } from '../abi/layout.js';
+import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_RUN_LAYOUT } from '../../abi/layout.js';
 import { MSR_FILTERED, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
 import { hvSyncCr8ToTpr, hvTakeExit } from './hyperv.js';
-import type { Vcpu } from './vcpu.js';
+import type { Vcpu } from '../vcpu.js';
 import type { X86 } from './x86.js';
 
 export const KVM_EXIT_X86_RDMSR = 29;

@@ -6,14 +6,15 @@
 // The loop allocates nothing and uses no BigInt: an entry's index and data are read as u32s, and
 // MSRs with a fast-path class (fast-path.ts) are served straight from the vCPU's typed array.
 import { endianness } from 'node:os';
-import * as Errno from '../abi/errno.js';
-import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, MAX_IO_MSRS } from '../abi/layout.js';
+import * as Errno from '../../abi/errno.js';
+import { KVM_MSR_ENTRY_LAYOUT, KVM_MSRS_LAYOUT, MAX_IO_MSRS } from '../../abi/layout.js';
 import * as FastPath from './fast-path.js';
 import * as MsrRet from './msr-ret.js';
 import type { MsrValue } from './msr-ret.js';
 import * as MsrSlots from './msr-slots.js';
-import type { Vcpu } from './vcpu.js';
-import * as X86Module from './x86.js';
+import type { Vcpu } from '../vcpu.js';
+import * as PatModule from './pat.js';
+import * as TscModule from './tsc.js';
 import type { X86 } from './x86.js';
 
 // Module-local copies of the imported names the loops use. V8 loads an imported binding through
@@ -51,12 +52,13 @@ const {
   SET_ZERO_ONLY,
   SET_ZERO_STORE,
 } = FastPath;
-const { MSR_OK } = MsrRet;
+const { MSR_OK, MSR_ERR } = MsrRet;
 const { E2BIG, EFAULT } = Errno;
 const { slotOf, SLOT_COUNT } = MsrSlots;
 /** Every slot FAST_SLOW (0): the full path for each entry. */
 const ALL_SLOW = new Uint8Array(SLOT_COUNT);
-const { patValid } = X86Module;
+const { patValid } = PatModule;
+const { readTsc } = TscModule;
 
 export const MSR_IO_GET = 0;
 export const MSR_IO_SET = 1;
@@ -179,8 +181,10 @@ function getLoop(x86: X86, vcpu: Vcpu, u32: Uint32Array, i32: Int32Array, first:
         u32[w + 3] = 0;
         continue;
     }
-    const r = k === GET_TSC ? x86.readTsc(vcpu, out) : x86.doGetMsr(vcpu, index >>> 0, out);
-    // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops.
+    const r = k === GET_TSC ? readTsc(x86, vcpu, out) : x86.doGetMsr(vcpu, index >>> 0, out);
+    // A failed read zeroes the entry's data (kvm_do_msr_access) before the loop stops; before
+    // 6.12 a failure other than "unsupported" left the VMM's data (access.ts FAILED_READ_ZEROED).
+    if (r === MSR_ERR && !x86.rules.failedReadZeroed) return i;
     u32[w + 2] = out.lo;
     u32[w + 3] = out.hi;
     if (r !== MSR_OK) return i;
@@ -217,18 +221,19 @@ function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number
           if (!vcpu.tscDeadlineMode) continue;
           break;
         case SET_CANONICAL:
-          if (x86.isNoncanonical(hi)) return i;
+          if (x86.isNoncanonical(vcpu, hi)) return i;
           break store;
         case SET_CANONICALIZE:
-          hi = x86.canonicalHi(hi);
+          hi = x86.canonicalHi(vcpu, hi);
           break store;
         case SET_PAT:
           if (!patValid(lo, hi)) return i;
           break store;
         case SET_PLATFORM_INFO:
-          // Refused only when CPUID_FAULT is cleared while MISC_FEATURES_ENABLES has faulting on.
+          // Refused only when CPUID_FAULT is cleared while MISC_FEATURES_ENABLES has faulting on,
+          // which the full path decides (the measured rule may keep 0x140 out of the check).
           if ((lo & PLATFORM_INFO_CPUID_FAULT) !== 0 || (msrs[MISC_FEATURES_SLOT]! & 1) === 0) break store;
-          return i;
+          break;
         case SET_ZERO_ONLY:
           if (lo === 0 && hi === 0) continue;
           break;
@@ -295,6 +300,7 @@ function pvMask(vcpu: Vcpu): number {
 function featureLoop(x86: X86, dv: DataView, off: number, n: number, out: MsrValue): number {
   for (let i = 0; i < n; i++, off += ENTRY) {
     const r = x86.doGetFeatureMsr(dv.getUint32(off, true), out);
+    if (r === MSR_ERR && !x86.rules.failedReadZeroed) return i;
     dv.setUint32(off + DATA, out.lo, true);
     dv.setUint32(off + DATA + 4, out.hi, true);
     if (r !== MSR_OK) return i;

@@ -8,7 +8,7 @@
 import { FAST_SLOW, GET_LOAD, GET_ZERO, SET_DROP, SET_STORE } from './fast-path.js';
 import { MSR_ERR, MSR_OK, MSR_UNSUPPORTED, type MsrValue } from './msr-ret.js';
 import { SLOT_COUNT, slotOf } from './msr-slots.js';
-import type { VendorOps } from './vendor.js';
+import type { VendorOps } from '../vendor.js';
 
 /**
  * What the vendor's get_msr does: `load` the value last stored (or the profile's reset value);
@@ -34,8 +34,27 @@ export interface MsrRule {
   guestRead?: ReadKind;
   guestWrite?: WriteKind;
   guestKeep?: bigint;
+  /**
+   * A pair probe (harvest's `pair.*` cases) measured that KVM's cross-MSR checks read the stored
+   * value after all; absent, they do not (decoupledMsrs).
+   */
+  coupled?: boolean;
 }
-export const RULE_FIELDS = ['hostRead', 'hostWrite', 'hostKeep', 'guestRead', 'guestWrite', 'guestKeep'] as const;
+export const RULE_FIELDS = ['hostRead', 'hostWrite', 'hostKeep', 'guestRead', 'guestWrite', 'guestKeep', 'coupled'] as const;
+
+/**
+ * The MSRs whose measured store keeps the value in the vendor's own field, away from KVM's
+ * cross-MSR checks (PLATFORM_INFO refusing to drop CPUID_FAULT while MISC_FEATURES_ENABLES has
+ * CPUID faulting on, MCi_STATUS writes gated by HWCR.McStatusWrEn): every MSR with a measured
+ * `store` unless a harvest's pair probe measured `coupled` (kvm_pvm 6.18.44-fc-v1272 and v1300
+ * store MISC_FEATURES_ENABLES so: their PLATFORM_INFO takes a clear CPUID_FAULT after a write of 1).
+ */
+export function decoupledMsrs(rules: Readonly<Record<number, MsrRule>> | undefined): number[] {
+  if (rules === undefined) return [];
+  return Object.entries(rules)
+    .filter(([, r]) => (r.hostWrite === 'store' || r.guestWrite === 'store') && r.coupled !== true)
+    .map(([k]) => Number(k));
+}
 
 const NONE = 0;
 const READ_CODE: Record<ReadKind, number> = { load: 1, zero: 2, unsupported: 3, error: 4 };
