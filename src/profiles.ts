@@ -11,6 +11,8 @@ import vmxIntel from './profiles/vmx-intel-derived.json' with { type: 'json' };
 import kvmAmdTcg from './profiles/kvm-amd-6.12-qemu-tcg.json' with { type: 'json' };
 import kvmAmdDistroTcg from './profiles/kvm-amd-6.12-distro-qemu-tcg.json' with { type: 'json' };
 import kvmIntelDistroBochs from './profiles/kvm-intel-6.12-distro-bochs-skx.json' with { type: 'json' };
+import kvmAmd61DistroTcg from './profiles/kvm-amd-6.1-distro-qemu-tcg.json' with { type: 'json' };
+import kvmIntel61DistroBochs from './profiles/kvm-intel-6.1-distro-bochs-skx.json' with { type: 'json' };
 import { parseProfile, type HostProfile } from './kvm/profile.js';
 
 export const BUILTIN_PROFILES = {
@@ -25,6 +27,8 @@ export const BUILTIN_PROFILES = {
   'kvm-amd-6.12-qemu-tcg': kvmAmdTcg,
   'kvm-amd-6.12-distro-qemu-tcg': kvmAmdDistroTcg,
   'kvm-intel-6.12-distro-bochs-skx': kvmIntelDistroBochs,
+  'kvm-intel-6.1-distro-bochs-skx': kvmIntel61DistroBochs,
+  'kvm-amd-6.1-distro-qemu-tcg': kvmAmd61DistroTcg,
 } as const;
 export type BuiltinProfileName = keyof typeof BUILTIN_PROFILES;
 
@@ -41,6 +45,8 @@ export const BUILTIN_ORIGIN: Readonly<Record<BuiltinProfileName, string>> = {
   'kvm-amd-6.12-qemu-tcg': "Debian's 6.12.117 (KVM_HYPERV=n) under QEMU 7.2 TCG, -cpu max (scripts/kvm-amd-oracle.sh), 2026-11-30",
   'kvm-amd-6.12-distro-qemu-tcg': "Debian's 6.12.117 built as Debian builds KVM, under QEMU 7.2 TCG (scripts/kvm-amd-oracle.sh), harvest seed 1, 2026-12-02",
   'kvm-intel-6.12-distro-bochs-skx': "Debian's 6.12.117 built as Debian builds KVM, under Bochs 2.7 corei7_skylake_x (scripts/kvm-intel-oracle.sh), harvest seed 1, 2026-12-02",
+  'kvm-amd-6.1-distro-qemu-tcg': "Debian's 6.1.192 built as Debian builds KVM, under QEMU 7.2 TCG (ORACLE_KERNEL=6.1 scripts/kvm-amd-oracle.sh), harvest seed 610006, 2026-12-07",
+  'kvm-intel-6.1-distro-bochs-skx': "Debian's 6.1.192 built as Debian builds KVM, under Bochs 2.7 corei7_skylake_x (ORACLE_KERNEL=6.1 scripts/kvm-intel-oracle.sh), harvest seed 610004, 2026-12-07",
 };
 /**
  * The default: a capture of the project's own development host (kvm_pvm 6.18.44 on AMD EPYC), the

@@ -228,4 +228,17 @@ describe('kvmsr profile list and --kernel', () => {
     expect(intel.err).toContain('kvm-intel-6.12-distro-bochs-skx');
     expect(run(['list', '--kernel', 'latest']).code).toBe(2);
   });
+
+  test('replay --kernel: the capture\'s own host answers as that release; 6.1 lists no LBR MSRs, so QEMU\'s first list read differs', () => {
+    const fixture = join(import.meta.dirname, 'fixtures', 'qemu', 'qemu-migrate-save.jsonl.gz');
+    const same = run(['replay', fixture, '--kernel', '6.12.117']);
+    expect(same.code).toBe(0);
+    expect(same.err).toContain('kernel 6.12.117: the captured profile the capture header (kvm_amd 6.12.117)');
+    const old = run(['replay', fixture, '--kernel', '6.1.192']);
+    expect(old.code).toBe(1);
+    expect(old.out).toContain('DIVERGENCE at seq 4: KVM_GET_MSR_INDEX_LIST on system');
+    expect(old.err).toContain('index list without 0x1d9, 0x1db, 0x1dc, 0x1dd, 0x1de');
+    // check takes --kernel too.
+    expect(run(['check', fixture, '--kernel', '6.12.117']).err).toContain('kernel 6.12.117');
+  });
 });

@@ -219,3 +219,27 @@ describe('the distribution-config kvm_amd oracle (Hyper-V, Xen and SMM built in)
     expect(r.disagreements.map((d) => [d.caseId, d.step])).toEqual([['hv.synic.40000090', k]]);
   });
 });
+
+describe('kvm_amd on other Debian kernels (scripts/kvm-amd-oracle.sh with ORACLE_KERNEL)', () => {
+  // 2026-12-07, both under QEMU 7.2 TCG with Debian's KVM settings for the series:
+  // Debian 12's 6.1.192 (`--seed 610006`, 2361 cases in 95 s) and the current 6.12.118
+  // (`--seed 612007`, 86 s). kvmsr's 6.1 rules and 6.12's answer all of it; what they measured
+  // beyond the source is TCG's SYSENTER handling, as on 6.12.117.
+  test('6.1.192: every case agrees, and its profile is the built-in one', () => {
+    const dir = join(import.meta.dirname, 'hosts', 'kvm-amd-6.1.192-distro-qemu-tcg', 'harvest');
+    const { profile } = judgeStoredHarvest(dir, 2361);
+    expect(profile.host.kernel).toBe('6.1.192');
+    expect(comparable(profile)).toEqual(comparable(builtinProfile('kvm-amd-6.1-distro-qemu-tcg')));
+    expect(profile.msrRules).toEqual(builtinProfile('kvm-amd-6.12-distro-qemu-tcg').msrRules);
+    for (const i of [0x1d9, 0x40000118]) expect(profile.msrIndexList).not.toContain(i);
+  });
+  test('6.12.118: every case agrees, and a sublevel on, the lists and rules are 6.12.117\'s', () => {
+    const dir = join(import.meta.dirname, 'hosts', 'kvm-amd-6.12.118-distro-qemu-tcg', 'harvest');
+    const { profile } = judgeStoredHarvest(dir, 2361);
+    expect(profile.host.kernel).toBe('6.12.118');
+    const old = builtinProfile('kvm-amd-6.12-distro-qemu-tcg');
+    expect(profile.msrIndexList).toEqual(old.msrIndexList);
+    expect(profile.featureMsrs).toEqual(old.featureMsrs);
+    expect(profile.msrRules).toEqual(old.msrRules);
+  });
+});

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { judgeAnswers, judgeDir } from '../src/harvest/judge.js';
 import { builtinProfile, INTEL_PROFILE_NAME } from '../src/profiles.js';
+import { revalidated } from '../src/kvm/profile.js';
 import { comparable, judgeStoredHarvest, withOneBitFlipped } from './helpers.js';
 
 const NAME = 'kvm-intel-6.12-distro-bochs-skx';
@@ -59,5 +60,44 @@ describe('the same kvm_intel under Bochs with cpu model corei7_icelake_u', () =>
     expect(profile.specCtrlAccepted).toBe(7n);
     expect(profile.extensions.system[56]).toBeUndefined(); // KVM_CAP_XCRS 0
     expect([...profile.freshState!.xcrs]).toEqual(new Array(392).fill(0));
+  });
+});
+
+describe('kvm_intel on other Debian kernels (scripts/kvm-intel-oracle.sh with ORACLE_KERNEL)', () => {
+  // Debian's 6.12.118 (the current linux-source-6.12), 2026-12-07: `kvmsr harvest plan --cases 300
+  // --seed 612003` (pair probes included), `ORACLE_KERNEL=6.12 bash scripts/kvm-intel-oracle.sh
+  // --jobs 16` (Bochs ran 415 s), judged by this commit.
+  test('6.12.118: every case agrees, and a sublevel on, the lists and rules are 6.12.117\'s', () => {
+    const dir = join(import.meta.dirname, 'hosts', 'kvm-intel-6.12.118-distro-bochs-skx', 'harvest');
+    const { profile } = judgeStoredHarvest(dir, 2361);
+    expect(profile.host.kernel).toBe('6.12.118');
+    const old = checkedIn();
+    expect(profile.msrIndexList).toEqual(old.msrIndexList);
+    expect(profile.featureMsrs).toEqual(old.featureMsrs);
+    expect(profile.msrRules).toEqual(old.msrRules);
+    expect(profile.supportedCpuid).toEqual(old.supportedCpuid);
+  });
+});
+
+describe('kvm_intel on Debian 12\'s 6.1.192 (ORACLE_KERNEL=6.1)', () => {
+  // `kvmsr harvest plan --cases 300 --seed 610004`, `ORACLE_KERNEL=6.1 bash
+  // scripts/kvm-intel-oracle.sh --jobs 16` (Bochs ran 481 s), 2026-12-07.
+  const dir = join(import.meta.dirname, 'hosts', 'kvm-intel-6.1.192-distro-bochs-skx', 'harvest');
+  test('every case agrees, with the 6.1 rules and no measured rule, and its profile is the built-in one', () => {
+    const { profile } = judgeStoredHarvest(dir, 2361);
+    expect(profile.host.kernel).toBe('6.1.192');
+    expect(profile.msrRules).toBeUndefined(); // 6.1's rules are kvmsr's own, not measured stand-ins
+    expect(comparable(profile)).toEqual(comparable(builtinProfile('kvm-intel-6.1-distro-bochs-skx')));
+    // What 6.1 lists otherwise than 6.12: no DEBUGCTL/LBR, no Hyper-V TSC_INVARIANT_CONTROL, and
+    // PERF_GLOBAL_OVF_CTRL among the PMU MSRs.
+    for (const i of [0x1d9, 0x1db, 0x40000118]) expect(profile.msrIndexList).not.toContain(i);
+    expect(profile.msrIndexList).toContain(0x390);
+    expect(profile.extensions.system[213]).toBe(0x7f); // KVM_CAP_DISABLE_QUIRKS2: quirks 0-6
+  });
+  test('a refused read that kept the VMM\'s data on 6.1 is caught if kvmsr zeroes it', () => {
+    const { plan, answers, profile } = judgeDir(dir, { casesDir: null, profileFile: null });
+    const on612 = { ...profile, host: { ...profile.host, kernel: '6.12.118' } };
+    const r = judgeAnswers(plan, answers, revalidated(on612), { casesDir: null });
+    expect(r.disagreements.some((d) => d.what.startsWith('KVM_GET_MSRS entry 0 0x480'))).toBe(true);
   });
 });

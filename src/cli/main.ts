@@ -10,7 +10,7 @@ import { errnoName } from '../abi/errno.js';
 import { parseCapture, type ParsedCapture } from '../capture/format.js';
 import { recordCommand } from '../capture/recorder-lib.js';
 import { embedProfile } from '../capture/embed-profile.js';
-import { replay } from '../capture/replay.js';
+import { profileForCapture, replay } from '../capture/replay.js';
 import { checkCaptures } from '../check/check.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
@@ -191,7 +191,7 @@ function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; pro
   bar?.start(total, 0);
   const r = replay(c, {
     ...(() => {
-      const p = profileFromOptions(opts, c.header.vendorModule);
+      const p = profileFromOptions(opts, c.header.vendorModule, profileForCapture(c));
       return p ? { profile: p } : {};
     })(),
     continueOnDivergence: !!opts.continue,
@@ -242,7 +242,7 @@ function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; pro
 
 function cmdCheck(save: string, restore: string | undefined, opts: { json?: boolean; profile?: string; kernel?: string }): number {
   const sv = readCapture(save);
-  const r = checkCaptures(sv, restore ? readCapture(restore) : undefined, profileFromOptions(opts, sv.header.vendorModule));
+  const r = checkCaptures(sv, restore ? readCapture(restore) : undefined, profileFromOptions(opts, sv.header.vendorModule, profileForCapture(sv)));
   const errors = r.findings.filter((f) => f.severity === 'error').length;
   print(!!opts.json, r, () => {
     const out: string[] = [];

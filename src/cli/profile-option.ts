@@ -3,7 +3,7 @@
 // stderr). Shared by list, get, run, replay and check.
 import { readFileSync } from 'node:fs';
 import { parseProfile, VENDOR_MODULES, type HostProfile, type VendorModule } from '../kvm/profile.js';
-import { profileForRelease } from '../profile/for-release.js';
+import { deriveForRelease, profileForRelease } from '../profile/for-release.js';
 import { BUILTIN_PROFILES, builtinProfile, defaultProfile, PROFILE_ALIASES, resolveBuiltinName } from '../profiles.js';
 import { CliError } from './common.js';
 
@@ -46,12 +46,16 @@ export interface ProfileOptions {
  * command has a default of its own (a capture's embedded profile). `vendorHint`: the vendor module
  * to take when --profile does not name one (a capture header's).
  */
-export function profileFromOptions(o: ProfileOptions, vendorHint?: string): HostProfile | undefined {
+export function profileFromOptions(o: ProfileOptions, vendorHint?: string, embedded?: HostProfile): HostProfile | undefined {
   if (o.kernel === undefined) return o.profile !== undefined ? loadProfile(o.profile) : undefined;
   const hint = VENDOR_MODULES.includes(vendorHint as VendorModule) ? (vendorHint as VendorModule) : undefined;
   const vendor: VendorModule = o.profile !== undefined ? loadProfile(o.profile).host.vendorModule : hint ?? 'kvm_amd';
   try {
-    const r = profileForRelease(o.kernel, vendor);
+    // A capture's own host is the nearest capture there is: its profile answers as the release.
+    const r =
+      o.profile === undefined && embedded !== undefined && embedded.source === 'capture'
+        ? deriveForRelease(embedded, 'the capture header', o.kernel)
+        : profileForRelease(o.kernel, vendor);
     for (const n of r.notes) process.stderr.write(`kvmsr: ${n}\n`);
     return r.profile;
   } catch (e) {

@@ -172,8 +172,10 @@ export function pairCases(): PlanCase[] {
       const steps: PlanStep[] = [set1(1, a, va), set1(1, b, vb), get1(1, a), get1(1, b)];
       steps.push({ op: 'io', on: 1, request: I.KVM_SET_MSRS, arg: encodeMsrs([{ index: a, data: va }, { index: b, data: vb }]) });
       // A guest's TSC write moves TSC_ADJUST by how far the TSC has run, which the host and kvmsr
-      // read at different times: the TSC pairs are measured from the host only.
-      if (a !== 0x10 && b !== 0x10) {
+      // read at different times: the TSC pairs are measured from the host only. So is EFER: a
+      // real-mode guest's write of EFER.LME hung kvm_amd 6.1.192 nested under QEMU TCG (the
+      // guest's EFER checks are the rule cases' already).
+      if (a !== 0x10 && b !== 0x10 && a !== 0xc0000080) {
         steps.push({ op: 'wr', vcpu: 0, index: a, value: va }, { op: 'wr', vcpu: 0, index: b, value: vb }, { op: 'rd', vcpu: 0, index: a }, { op: 'rd', vcpu: 0, index: b });
       }
       out.push({ id: `pair.${hexId(a)}.${hexId(b)}.${cpuid ? 'cpuid' : 'fresh'}`, setup: { vcpus: 2, irqchip: false, cpuid, usermsr: RULE_USERMSR, guest: true }, steps });

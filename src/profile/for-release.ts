@@ -9,8 +9,8 @@ import { BUILTIN_PROFILES, builtinProfile, PROFILE_ALIASES, type BuiltinProfileN
 
 export interface ReleaseProfile {
   profile: HostProfile;
-  /** The built-in profile it was made from. */
-  from: BuiltinProfileName;
+  /** The profile it was made from (a built-in's name, or what the caller called it). */
+  from: string;
   /** One line each: what was chosen and what was derived. */
   notes: string[];
 }
@@ -47,7 +47,17 @@ export function profileForRelease(releaseText: string, vendor: VendorModule): Re
   if (!release) throw new Error(`--kernel ${releaseText}: not a kernel release (expected e.g. 6.1.192 or 6.12.118)`);
   const [from] = nearestCaptured(release, vendor);
   if (!from) throw new Error(`--kernel ${releaseText}: no captured built-in profile of ${vendor}`);
-  const base = builtinProfile(from);
+  return deriveForRelease(builtinProfile(from), from, releaseText);
+}
+
+/**
+ * `base` (a captured profile: a built-in, or the one a capture embeds) answering as `releaseText`:
+ * the release's rules, and its index list moved by index-list.ts.
+ */
+export function deriveForRelease(base: HostProfile, from: string, releaseText: string): ReleaseProfile {
+  const release = parseRelease(releaseText);
+  if (!release) throw new Error(`--kernel ${releaseText}: not a kernel release (expected e.g. 6.1.192 or 6.12.118)`);
+  const vendor = base.host.vendorModule;
   const baseRelease = parseRelease(base.host.kernel)!;
   const notes: string[] = [];
   const exact = compareRelease(baseRelease, release) === 0;

@@ -4,6 +4,7 @@
 // CPUID gates of hv_check_msr_access (KVM_CAP_HYPERV_ENFORCE_CPUID), and the exits a guest write
 // asks for (KVM_REQ_HV_CRASH, KVM_REQ_HV_RESET, KVM_REQ_HV_EXIT). Per-vCPU values live in the
 // vCPU's MSR array, partition-wide ones in the VM's; both as u32 halves, with no BigInt.
+import { versioned, type VersionedRule } from './release.js';
 import { MSR_ERR, MSR_OK, type MsrValue } from './msr-ret.js';
 import { slotOf } from './msr-slots.js';
 import type { Vcpu } from '../vcpu.js';
@@ -44,6 +45,16 @@ export const HV_X64_MSR_REENLIGHTENMENT_CONTROL = 0x40000106;
 export const HV_X64_MSR_TSC_EMULATION_CONTROL = 0x40000107;
 export const HV_X64_MSR_TSC_EMULATION_STATUS = 0x40000108;
 export const HV_X64_MSR_TSC_INVARIANT_CONTROL = 0x40000118;
+
+export const HV_TSC_INVARIANT_CONTROL: VersionedRule = versioned({
+  id: 'hyperv.tsc-invariant-control',
+  family: 'hyperv',
+  kernel: 'kvm_hv_get_msr_common, kvm_hv_set_msr_common (HV_X64_MSR_TSC_INVARIANT_CONTROL), emulated_msrs_all',
+  holds: 'HV_X64_MSR_TSC_INVARIANT_CONTROL (0x40000118) is a Hyper-V MSR: listed, and answered as hyperv.c does',
+  otherwise: 'it has no handler: unsupported, host and guest, and not listed (seen live on kvm_intel 6.1.192)',
+  where: { since: '6.2' },
+  note: 'assumed release; absent from 6.1.192, present in 6.12.0',
+});
 
 /** Every index kvm_{get,set}_msr_common hands to the Hyper-V code (the case ranges in x86.c). */
 export function isHvMsr(index: number): boolean {

@@ -7,6 +7,7 @@ import { CET_VIRTUALIZATION } from './cet.js';
 import { SREGS_EFER_CHECKED } from './efer.js';
 import { IMMUTABLE_AFTER_RUN, NEED_CPUID, PLATFORM_INFO_IMMUTABLE } from './feature-msrs.js';
 import { HWCR_TSC_FREQ_SEL } from './hwcr.js';
+import { HV_TSC_INVARIANT_CONTROL } from './hyperv.js';
 import { PV_UNSUPPORTED } from './pv.js';
 import { ruleHolds, type Release, type VersionedRule } from './release.js';
 import { COMMON_PRED_FLUSH } from './spec-ctrl.js';
@@ -14,6 +15,7 @@ import { SYNC_SLOP_AFTER_USER_WRITE, TSC_AUX_HIGH_BITS, VM_TSC_KHZ_BEFORE_VCPUS 
 import { XEN_MSR_RANGE } from './xen.js';
 import { XSS_SUPPORTED } from './xsave-msrs.js';
 import { FEAT_CTL_HOST_SUPPORTED, PERF_CAP_NEEDS_PMU } from '../../vmx/vmx-ops.js';
+import { DE_CFG_GUEST_BITS, DEBUGCTL_BTF_DROPPED, SYSENTER_HI_UNLESS_AMD } from '../../svm/svm-ops.js';
 
 const RULES = {
   hostExemptionAnywhere: HOST_EXEMPTION_ANYWHERE,
@@ -29,11 +31,15 @@ const RULES = {
   platformInfoImmutable: PLATFORM_INFO_IMMUTABLE,
   featureMsrsNeedCpuid: NEED_CPUID,
   hwcrTscFreqSel: HWCR_TSC_FREQ_SEL,
+  hvTscInvariantControl: HV_TSC_INVARIANT_CONTROL,
   pvUnsupported: PV_UNSUPPORTED,
   vmTscKhzBeforeVcpus: VM_TSC_KHZ_BEFORE_VCPUS,
   xenMsrRange: XEN_MSR_RANGE,
   xssSupported: XSS_SUPPORTED,
   perfCapNeedsPmu: PERF_CAP_NEEDS_PMU,
+  svmSysenterHiUnlessAmd: SYSENTER_HI_UNLESS_AMD,
+  svmDeCfgGuestBits: DE_CFG_GUEST_BITS,
+  svmDebugctlBtfDropped: DEBUGCTL_BTF_DROPPED,
 } as const satisfies Record<string, VersionedRule>;
 
 export type X86Rules = { readonly [K in keyof typeof RULES]: boolean };

@@ -8,7 +8,7 @@ import { CAP, capBitsOf } from './cpuid-caps.js';
 import { M } from './msr-index.js';
 import { MSR_ERR, MSR_OK, type MsrValue } from './msr-ret.js';
 import { hvCpuidFromSource } from './hyperv-cpuid.js';
-import { hvGetMsr, hvInitVcpu, hvSetMsr, isHvMsr, type HvEnv } from './hyperv.js';
+import { HV_X64_MSR_TSC_INVARIANT_CONTROL, hvGetMsr, hvInitVcpu, hvSetMsr, isHvMsr, type HvEnv } from './hyperv.js';
 import { decoupledMsrs } from './measured-rules.js';
 import { buildFastClasses, buildFastSetRan } from './fast-classes.js';
 import { DROPPED_WRITE_MSRS, isLegacyPmuMsr, ZERO_READ_MSRS } from './legacy-msrs.js';
@@ -288,6 +288,11 @@ export class X86 {
   guestPvHas(vcpu: Vcpu, feature: number): boolean {
     return !vcpu.enforcePvCpuid || ((vcpu.pvFeatures >>> feature) & 1) === 1;
   }
+  /** A Hyper-V MSR that hyperv.c answers on this kernel (CONFIG_KVM_HYPERV, and the release's set). */
+  isHv(index: number): boolean {
+    return this.hyperv && isHvMsr(index) && (index !== HV_X64_MSR_TSC_INVARIANT_CONTROL || this.rules.hvTscInvariantControl);
+  }
+
   /** is_noncanonical(_msr)_address for this release (canonical.ts). */
   isNoncanonical(vcpu: Vcpu, hi: number): boolean {
     return isNoncanonical(this, vcpu, hi);
@@ -397,7 +402,7 @@ export class X86 {
 
   // ---- kvm_get_msr_common ----
   getMsrCommon(vcpu: Vcpu, index: number, host: boolean, out: MsrValue): number {
-    if (this.hyperv && isHvMsr(index)) return hvGetMsr(this.hvEnv, vcpu, index, host, out);
+    if (this.isHv(index)) return hvGetMsr(this.hvEnv, vcpu, index, host, out);
     // Legacy PMU MSRs the vPMU does not own (enable_pmu=N on the hosts kvmsr models) read 0.
     if (isLegacyPmuMsr(index) || ZERO_READ_MSRS.has(index)) return zero(out);
     if (isMceBankMsr(index)) return getMce(this, vcpu, index, host, out);
@@ -490,7 +495,7 @@ export class X86 {
       const longMode = (vcpu.msrs[slotOf(M.MSR_EFER) * 2]! & EFER_LMA) !== 0;
       return xenWriteHypercallPage(vcpu.vm, lo, hi, longMode, this.userReadable);
     }
-    if (this.hyperv && isHvMsr(index)) return hvSetMsr(this.hvEnv, vcpu, index, host, lo, hi);
+    if (this.isHv(index)) return hvSetMsr(this.hvEnv, vcpu, index, host, lo, hi);
     // Legacy PMU MSRs the vPMU does not own accept every value and drop it, as do these.
     if (isLegacyPmuMsr(index) || DROPPED_WRITE_MSRS.has(index)) return MSR_OK;
     if (isMceBankMsr(index)) return setMce(this, vcpu, index, host, lo, hi);
