@@ -317,7 +317,7 @@ export const svmOps: VendorOps = {
   vcpuCreate(x86: X86, vcpu: Vcpu): void {
     const h = hostOf(x86);
     // __svm_vcpu_reset: tsc_ratio_msr = default ratio; microcode_version stuffed (quirk on).
-    x86.store(vcpu, M.MSR_AMD64_TSC_RATIO, h.tscRatioLo, h.tscRatioHi);
+    x86.storeReset(vcpu, M.MSR_AMD64_TSC_RATIO, h.tscRatioLo, h.tscRatioHi);
     x86.storeReset(vcpu, M.MSR_IA32_UCODE_REV, SVM_UCODE_REV, 0);
     const s = vcpuState(vcpu);
     s.icCfg = -1;

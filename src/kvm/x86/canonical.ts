@@ -16,18 +16,22 @@ export const CANONICAL_BY_HOST_LA57: VersionedRule = versioned({
   where: { since: '6.13', backports: ['6.12.41'] },
 });
 
+/**
+ * The virtual-address width the checks use, fixed for the host where the release checks against
+ * max_host_virt_addr_bits (57 or 48), or 0: the vCPU's own CR4.LA57 decides (vcpuLa57).
+ */
+export function fixedAddrBits(x: X86): number {
+  return x.rules.canonicalByHostLa57 ? (x.hostLa57 ? 57 : 48) : 0;
+}
+
 /** CR4.LA57 (bit 12) of the vCPU's stored state, as vcpu_virt_addr_bits reads it. */
-function vcpuLa57(vcpu: Vcpu): boolean {
+export function vcpuLa57(vcpu: Vcpu): boolean {
   return (cr4Lo(vcpu) & (1 << 12)) !== 0;
 }
 
-function la57(x: X86, vcpu: Vcpu): boolean {
-  return x.rules.canonicalByHostLa57 ? x.hostLa57 : vcpuLa57(vcpu);
-}
-
 /** is_noncanonical(_msr)_address for the upper half of an address. */
-export function isNoncanonical(x: X86, vcpu: Vcpu, hi: number): boolean {
-  if (la57(x, vcpu)) {
+export function noncanonicalHi(la57: boolean, hi: number): boolean {
+  if (la57) {
     const top = hi >>> 24;
     return top !== 0 && top !== 0xff;
   }
@@ -36,6 +40,6 @@ export function isNoncanonical(x: X86, vcpu: Vcpu, hi: number): boolean {
 }
 
 /** __canonical_address(hi) for the upper half: sign-extends from bit 47 (or 56); an int32. */
-export function canonicalHi(x: X86, vcpu: Vcpu, hi: number): number {
-  return la57(x, vcpu) ? (hi << 7) >> 7 : (hi << 16) >> 16;
+export function canonicalizedHi(la57: boolean, hi: number): number {
+  return la57 ? (hi << 7) >> 7 : (hi << 16) >> 16;
 }

@@ -16,7 +16,7 @@ import { MsrSet, SLOT_COUNT, slotOf } from './msr-slots.js';
 import { xenWriteHypercallPage } from './xen.js';
 import { commonDefaultGet, commonDefaultSet, msrsToSaveOf, unsupportedAccess } from './access.js';
 import { setApicBase } from './apic-base.js';
-import { canonicalHi, isNoncanonical } from './canonical.js';
+import { canonicalizedHi, fixedAddrBits, noncanonicalHi, vcpuLa57 } from './canonical.js';
 import { setHwcr } from './hwcr.js';
 import { setXfd, setXss } from './xsave-msrs.js';
 import { cetGate, cetSetCheck, isCetMsr } from './cet.js';
@@ -188,6 +188,7 @@ export class X86 {
     };
     this.release = releaseOf(profile.host.kernel);
     this.rules = rulesFor(this.release);
+    this.addrBits = fixedAddrBits(this);
     this.supportedCapBits = capBitsOf(profile.supportedCpuid);
     const mce = profile.mceCapSupported ?? vendor.supportedMceCap ?? DEFAULT_MCE_CAP;
     this.supportedMceCapLo = Number(mce & 0xffffffffn);
@@ -293,13 +294,20 @@ export class X86 {
     return this.hyperv && isHvMsr(index) && (index !== HV_X64_MSR_TSC_INVARIANT_CONTROL || this.rules.hvTscInvariantControl);
   }
 
+  /** 57 or 48 where the release checks against the host (canonical.ts), 0 where the vCPU's CR4 decides. */
+  readonly addrBits: number;
+  /** Whether canonical checks on this vCPU use 57 bits. */
+  private la57(vcpu: Vcpu): boolean {
+    const bits = this.addrBits;
+    return bits === 57 || (bits === 0 && vcpuLa57(vcpu));
+  }
   /** is_noncanonical(_msr)_address for this release (canonical.ts). */
   isNoncanonical(vcpu: Vcpu, hi: number): boolean {
-    return isNoncanonical(this, vcpu, hi);
+    return noncanonicalHi(this.la57(vcpu), hi);
   }
   /** __canonical_address(hi) for this release (canonical.ts). */
   canonicalHi(vcpu: Vcpu, hi: number): number {
-    return canonicalHi(this, vcpu, hi);
+    return canonicalizedHi(this.la57(vcpu), hi);
   }
 
   // ---- the guest TSC (kvm_get_msr_common MSR_IA32_TSC, kvm_synchronize_tsc) ----
@@ -333,11 +341,11 @@ export class X86 {
       case M.MSR_KERNEL_GS_BASE:
       case M.MSR_CSTAR:
       case M.MSR_LSTAR:
-        if (isNoncanonical(this, vcpu, hi)) return MSR_ERR;
+        if (this.isNoncanonical(vcpu, hi)) return MSR_ERR;
         break;
       case M.MSR_IA32_SYSENTER_EIP:
       case M.MSR_IA32_SYSENTER_ESP:
-        hi = canonicalHi(this, vcpu, hi);
+        hi = this.canonicalHi(vcpu, hi);
         break;
       case M.MSR_TSC_AUX:
         if (!this.tscAuxSupported) return MSR_ERR;
