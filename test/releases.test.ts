@@ -226,3 +226,15 @@ describe('one host, three releases (profileForRelease): what a VMM sees change',
   });
 
 });
+
+describe('the TSC sync slop by release (kvm_synchronize_tsc)', () => {
+  test('a first host write within a second of the generation joins it on 6.1, sets the value from 6.12', () => {
+    // A still clock: vCPU creation starts the generation at 0, and a host write of 1000 cycles is
+    // within a second of it. 6.12 syncs only after a user write (user_set_tsc); 6.1 always.
+    for (const [k, tsc] of [['6.1.192', 0n], ['6.12.118', 1000n]] as const) {
+      const m = machine({ profile: profileForRelease(k, 'kvm_amd').profile, now: () => 0 });
+      expect(set(m, 0x10, 1000n), k).toBe(true);
+      expect(get(m, 0x10), k).toBe(tsc);
+    }
+  });
+});

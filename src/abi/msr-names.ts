@@ -100,7 +100,7 @@ export function msrLabel(index: number): string {
   const n = msrName(index);
   return `0x${(index >>> 0).toString(16)}${n ? ' ' + n : ''}`;
 }
-/** Accepts a name (with or without MSR_ prefix, any case) or a number. */
+/** Accepts a name (with or without MSR_ prefix, in upper or lower case) or a number. */
 export function parseMsr(text: string): number | undefined {
   const t = text.trim();
   if (/^(0x[0-9a-f]+|[0-9]+)$/i.test(t)) {

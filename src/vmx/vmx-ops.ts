@@ -18,7 +18,6 @@ import { slotOf } from '../kvm/x86/msr-slots.js';
 import { findCpuid } from '../kvm/profile.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VendorOps } from '../kvm/vendor.js';
-import { versioned, type VersionedRule } from '../kvm/x86/release.js';
 import type { X86 } from '../kvm/x86/x86.js';
 import {
   adjustSecondaryCtl,
@@ -642,26 +641,6 @@ function setDebugctl(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi: number
   if (hi !== 0 || (lo & ~supported & ~(DEBUGCTL_BTF | DEBUGCTL_LBR)) !== 0) return MSR_ERR;
   return x86.store(vcpu, M.MSR_IA32_DEBUGCTLMSR, lo & supported, 0);
 }
-
-export const FEAT_CTL_HOST_SUPPORTED: VersionedRule = versioned({
-  id: 'vmx.feat-ctl-host-supported',
-  family: 'vmx',
-  kernel: 'vmx_set_msr (MSR_IA32_FEAT_CTL), is_vmx_feature_control_msr_valid',
-  holds: 'a host write may set any bit of KVM_SUPPORTED_FEATURE_CONTROL (lock, VMX in/outside SMX, SGX, SGX_LC, LMCE), whatever the vCPU model',
-  otherwise: "a host write may set only the vCPU's valid bits (lock; VMX with nested and VMX in CPUID; SGX bits with SGX in CPUID; LMCE with MCG_LMCE_P), as the guest",
-  where: { since: '6.12' },
-  note: 'seen live on kvm_intel 6.1.192; the release between 6.1 and 6.12 not checked',
-});
-
-export const PERF_CAP_NEEDS_PMU: VersionedRule = versioned({
-  id: 'vmx.perf-cap-needs-pmu',
-  family: 'vmx',
-  kernel: 'vmx_set_msr (MSR_IA32_PERF_CAPABILITIES)',
-  holds: 'a non-zero PERF_CAPABILITIES write fails while the vPMU has version 0 (`if (data && !vcpu_to_pmu(vcpu)->version) return 1;`), host writes too',
-  otherwise: 'no such check',
-  where: { until: '6.18' },
-  note: 'present in 6.1.192 and 6.12.118, absent on 6.18.44; the release that dropped it not checked',
-});
 
 /** vmx_set_msr PERF_CAPABILITIES, then kvm_set_msr_common; a changed value refreshes the PMU. */
 function setPerfCapabilities(x86: X86, vcpu: Vcpu, host: boolean, lo: number, hi: number): number {

@@ -121,7 +121,7 @@ export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number
       const flags = dv.getUint32(24, true);
       const len = dv.getUint32(16, true);
       // kvm_ioeventfd: known flags, and a length of 0, 1, 2, 4 or 8. (The eventfd itself lives in
-      // the caller's process, where kvmsr cannot look: any fd is taken.)
+      // the caller's process, where kvmsr cannot look, so every fd is taken.)
       if ((flags & ~KVM_IOEVENTFD_VALID_FLAG_MASK) !== 0) return -EINVAL;
       if (![0, 1, 2, 4, 8].includes(len)) return -EINVAL;
       // ioeventfd_check_collision: the same bus, address and length, and the same datamatch

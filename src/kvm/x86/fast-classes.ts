@@ -60,10 +60,13 @@ export function buildFastClasses(x: X86): void {
     // CET MSRs pass the gates of __kvm_get/set_msr first: always the full path.
     if (isCetMsr(index)) continue;
     const advertised = x.advertised.has(index);
+    // What a host access that no handler claims answers (access.ts): 0 where the release exempts
+    // the index (every listed MSR from 6.12; on 6.1 msrs_to_save only), else the full path.
+    const exempt = x.rules.hostExemptionAnywhere ? advertised : x.msrsToSave.has(index);
     const g = x.vendor.fastGetClass(x, index);
     switch (g & 0xff) {
       case UNHANDLED:
-        x.fastGet[s] = advertised ? GET_ZERO : FAST_SLOW;
+        x.fastGet[s] = exempt ? GET_ZERO : FAST_SLOW;
         break;
       case GATED_CAP:
         if (advertised) {
@@ -96,7 +99,7 @@ export function buildFastClasses(x: X86): void {
         break;
       default:
         if ((v & 0xff) === UNHANDLED) {
-          x.fastSet[s] = advertised ? SET_ZERO_ONLY : FAST_SLOW;
+          x.fastSet[s] = exempt ? SET_ZERO_ONLY : FAST_SLOW;
         } else if ((v & 0xff) === GATED_CAP) {
           if (advertised) {
             x.fastSet[s] = SET_STORE_IF_CAP_ELSE_ZERO_ONLY;

@@ -16,6 +16,7 @@ export const IMMUTABLE_AFTER_RUN: VersionedRule = versioned({
   holds: 'after KVM_RUN a host write to a VMX capability MSR, DE_CFG, ARCH_CAPABILITIES or PERF_CAPABILITIES must equal the current value, else KVM_SET_MSRS stops there (short count)',
   otherwise: 'the host may change them after KVM_RUN',
   where: { since: '6.6' },
+  note: 'assumed release of kvm_is_immutable_feature_msr: absent from 6.1.192, present in 6.12.0',
 });
 
 export const PLATFORM_INFO_IMMUTABLE: VersionedRule = versioned({

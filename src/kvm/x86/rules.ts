@@ -14,8 +14,8 @@ import { COMMON_PRED_FLUSH } from './spec-ctrl.js';
 import { SYNC_SLOP_AFTER_USER_WRITE, TSC_AUX_HIGH_BITS, VM_TSC_KHZ_BEFORE_VCPUS } from './tsc.js';
 import { XEN_MSR_RANGE } from './xen.js';
 import { XSS_SUPPORTED } from './xsave-msrs.js';
-import { FEAT_CTL_HOST_SUPPORTED, PERF_CAP_NEEDS_PMU } from '../../vmx/vmx-ops.js';
-import { DE_CFG_GUEST_BITS, DEBUGCTL_BTF_DROPPED, SYSENTER_HI_UNLESS_AMD } from '../../svm/svm-ops.js';
+import { FEAT_CTL_HOST_SUPPORTED, PERF_CAP_NEEDS_PMU } from '../../vmx/vmx-rules.js';
+import { DE_CFG_GUEST_BITS, DEBUGCTL_BTF_DROPPED, SYSENTER_HI_UNLESS_AMD } from '../../svm/svm-rules.js';
 
 const RULES = {
   hostExemptionAnywhere: HOST_EXEMPTION_ANYWHERE,

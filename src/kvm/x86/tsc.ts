@@ -25,7 +25,7 @@ export const SYNC_SLOP_AFTER_USER_WRITE: VersionedRule = versioned({
   family: 'tsc',
   kernel: 'kvm_synchronize_tsc (kvm->arch.user_set_tsc)',
   holds: "a host write of IA32_TSC within a second of where the VM's last write would be now joins that TSC generation only once userspace has written the TSC before (vCPU creation's write of 0 does not count)",
-  otherwise: "any host write within that second joins the generation, the first one too",
+  otherwise: "every host write within that second joins the generation, the first one too",
   where: { since: '6.12' },
   note: '"KVM: x86: Don\'t sync user-written TSC against startup values"; absent from 6.1.192, present in 6.12.0, the release between not checked',
 });

@@ -16,7 +16,7 @@ export const XEN_MSR_RANGE: VersionedRule = versioned({
   family: 'xen',
   kernel: 'kvm_xen_hvm_config',
   holds: "KVM_XEN_HVM_CONFIG's MSR must lie in 0x40000000-0x4fffffff (the synthetic range), else EINVAL",
-  otherwise: 'any MSR index is taken',
+  otherwise: 'every MSR index is taken',
   where: { since: '6.14' },
   note: 'assumed release: absent from 6.12.118, present on 6.18.44',
 });
