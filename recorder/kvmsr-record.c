@@ -8,8 +8,13 @@
  * record is either fully in the file or not at all, and records already written survive a crash
  * of the recorded process. A mutex orders records across the VMM's vCPU threads.
  *
+ * Each record carries monoUs, CLOCK_MONOTONIC in microseconds taken just before the real call. The
+ * header's "recorded" lists the ioctls recorded (the table below; src/capture/extents.ts keeps the
+ * same list, and test/recorder.test.ts holds the two together).
+ *
  * Environment: KVMSR_RECORD_FILE (required), KVMSR_VERSION (written into the header),
- * KVMSR_RECORD_SYSTEM_PATH (another path to treat as /dev/kvm; for tests without KVM).
+ * KVMSR_RECORD_SYSTEM_PATH (another path to treat as /dev/kvm) and KVMSR_RECORD_VCPU_PATH (a path
+ * to treat as vCPU 0 of a VM): for tests without KVM.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -44,6 +49,34 @@ static int vcpu_ids[MAX_FDS];
 static int vm_ids[MAX_FDS];
 static unsigned char ran[MAX_FDS];
 static const char *system_path = "/dev/kvm";
+static const char *vcpu_path;
+
+/* The recorded ioctls, in the order of extents.ts RECORDED_IOCTL_NAMES. */
+static const struct { unsigned long req; const char *name; } recorded[] = {
+  /* MSR ioctls */
+  {0xc004ae02, "KVM_GET_MSR_INDEX_LIST"}, {0xc004ae0a, "KVM_GET_MSR_FEATURE_INDEX_LIST"},
+  {0xc008ae88, "KVM_GET_MSRS"}, {0x4008ae89, "KVM_SET_MSRS"}, {0x4188aec6, "KVM_X86_SET_MSR_FILTER"},
+  /* calls that shape MSR state */
+  {0xae01, "KVM_CREATE_VM"}, {0xae41, "KVM_CREATE_VCPU"}, {0x4008ae90, "KVM_SET_CPUID2"},
+  {0x4068aea3, "KVM_ENABLE_CAP"}, {0xae60, "KVM_CREATE_IRQCHIP"}, {0xae80, "KVM_RUN"},
+  {0x4020ae46, "KVM_SET_USER_MEMORY_REGION"}, {0x4138ae84, "KVM_SET_SREGS"}, {0x4140aecd, "KVM_SET_SREGS2"},
+  {0x4400ae8f, "KVM_SET_LAPIC"}, {0xaea2, "KVM_SET_TSC_KHZ"}, {0x4008ae9c, "KVM_X86_SETUP_MCE"},
+  {0x4030ae7b, "KVM_SET_CLOCK"}, {0x4080aebf, "KVM_SET_NESTED_STATE"}, {0x40a0ae49, "KVM_SET_USER_MEMORY_REGION2"},
+  {0x4038ae7a, "KVM_XEN_HVM_CONFIG"}, {0x4018aee1, "KVM_SET_DEVICE_ATTR"}, {0x4040aea0, "KVM_SET_VCPU_EVENTS"},
+  {0x4004ae99, "KVM_SET_MP_STATE"},
+  /* state getters */
+  {0x8400ae8e, "KVM_GET_LAPIC"}, {0x8138ae83, "KVM_GET_SREGS"}, {0x8140aecc, "KVM_GET_SREGS2"},
+  {0x8030ae7c, "KVM_GET_CLOCK"},
+};
+#define N_RECORDED (sizeof recorded / sizeof recorded[0])
+#define REQ_SET_DEVICE_ATTR 0x4018aee1UL
+#define REQ_SET_NESTED_STATE 0x4080aebfUL
+
+static unsigned long long mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL;
+}
 
 static void write_all(const char *buf, size_t len) {
   while (len > 0) {
@@ -97,6 +130,8 @@ __attribute__((constructor)) static void init(void) {
   const char *path = getenv("KVMSR_RECORD_FILE");
   const char *sp = getenv("KVMSR_RECORD_SYSTEM_PATH");
   if (sp && *sp) system_path = sp;
+  const char *vp = getenv("KVMSR_RECORD_VCPU_PATH");
+  if (vp && *vp) vcpu_path = vp;
   if (!path || !*path) return;
   out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (out_fd < 0) return;
@@ -104,7 +139,10 @@ __attribute__((constructor)) static void init(void) {
   if (lseek(out_fd, 0, SEEK_END) == 0) {
     struct utsname u;
     uname(&u);
-    char vendor[128], model[256], ver[64], kernel[160], line[1024];
+    char vendor[128], model[256], ver[64], kernel[160], names[2048], line[4096];
+    size_t at = 0;
+    for (size_t i = 0; i < N_RECORDED; i++)
+      at += (size_t)snprintf(names + at, sizeof names - at, "%s\"%s\"", i ? "," : "", recorded[i].name);
     read_first_line_field("/proc/cpuinfo", "vendor_id", vendor, sizeof vendor);
     read_first_line_field("/proc/cpuinfo", "model name", model, sizeof model);
     json_str(ver, sizeof ver, getenv("KVMSR_VERSION") ? getenv("KVMSR_VERSION") : "unknown");
@@ -117,8 +155,8 @@ __attribute__((constructor)) static void init(void) {
     int n = snprintf(line, sizeof line,
                      "{\"format\":\"kvmsr-capture\",\"version\":1,\"kernel\":\"%s\",\"cpuVendor\":\"%s\","
                      "\"cpuModel\":\"%s\",\"vendorModule\":\"%s\",\"kvmsrVersion\":\"%s\","
-                     "\"recorder\":\"kvmsr-record LD_PRELOAD (pid %d)\",\"createdAt\":\"%s\"}\n",
-                     kernel, vendor, model, vendor_module(), ver, (int)getpid(), when);
+                     "\"recorder\":\"kvmsr-record LD_PRELOAD (pid %d)\",\"createdAt\":\"%s\",\"recorded\":[%s]}\n",
+                     kernel, vendor, model, vendor_module(), ver, (int)getpid(), when, names);
     write_all(line, (size_t)n);
   }
 }
@@ -135,6 +173,7 @@ static enum kind kind_of(int fd) {
     if (strcmp(target, system_path) == 0) k = K_SYSTEM;
     else if (strcmp(target, "anon_inode:kvm-vm") == 0) k = K_VM;
     else if (strncmp(target, "anon_inode:kvm-vcpu:", 20) == 0) { k = K_VCPU; vcpu_ids[fd] = atoi(target + 20); }
+    else if (vcpu_path && strcmp(target, vcpu_path) == 0) { k = K_VCPU; vcpu_ids[fd] = 0; }
   }
   kinds[fd] = (unsigned char)k;
   return k;
@@ -142,35 +181,40 @@ static enum kind kind_of(int fd) {
 
 /* The request numbers recorded, and how many bytes each reads at its pointer. */
 static int is_recorded(unsigned long req) {
-  switch (req) {
-  case 0xc004ae02: case 0xc004ae0a: case 0xc008ae88: case 0x4008ae89: case 0x4188aec6: /* MSR ioctls */
-  case 0xae01: case 0xae41: case 0x4008ae90: case 0x4068aea3: case 0xae60: case 0xae80: /* shaping */
-  case 0x4020ae46: case 0x4138ae84: case 0x4400ae8f: case 0xaea2: case 0x4008ae9c:
-  case 0x4140aecd: case 0x4030ae7b: /* KVM_SET_SREGS2, KVM_SET_CLOCK */
-    return 1;
-  }
+  for (size_t i = 0; i < N_RECORDED; i++)
+    if (recorded[i].req == req) return 1;
   return 0;
 }
 static int is_integer(unsigned long req) {
   return req == 0xae01 || req == 0xae41 || req == 0xae60 || req == 0xae80 || req == 0xaea2;
 }
-static size_t extent(unsigned long req, const void *p) {
+/* head: the first 8 bytes at the pointer, where every variable-size struct keeps its count. */
+static size_t extent(unsigned long req, const unsigned char *head) {
   uint32_t n;
   switch (req) {
   case 0xc008ae88: case 0x4008ae89:
-    memcpy(&n, p, 4); return n >= 256 ? 8 : 8 + 16 * (size_t)n;
+    memcpy(&n, head, 4); return n >= 256 ? 8 : 8 + 16 * (size_t)n;
   case 0xc004ae02: case 0xc004ae0a:
-    memcpy(&n, p, 4); return 4 + 4 * (size_t)(n > 0x10000 ? 0x10000 : n);
+    memcpy(&n, head, 4); return 4 + 4 * (size_t)(n > 0x10000 ? 0x10000 : n);
   case 0x4008ae90:
-    memcpy(&n, p, 4); return 8 + 40 * (size_t)(n > 256 ? 256 : n);
+    memcpy(&n, head, 4); return 8 + 40 * (size_t)(n > 256 ? 256 : n);
   case 0x4068aea3: return 104;
   case 0x4188aec6: return 392;
   case 0x4020ae46: return 32;
-  case 0x4138ae84: return 312;
-  case 0x4140aecd: return 320;
-  case 0x4030ae7b: return 48;
-  case 0x4400ae8f: return 1024;
+  case 0x40a0ae49: return 160;
+  case 0x4138ae84: case 0x8138ae83: return 312;
+  case 0x4140aecd: case 0x8140aecc: return 320;
+  case 0x4030ae7b: case 0x8030ae7c: return 48;
+  case 0x4400ae8f: case 0x8400ae8e: return 1024;
   case 0x4008ae9c: return 8;
+  case REQ_SET_NESTED_STATE:
+    /* kvm_nested_state: a 128-byte header whose size (at 4) covers the data; vmx_set_nested_state
+       reads at most two 4096-byte vmcs12s after it. */
+    memcpy(&n, head + 4, 4); return n < 128 ? 128 : n > 128 + 8192 ? 128 + 8192 : n;
+  case 0x4038ae7a: return 56;
+  case REQ_SET_DEVICE_ATTR: return 24;
+  case 0x4040aea0: return 64;
+  case 0x4004ae99: return 4;
   }
   return 0;
 }
@@ -183,7 +227,7 @@ static char *hex(char *dst, const unsigned char *src, size_t len) {
 
 static const char *kind_name(enum kind k) { return k == K_SYSTEM ? "system" : k == K_VM ? "vm" : "vcpu"; }
 
-static void emit(int fd, enum kind k, unsigned long req, const unsigned long *arg, const unsigned char *in,
+static void emit(int fd, enum kind k, unsigned long long mono, unsigned long req, const unsigned long *arg, const unsigned char *in,
                  const unsigned char *out, size_t len, const unsigned char **extra, const size_t *extra_len,
                  int nextra, int ret, int err) {
   size_t cap = 512 + 4 * len;
@@ -192,7 +236,8 @@ static void emit(int fd, enum kind k, unsigned long req, const unsigned long *ar
   if (!buf) return;
   pthread_mutex_lock(&lock);
   char *p = buf;
-  p += sprintf(p, "{\"seq\":%llu,\"tid\":%ld,\"fd\":%d,\"fdKind\":\"%s\"", seq++, (long)syscall(SYS_gettid), fd, kind_name(k));
+  p += sprintf(p, "{\"seq\":%llu,\"tid\":%ld,\"monoUs\":%llu,\"fd\":%d,\"fdKind\":\"%s\"", seq++, (long)syscall(SYS_gettid), mono,
+               fd, kind_name(k));
   if (k == K_VCPU) p += sprintf(p, ",\"vcpuId\":%d", vcpu_ids[fd]);
   if (k != K_SYSTEM) p += sprintf(p, ",\"vm\":%d", vm_ids[fd]);
   if (req == 0) {
@@ -223,6 +268,8 @@ int ioctl(int fd, unsigned long req, ...) {
   if (out_fd < 0 || IOC_TYPE(req) != KVMIO || !is_recorded(req)) return real_ioctl(fd, req, argv);
   enum kind k = kind_of(fd);
   if (k == K_NONE) return real_ioctl(fd, req, argv);
+  /* KVM_SET_DEVICE_ATTR also reaches VM and device fds; only a vCPU's (the TSC offset) is recorded. */
+  if (req == REQ_SET_DEVICE_ATTR && k != K_VCPU) return real_ioctl(fd, req, argv);
   /* KVM_RUN is recorded once per vCPU fd, as the "has run" marker. */
   if (req == 0xae80) {
     if (ran[fd]) return real_ioctl(fd, req, argv);
@@ -239,7 +286,7 @@ int ioctl(int fd, unsigned long req, ...) {
     unsigned char head[8];
     if (syscall(SYS_process_vm_readv, getpid(),
                 &(struct iovec){head, 8}, 1, &(struct iovec){(void *)argv, 8}, 1, 0) == 8) {
-      len = extent(req, (const void *)argv);
+      len = extent(req, head);
       in = malloc(len ? len : 1);
       if (in && syscall(SYS_process_vm_readv, getpid(), &(struct iovec){in, len}, 1,
                         &(struct iovec){(void *)argv, len}, 1, 0) != (ssize_t)len) { free(in); in = NULL; }
@@ -260,14 +307,28 @@ int ioctl(int fd, unsigned long req, ...) {
           nextra++;
         }
       }
+      if (in && req == REQ_SET_DEVICE_ATTR) {
+        /* kvm_device_attr.addr (at 16) points at the value: the TSC offset for KVM_VCPU_TSC_CTRL. */
+        uint64_t addr;
+        memcpy(&addr, in + 16, 8);
+        if (addr) {
+          extra_len[0] = 0;
+          if ((extra_buf[0] = malloc(8)) != NULL &&
+              syscall(SYS_process_vm_readv, getpid(), &(struct iovec){extra_buf[0], 8}, 1,
+                      &(struct iovec){(void *)(uintptr_t)addr, 8}, 1, 0) == 8) extra_len[0] = 8;
+          extra[0] = extra_buf[0] ? extra_buf[0] : (const unsigned char *)"";
+          nextra = 1;
+        }
+      }
     }
   }
+  unsigned long long mono = mono_us();
   int ret = real_ioctl(fd, req, argv);
   int err = ret < 0 ? errno : 0;
   if (ret >= 0 && req == 0xae01 && ret < MAX_FDS) { kinds[ret] = K_VM; vm_ids[ret] = ret; }
   if (ret >= 0 && req == 0xae41 && ret < MAX_FDS) { kinds[ret] = K_VCPU; vcpu_ids[ret] = (int)argv; vm_ids[ret] = vm_ids[fd]; }
   if (k == K_VM && fd < MAX_FDS && vm_ids[fd] == 0) vm_ids[fd] = fd;
-  emit(fd, k, req, is_integer(req) ? &argv : NULL, in, in ? (const unsigned char *)argv : NULL, in ? len : 0,
+  emit(fd, k, mono, req, is_integer(req) ? &argv : NULL, in, in ? (const unsigned char *)argv : NULL, in ? len : 0,
        extra, extra_len, nextra, ret, err);
   free(in);
   for (int i = 0; i < nextra; i++) free(extra_buf[i]);
@@ -279,7 +340,7 @@ int close(int fd) {
   if (!real_close) real_close = (int (*)(int))dlsym(RTLD_NEXT, "close");
   if (out_fd >= 0 && fd >= 0 && fd < MAX_FDS && fd != out_fd) {
     enum kind k = (enum kind)kinds[fd];
-    if (k == K_SYSTEM || k == K_VM || k == K_VCPU) emit(fd, k, 0, NULL, NULL, NULL, 0, NULL, NULL, 0, 0, 0);
+    if (k == K_SYSTEM || k == K_VM || k == K_VCPU) emit(fd, k, mono_us(), 0, NULL, NULL, NULL, 0, NULL, NULL, 0, 0, 0);
     kinds[fd] = K_UNKNOWN;
     ran[fd] = 0;
     vm_ids[fd] = 0;

@@ -6,6 +6,7 @@ import { encodeCpuid2, encodeEnableCap, encodeMsrFilter, encodeMsrList, encodeMs
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { KvmRecorder } from '../src/capture/kvm-recorder.js';
+import { RECORDED_IOCTL_NAMES, recordedIoctlNames, recordsStateGetters } from '../src/capture/extents.js';
 import { CaptureFormatError, parseCapture, recordLine, parseRecord, type CaptureRecord } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 import { Kvm } from '../src/kvm/kvm.js';
@@ -88,7 +89,7 @@ describe('replay', () => {
   test('an altered value on a vCPU that never ran is caught at exactly that entry', () => {
     const lines = session().text().split('\n');
     // Change the PAT value the kernel "returned" in vCPU 1's last GET (0x277 is entry 0).
-    const i = lines.findLastIndex((l) => l.includes('"KVM_GET_MSRS"') && l.includes('"vcpuId":1'));
+    const i = lines.findLastIndex((l) => l.includes('"name":"KVM_GET_MSRS"') && l.includes('"vcpuId":1'));
     const rec = JSON.parse(lines[i]!) as { out: string };
     rec.out = rec.out.slice(0, 32) + '0700000000000000' + rec.out.slice(48);
     lines[i] = JSON.stringify(rec);
@@ -102,7 +103,7 @@ describe('replay', () => {
 
   test('an altered return value is caught even on a vCPU that ran', () => {
     const lines = session().text().split('\n');
-    const i = lines.findLastIndex((l) => l.includes('"KVM_GET_MSRS"') && l.includes('"vcpuId":0'));
+    const i = lines.findLastIndex((l) => l.includes('"name":"KVM_GET_MSRS"') && l.includes('"vcpuId":0'));
     lines[i] = lines[i]!.replace('"ret":2', '"ret":1');
     const r = replay(parseCapture(lines.join('\n'), 'altered.jsonl'), { continueOnDivergence: true });
     expect(r.divergences.map((d) => d.what[0])).toEqual(['returned 2 where the kernel returned 1']);
@@ -110,7 +111,7 @@ describe('replay', () => {
 
   test('a replay stops at the first divergence unless asked to go on', () => {
     const lines = session().text().split('\n');
-    const idx = lines.map((l, i) => (l.includes('"KVM_SET_MSRS"') ? i : -1)).filter((i) => i >= 0);
+    const idx = lines.map((l, i) => (l.includes('"name":"KVM_SET_MSRS"') ? i : -1)).filter((i) => i >= 0);
     for (const i of idx.slice(0, 2)) lines[i] = lines[i]!.replace(/"ret":(\d+)/, (_m, d: string) => `"ret":${Number(d) + 1}`);
     const text = lines.join('\n');
     expect(replay(parseCapture(text, 'a')).divergences).toHaveLength(1);
@@ -180,7 +181,7 @@ describe('KVM_SET_SREGS in a capture', () => {
       const i = lines.findIndex((l) => l.includes('"request":"0x4138ae84"'));
       lines[i] = lines[i]!.replace('"ret":-1', '"ret":0').replace(/"errno":\d+/, '"errno":0');
       // What the kernel read back after the SET_SREGS: its EFER and FS base.
-      const j = lines.findLastIndex((l) => l.includes('"KVM_GET_MSRS"'));
+      const j = lines.findLastIndex((l) => l.includes('"name":"KVM_GET_MSRS"'));
       const r = JSON.parse(lines[j]!) as { out: string };
       const out = Buffer.from(r.out, 'hex');
       out.writeBigUInt64LE(efer, 16);
@@ -244,7 +245,7 @@ describe('IA32_TSC on a host whose TSC is unstable (profile.tscUnstable)', () =>
     const v = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
     rec.ioctl(v, I.KVM_GET_MSRS, encodeMsrs([0x10, 0x277].map((index) => ({ index, data: 0n }))));
     const lines = rec.text().split('\n');
-    const i = lines.findIndex((l) => l.includes('"KVM_GET_MSRS"'));
+    const i = lines.findIndex((l) => l.includes('"name":"KVM_GET_MSRS"'));
     const r0 = JSON.parse(lines[i]!) as { out: string };
     // Entry 0 (IA32_TSC) read 5 on "the kernel": time between calls that the capture cannot hold.
     const tsc5 = r0.out.slice(0, 32) + '0500000000000000' + r0.out.slice(48);
@@ -274,5 +275,188 @@ describe('kvmsr record on a kernel with both vendor modules built in', () => {
     writeFileSync(file, JSON.stringify({ ...JSON.parse(text.slice(0, nl)), vendorModule: 'kvm_intel' }) + text.slice(nl));
     expect(embedProfile(file, builtinProfile('kvm-amd-6.12-distro-qemu-tcg'), { capturedHere: true })).toBe(true);
     expect(parseCapture(readFileSync(file, 'utf8'), file).header.vendorModule).toBe('kvm_amd');
+  });
+});
+
+describe('timestamps, the recorded list, and the state ioctls', () => {
+  /** A vCPU on a VM with an in-kernel irqchip, recorded from the start. */
+  function lapicMachine(clock?: () => number) {
+    const kvm = new Kvm({ profile: sourceProfile() });
+    const rec = new KvmRecorder(kvm, undefined, clock ? { clock } : {});
+    const sys = kvm.open('/dev/kvm');
+    const vm = rec.ioctl(sys, I.KVM_CREATE_VM, 0);
+    rec.ioctl(vm, I.KVM_CREATE_IRQCHIP, 0);
+    const vcpu = rec.ioctl(vm, I.KVM_CREATE_VCPU, 0);
+    return { kvm, rec, sys, vm, vcpu };
+  }
+  const sleepMs = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+  test('every record has monoUs, non-decreasing; the header lists what is recorded', () => {
+    const c = parseCapture(session().text(), 's.jsonl');
+    expect(c.header.recorded).toEqual([...RECORDED_IOCTL_NAMES]);
+    expect(recordedIoctlNames()).toEqual([...RECORDED_IOCTL_NAMES]);
+    expect(RECORDED_IOCTL_NAMES).toContain('KVM_GET_CLOCK');
+    expect(recordsStateGetters(c.header)).toBe(true);
+    let last = 0;
+    for (const r of c.records) {
+      expect(Number.isSafeInteger(r.monoUs) && r.monoUs! >= last).toBe(true);
+      last = r.monoUs!;
+    }
+    // monoUs comes right after tid, so `kvmsr run` can still put the thread in (session.ts).
+    expect(session().text().split('\n')[1]).toMatch(/^\{"seq":0,"tid":0,"monoUs":\d+,"fd":/);
+  });
+
+  test('the default clock counts microseconds (two calls around a 200 ms sleep); a given clock is used', () => {
+    const m = lapicMachine();
+    const b = encodeMsrs([{ index: 0x277, data: 0n }]);
+    m.rec.ioctl(m.vcpu, I.KVM_GET_MSRS, b);
+    sleepMs(200);
+    m.rec.ioctl(m.vcpu, I.KVM_GET_MSRS, b);
+    const [a, z] = parseCapture(m.rec.text(), 't.jsonl').records.filter((r) => r.name === 'KVM_GET_MSRS');
+    expect(z!.monoUs! - a!.monoUs!).toBeGreaterThanOrEqual(150_000);
+    expect(z!.monoUs! - a!.monoUs!).toBeLessThanOrEqual(5_000_000);
+    let t = 1000;
+    const f = lapicMachine(() => (t += 7));
+    f.rec.close(f.vcpu);
+    expect(parseCapture(f.rec.text(), 'f.jsonl').records.map((r) => r.monoUs)).toEqual([1007, 1014, 1021, 1028]);
+  });
+
+  test('an older capture without monoUs or recorded still reads and replays', () => {
+    const lines = session().text().split('\n');
+    const h = JSON.parse(lines[0]!) as Record<string, unknown>;
+    delete h['recorded'];
+    const old = [JSON.stringify(h), ...lines.slice(1).map((l) => l.replace(/"monoUs":\d+,/, ''))].join('\n');
+    expect(old).not.toContain('monoUs');
+    const c = parseCapture(old, 'old.jsonl');
+    expect(c.error).toBeUndefined();
+    expect(c.header.recorded).toBeUndefined();
+    expect(recordsStateGetters(c.header)).toBe(false);
+    expect(c.records.every((r) => r.monoUs === undefined)).toBe(true);
+    expect(replay(c).divergences).toEqual([]);
+  });
+
+  test.each([
+    ['"x"', '"monoUs":"x"'],
+    ['-1', '"monoUs":-1'],
+    ['1.5', '"monoUs":1.5'],
+  ])('monoUs %s: the error names file, line and field', (_what, bad) => {
+    const l = session().text().split('\n');
+    l[4] = l[4]!.replace(/"monoUs":\d+/, bad);
+    const c = parseCapture(l.join('\n'), 'bad.jsonl');
+    expect(c.error).toBeInstanceOf(CaptureFormatError);
+    expect(c.error).toMatchObject({ file: 'bad.jsonl', line: 5, field: 'monoUs' });
+    expect(c.error!.message).toMatch(/^bad\.jsonl:5: monoUs: /);
+    expect(c.records).toHaveLength(3);
+  });
+
+  test.each([['a string', '"KVM_RUN"'], ['numbers', '[1,2]']])('a header whose recorded is %s: the error names field "recorded"', (_what, bad) => {
+    const l = session().text().split('\n');
+    l[0] = l[0]!.replace(/"recorded":\[[^\]]*\]/, `"recorded":${bad}`);
+    expect(() => parseCapture(l.join('\n'), 'bad.jsonl')).toThrow(expect.objectContaining({ file: 'bad.jsonl', line: 1, field: 'recorded' }));
+  });
+
+  test('a vCPU\'s second KVM_RUN is not recorded (the "has run" marker); a new fd records its own', () => {
+    const m = lapicMachine();
+    m.rec.ioctl(m.vcpu, I.KVM_RUN, 0);
+    m.rec.ioctl(m.vcpu, I.KVM_RUN, 0);
+    const c = parseCapture(m.rec.text(), 'r.jsonl');
+    expect(c.records.filter((r) => r.name === 'KVM_RUN')).toHaveLength(1);
+    m.rec.close(m.vcpu);
+    const v1 = m.rec.ioctl(m.vm, I.KVM_CREATE_VCPU, 1);
+    m.rec.ioctl(v1, I.KVM_RUN, 0);
+    m.rec.ioctl(v1, I.KVM_RUN, 0);
+    expect(parseCapture(m.rec.text(), 'r.jsonl').records.filter((r) => r.name === 'KVM_RUN').map((r) => r.vcpuId)).toEqual([0, 1]);
+  });
+
+  test('state getters carry their output bytes; replay runs them, compares their return values and not their bytes', () => {
+    const m = lapicMachine();
+    const lapic = new Uint8Array(1024);
+    const clock = new Uint8Array(48);
+    const sregs = new Uint8Array(312);
+    expect(m.rec.ioctl(m.vcpu, I.KVM_GET_LAPIC, lapic)).toBe(0);
+    expect(m.rec.ioctl(m.vm, I.KVM_GET_CLOCK, clock)).toBe(0);
+    expect(m.rec.ioctl(m.vcpu, I.KVM_GET_SREGS, sregs)).toBe(0);
+    m.rec.ioctl(m.vcpu, I.KVM_GET_SREGS2, new Uint8Array(320));
+    const c = parseCapture(m.rec.text(), 'g.jsonl');
+    const rec = (n: string): CaptureRecord => c.records.find((r) => r.name === n)!;
+    expect(rec('KVM_GET_LAPIC').out).toEqual(lapic);
+    expect(lapic.some((x) => x !== 0)).toBe(true); // the APIC version register at least
+    expect(rec('KVM_GET_CLOCK').out).toEqual(clock);
+    expect(rec('KVM_GET_CLOCK').in).toEqual(new Uint8Array(48)); // what the buffer held before
+    expect(rec('KVM_GET_SREGS').out).toEqual(sregs);
+    const r = replay(c);
+    expect(r.divergences).toEqual([]);
+    expect(r.stateReads).toBe(4);
+    expect(r.rules.some((s) => s.startsWith('4 state reads not compared'))).toBe(true);
+    // Other bytes (kvmclock a second later, another LAPIC) are no divergence; another return value is.
+    const lines = m.rec.text().split('\n');
+    const at = (n: string): number => lines.findIndex((l) => l.includes(`"name":"${n}"`));
+    lines[at('KVM_GET_CLOCK')] = lines[at('KVM_GET_CLOCK')]!.replace(/"out":"[0-9a-f]{2}/, '"out":"ff');
+    lines[at('KVM_GET_LAPIC')] = lines[at('KVM_GET_LAPIC')]!.replace(/"out":"[0-9a-f]{2}/, '"out":"ee');
+    expect(replay(parseCapture(lines.join('\n'), 'g.jsonl')).divergences).toEqual([]);
+    lines[at('KVM_GET_SREGS')] = lines[at('KVM_GET_SREGS')]!.replace('"ret":0,"errno":0', '"ret":-1,"errno":22');
+    expect(replay(parseCapture(lines.join('\n'), 'g.jsonl')).divergences.map((d) => d.name)).toEqual(['KVM_GET_SREGS']);
+  });
+
+  test('KVM_SET_NESTED_STATE and a vCPU\'s KVM_SET_DEVICE_ATTR are unknowable: the vCPU\'s later values are adopted', () => {
+    const m = lapicMachine();
+    // kvm_nested_state: the 128-byte header, `size` at 4 covering the data (clamped to two vmcs12s).
+    const nested = (size: number): Uint8Array => {
+      const b = new Uint8Array(128 + 8192 + 64);
+      new DataView(b.buffer).setUint32(4, size, true);
+      return b;
+    };
+    m.rec.ioctl(m.vcpu, I.KVM_SET_NESTED_STATE, nested(0));
+    m.rec.ioctl(m.vcpu, I.KVM_SET_NESTED_STATE, nested(128 + 4096));
+    m.rec.ioctl(m.vcpu, I.KVM_SET_NESTED_STATE, nested(0xffffffff));
+    // KVM_VCPU_TSC_CTRL / KVM_VCPU_TSC_OFFSET, the offset at attr.addr.
+    const value = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
+    m.kvm.memory.map(0x70000, value);
+    const attr = new Uint8Array(24);
+    new DataView(attr.buffer).setBigUint64(16, 0x70000n, true);
+    m.rec.ioctl(m.vcpu, I.KVM_SET_DEVICE_ATTR, attr);
+    m.rec.ioctl(m.vcpu, I.KVM_SET_DEVICE_ATTR, new Uint8Array(24)); // addr 0: no extra
+    m.rec.ioctl(m.vcpu, I.KVM_GET_MSRS, encodeMsrs([{ index: 0x277, data: 0n }]));
+    const lines = m.rec.text().split('\n');
+    const c = parseCapture(lines.join('\n'), 'n.jsonl');
+    expect(c.records.filter((r) => r.name === 'KVM_SET_NESTED_STATE').map((r) => r.in!.length)).toEqual([128, 128 + 4096, 128 + 8192]);
+    const attrs = c.records.filter((r) => r.name === 'KVM_SET_DEVICE_ATTR');
+    expect(attrs.map((r) => r.extra?.map((e) => Buffer.from(e).toString('hex')))).toEqual([['0102030405060708'], undefined]);
+    // Say the kernel took them all and the guest's PAT then read 7: adopted, not a divergence.
+    const i = lines.findIndex((l) => l.includes('"name":"KVM_GET_MSRS"'));
+    const g = JSON.parse(lines[i]!) as { out: string };
+    lines[i] = JSON.stringify({ ...g, out: g.out.slice(0, 32) + '0700000000000000' });
+    const taken = lines.map((l) => (/"name":"KVM_SET_(NESTED_STATE|DEVICE_ATTR)"/.test(l) ? l.replace(/"ret":-1,"errno":\d+/, '"ret":0,"errno":0') : l));
+    const r = replay(parseCapture(taken.join('\n'), 'n.jsonl'));
+    expect(r.divergences).toEqual([]);
+    expect(r.unknowable.map((u) => u.name)).toEqual([...Array(3).fill('KVM_SET_NESTED_STATE'), 'KVM_SET_DEVICE_ATTR', 'KVM_SET_DEVICE_ATTR']);
+    expect(r.unknowable[0]!.why).toMatch(/does not model KVM_SET_NESTED_STATE/);
+    expect(r.adopted).toBe(1);
+    // Without them the same PAT is a divergence.
+    const none = taken.filter((l) => !/"name":"KVM_SET_(NESTED_STATE|DEVICE_ATTR)"/.test(l));
+    expect(replay(parseCapture(none.join('\n'), 'n.jsonl')).divergences.map((d) => d.name)).toEqual(['KVM_GET_MSRS']);
+  });
+
+  test('KVM_SET_VCPU_EVENTS, KVM_SET_MP_STATE and KVM_XEN_HVM_CONFIG are replayed on kvmsr and compared', () => {
+    const m = lapicMachine();
+    const mp = new Uint8Array(4);
+    new DataView(mp.buffer).setUint32(0, 3, true); // KVM_MP_STATE_HALTED
+    expect(m.rec.ioctl(m.vcpu, I.KVM_SET_MP_STATE, mp)).toBe(0);
+    const events = new Uint8Array(64);
+    m.kvm.ioctl(m.vcpu, I.KVM_GET_VCPU_EVENTS, events);
+    expect(m.rec.ioctl(m.vcpu, I.KVM_SET_VCPU_EVENTS, events)).toBe(0);
+    m.rec.ioctl(m.vm, I.KVM_XEN_HVM_CONFIG, new Uint8Array(56));
+    const text = m.rec.text();
+    const c = parseCapture(text, 'e.jsonl');
+    expect(c.records.filter((r) => /VCPU_EVENTS|MP_STATE|XEN_HVM/.test(r.name)).map((r) => [r.name, r.in!.length])).toEqual([
+      ['KVM_SET_MP_STATE', 4],
+      ['KVM_SET_VCPU_EVENTS', 64],
+      ['KVM_XEN_HVM_CONFIG', 56],
+    ]);
+    const r = replay(c);
+    expect(r.divergences).toEqual([]);
+    expect(r.unknowable).toEqual([]);
+    const bad = text.replace(/("name":"KVM_SET_MP_STATE".*)"ret":0,"errno":0/, '$1"ret":-1,"errno":22');
+    expect(replay(parseCapture(bad, 'e.jsonl')).divergences.map((d) => d.name)).toEqual(['KVM_SET_MP_STATE']);
   });
 });

@@ -59,7 +59,7 @@ describe('kvmsr check', () => {
     expect(p[0]!.message).toContain('processed 1 of 3 entries: it stopped at 0x12345678: KVM has no handler for this MSR and does not list it');
     expect(p[0]!.message).toContain('went on without retrying');
   });
-  test('partial: a refused write that the VMM retried without the entry is a warning', () => {
+  test('partial: a refused write that the VMM retried without the entry is an error: the value is lost', () => {
     const save = capture((rec, v) => {
       set(rec, v, [{ index: 0x277, data: 2n }, { index: 0x1a0, data: 0x1800n }]);
       set(rec, v, [{ index: 0x1a0, data: 0x1800n }]);
@@ -67,8 +67,9 @@ describe('kvmsr check', () => {
     });
     const p = checkCaptures(save).findings.filter((f) => f.kind === 'partial');
     expect(p).toHaveLength(1);
-    expect(p[0]!.severity).toBe('warning');
+    expect(p[0]!.severity).toBe('error');
     expect(p[0]!.message).toContain('stopped at 0x277 IA32_CR_PAT = 0x2: the value is invalid');
+    expect(p[0]!.message).toContain('so 0x277 IA32_CR_PAT keeps the destination\'s value');
     expect(p[0]!.message).toContain('retried without the refused entry');
   });
   test('unlisted and not-saved: MSRs off the host list, and listed MSRs the save skipped', () => {
@@ -108,13 +109,22 @@ describe('kvmsr check', () => {
     expect(kinds('read-back-different')).toEqual(['0xc0010117 VM_HSAVE_PA']);
     expect(r.findings[0]!.severity).toBe('error');
   });
-  test('order hazard: MISC_FEATURES_ENABLES before PLATFORM_INFO gives CPUID faulting up', () => {
+  test('restore order: MISC_FEATURES_ENABLES before PLATFORM_INFO gives CPUID faulting up', () => {
     const { save } = cleanPair();
     const restore = capture((rec, v) => {
-      // Sorted by index PLATFORM_INFO (0xce) comes before MISC_FEATURES_ENABLES (0x140); here it is after.
-      set(rec, v, [{ index: 0xce, data: 0n }, { index: 0x140, data: 1n }, { index: 0xce, data: 0x80000000n }]);
+      // The destination starts without CPUID faulting; the VMM restores MISC_FEATURES_ENABLES first.
+      set(rec, v, [{ index: 0xce, data: 0n }]);
+      set(rec, v, [{ index: 0x140, data: 1n }]);
+      set(rec, v, [{ index: 0xce, data: 0x80000000n }]);
     });
-    const hz = checkCaptures(save, restore).findings.filter((f) => f.kind === 'order-hazard');
-    expect(hz.map((f) => f.msr)).toContain('0x140 MISC_FEATURES_ENABLES');
+    const hz = checkCaptures(save, restore).findings.filter((f) => f.kind === 'restore-order');
+    expect(hz.map((f) => [f.severity, f.msr])).toEqual([['error', '0x140 MISC_FEATURES_ENABLES']]);
+    expect(hz[0]!.rule).toContain('kvm_set_msr_common (MSR_MISC_FEATURES_ENABLES)');
+    // Written in the order KVM needs, nothing is reported.
+    const good = capture((rec, v) => {
+      set(rec, v, [{ index: 0xce, data: 0x80000000n }]);
+      set(rec, v, [{ index: 0x140, data: 1n }]);
+    });
+    expect(checkCaptures(save, good).findings.filter((f) => f.kind === 'restore-order')).toEqual([]);
   });
 });

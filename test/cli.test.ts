@@ -130,7 +130,7 @@ describe('kvmsr replay, decode and record', () => {
   test('replay of an altered capture exits 1 and shows the entry with names and both values', async () => {
     const f = await make();
     const lines = readFileSync(f, 'utf8').split('\n');
-    const i = lines.findIndex((l) => l.includes('"KVM_GET_MSRS"'));
+    const i = lines.findIndex((l) => l.includes('"name":"KVM_GET_MSRS"'));
     // Entry 9 is IA32_CR_PAT (0x277): make the kernel have read 0x6.
     lines[i] = lines[i]!.replace(/"out":"([0-9a-f]*)"/, (_m, hex: string) => `"out":"${hex.slice(0, 8 * 2 + 9 * 32 + 16)}0600000000000000${hex.slice(8 * 2 + 9 * 32 + 32)}"`);
     writeFileSync(f, lines.join('\n'));
@@ -238,7 +238,29 @@ describe('kvmsr profile list and --kernel', () => {
     expect(old.code).toBe(1);
     expect(old.out).toContain('DIVERGENCE at seq 4: KVM_GET_MSR_INDEX_LIST on system');
     expect(old.err).toContain('index list without 0x1d9, 0x1db, 0x1dc, 0x1dd, 0x1de');
-    // check takes --kernel too.
-    expect(run(['check', fixture, '--kernel', '6.12.117']).err).toContain('kernel 6.12.117');
+    // check takes --kernel too: the destination answers as that release.
+    const k = run(['check', fixture, '--kernel', '6.12.117']);
+    expect(k.err).toContain('kernel 6.12.117');
+    expect(k.out).toContain('restored on kvm_amd 6.12.117');
+  });
+
+  test('check --on: a save restored on another host says what that host refuses, with status 1', () => {
+    const save = join(import.meta.dirname, 'fixtures', 'qemu', 'qemu-migrate-save.jsonl.gz');
+    const load = join(import.meta.dirname, 'fixtures', 'qemu', 'qemu-migrate-load.jsonl.gz');
+    // Its own host: nothing refused or changed.
+    const same = run(['check', save, load, '--on', 'builtin:kvm-amd-6.12-distro-qemu-tcg', '--json']);
+    expect(same.code).toBe(0);
+    const sj = JSON.parse(same.out) as { findings: { kind: string; severity: string }[]; destination: { kernel: string } };
+    expect(sj.destination.kernel).toContain('6.12');
+    expect(sj.findings.filter((f) => f.kind.startsWith('destination') && f.severity === 'error')).toEqual([]);
+    // A kvm_amd save restored on kvm_intel: the AMD MSRs it saved are refused there.
+    const other = run(['check', save, '--on', 'intel']);
+    expect(other.code).toBe(1);
+    expect(other.out).toMatch(/restored on kvm_intel 6\.12\.117/);
+    expect(other.out).toContain('ERROR   [destination-refused] vm9/vcpu0: 0xc0000104 AMD64_TSC_RATIO = 0x100000000 is refused on kvm_intel 6.12.117');
+    expect(other.out).toContain('and the same for 1 more: 0xc001011f AMD64_VIRT_SPEC_CTRL');
+    expect(other.out).toContain('note: destination kvm_intel 6.12.117: a restore of exactly what was saved');
+    // A destination that is not a profile is a usage error.
+    expect(run(['check', save, '--on', 'builtin:nope']).code).toBe(2);
   });
 });

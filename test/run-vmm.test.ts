@@ -84,11 +84,13 @@ describe.skipIf(!haveQemu)('QEMU 7.2 saves and restores its vCPUs under kvmsr ru
     expect(loadOut).toMatch(/EIP=0000fff0 EFL=00000002/);
   });
 
-  test('kvmsr check judges the two captures as on real KVM: no error, the not-saved PV MSRs warned', () => {
+  test('kvmsr check judges the two captures as on real KVM: no error, the guest-writable MSRs QEMU 7.2 does not save warned', () => {
     const r = checkCaptures(saveCap, loadCap);
     expect(r.findings.filter((f) => f.severity === 'error')).toEqual([]);
     const warned = new Set(r.findings.filter((f) => f.severity === 'warning').map((f) => `${f.kind} ${f.msr}`));
-    expect(warned).toContain('not-saved 0x4b564d01 KVM_SYSTEM_TIME_NEW');
+    // QEMU saves KVM_SYSTEM_TIME (0x12), the same state as KVM_SYSTEM_TIME_NEW: not warned.
+    expect(warned).toContain('not-saved 0x4b564d05 KVM_POLL_CONTROL');
+    expect(warned).not.toContain('not-saved 0x4b564d01 KVM_SYSTEM_TIME_NEW');
     // Both vCPUs saved (GET_MSRS) and restored (SET_MSRS) theirs.
     const vcpus = (c: ParsedCapture, req: number): Set<number> => new Set(c.records.filter((x) => x.fdKind === 'vcpu' && x.request === req && x.ret > 0).map((x) => x.vcpuId ?? -1));
     expect(vcpus(saveCap, I.KVM_GET_MSRS)).toEqual(new Set([0, 1]));
@@ -138,7 +140,10 @@ describe.skipIf(!haveCc)('a C save/restore with a planted mistake, under kvmsr r
     expect(errors.map((f) => f.kind)).toContain('restored-different');
     expect(errors.find((f) => f.msr === '0xc0000081 STAR')?.message).toBe('0xc0000081 STAR was saved as 0x23001000000000 but restored as 0xffffffff81a00080');
     const ok = checkCaptures(sv, capture(join(dir, 'c-ok.jsonl')));
-    expect(ok.findings.filter((f) => f.severity === 'error')).toEqual([]);
+    // The program saves nine MSRs on purpose; what it leaves unsaved (the MTRRs and KVM PV MSRs its
+    // CPUID offers the guest) is class 1 (test/check-serializers.test.ts). Its round trip is clean.
+    expect(ok.findings.filter((f) => f.severity === 'error' && f.kind !== 'not-saved')).toEqual([]);
+    expect(ok.findings.filter((f) => f.severity === 'error').map((f) => f.msr)).toContain('0x2ff MTRRdefType');
   }, 60_000);
 });
 

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { decodeMsrList, decodeMsrs, encodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
+import { RECORDED_IOCTL_NAMES } from '../src/capture/extents.js';
 import { parseCapture } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 import { checkCaptures } from '../src/check/check.js';
@@ -171,6 +172,9 @@ describe.skipIf(why !== '')(`kvmsr run${why ? ` (skipped: ${why})` : ''}`, () =>
     expect(c.records.filter((x) => x.op === 'close')).toHaveLength(3); // the vCPU once, when its last fd went
     expect(new Set(c.records.map((x) => x.tid)).size).toBe(1);
     expect(c.records[0]!.tid).toBeGreaterThan(0);
+    // The thread is put into each line ahead of its timestamp; the header keeps the recorded list.
+    expect(c.records.every((x) => x.tid === c.records[0]!.tid && Number.isSafeInteger(x.monoUs))).toBe(true);
+    expect(c.header.recorded).toEqual([...RECORDED_IOCTL_NAMES]);
     const rep = replay(c, { continueOnDivergence: true });
     expect(rep.divergences).toEqual([]);
     expect(rep.msrIoctls).toBe(10);

@@ -78,6 +78,11 @@ export const KVM_SET_XCRS = _IOW(KVMIO, 0xa7, 392);
 export const KVM_GET_SREGS2 = _IOR(KVMIO, 0xcc, 320);
 export const KVM_SET_SREGS2 = _IOW(KVMIO, 0xcd, 320);
 export const KVM_GET_XSAVE2 = _IOR(KVMIO, 0xcf, 4096);
+// struct kvm_nested_state is a 128-byte header; `size` (at 4) covers the data after it.
+export const KVM_GET_NESTED_STATE = _IOWR(KVMIO, 0xbe, 128);
+export const KVM_SET_NESTED_STATE = _IOW(KVMIO, 0xbf, 128);
+// Linux 6.8+ (struct kvm_userspace_memory_region2, 160 bytes).
+export const KVM_SET_USER_MEMORY_REGION2 = _IOW(KVMIO, 0x49, 160);
 
 /** Every request number above, by its kernel name. */
 export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
@@ -151,6 +156,9 @@ export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_GET_SREGS2,
   KVM_SET_SREGS2,
   KVM_GET_XSAVE2,
+  KVM_GET_NESTED_STATE,
+  KVM_SET_NESTED_STATE,
+  KVM_SET_USER_MEMORY_REGION2,
 });
 
 const namesByNumber = new Map<number, string>(Object.entries(KVM_IOCTLS).map(([k, v]) => [v, k]));

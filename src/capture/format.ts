@@ -20,6 +20,11 @@ export interface CaptureHeader {
   kvmsrVersion: string;
   recorder: string;
   createdAt: string;
+  /**
+   * The ioctl names the recorder records (extents.ts RECORDED_IOCTL_NAMES). Absent in older
+   * captures, whose recorders kept no state getters: see recordsStateGetters.
+   */
+  recorded?: string[];
   /** A host profile (the JSON `kvmsr profile capture` writes), when the recorder embedded one. */
   profile?: unknown;
 }
@@ -27,6 +32,8 @@ export interface CaptureHeader {
 export interface CaptureRecord {
   seq: number;
   tid: number;
+  /** CLOCK_MONOTONIC in whole microseconds, taken just before the call (absent in older captures). */
+  monoUs?: number;
   fd: number;
   fdKind: FdKind;
   /** The vCPU id for vCPU fds (from the fd's anon-inode name or KVM_CREATE_VCPU). */
@@ -60,7 +67,11 @@ export function headerLine(h: CaptureHeader): string {
 }
 
 export function recordLine(r: CaptureRecord): string {
-  const o: Record<string, unknown> = { seq: r.seq, tid: r.tid, fd: r.fd, fdKind: r.fdKind };
+  // seq and tid come first: `kvmsr run` rewrites the tid in place (session.ts).
+  const o: Record<string, unknown> = { seq: r.seq, tid: r.tid };
+  if (r.monoUs !== undefined) o['monoUs'] = r.monoUs;
+  o['fd'] = r.fd;
+  o['fdKind'] = r.fdKind;
   if (r.vcpuId !== undefined) o['vcpuId'] = r.vcpuId;
   if (r.vm !== undefined) o['vm'] = r.vm;
   if (r.op === 'close') {
@@ -133,6 +144,11 @@ export function parseHeader(text: string, file: string): CaptureHeader {
     recorder: r.str(j, 'recorder'),
     createdAt: r.str(j, 'createdAt'),
   };
+  const recorded = j['recorded'];
+  if (recorded !== undefined) {
+    if (!Array.isArray(recorded) || !recorded.every((x): x is string => typeof x === 'string')) return r.fail('recorded', 'expected an array of ioctl names');
+    h.recorded = recorded;
+  }
   if (j['profile'] !== undefined) h.profile = j['profile'];
   return h;
 }
@@ -152,6 +168,8 @@ export function parseRecord(text: string, file: string, line: number): CaptureRe
     ret: r.int(j, 'ret', -4095, 0x7fffffff),
     errno: r.int(j, 'errno', 0, 4095),
   };
+  const monoUs = r.optInt(j, 'monoUs');
+  if (monoUs !== undefined) rec.monoUs = monoUs;
   const vcpuId = r.optInt(j, 'vcpuId', 0, 0xffffffff);
   if (vcpuId !== undefined) rec.vcpuId = vcpuId;
   const vm = r.optInt(j, 'vm', 0, 0x7fffffff);

@@ -7,19 +7,34 @@ import type { Kvm } from '../kvm/kvm.js';
 import type { IoctlArg } from '../kvm/user-arg.js';
 import { profileToJson } from '../kvm/profile.js';
 import { KVMSR_VERSION } from '../version.js';
-import { argExtent, INTEGER_IOCTLS, isRecorded } from './extents.js';
+import { argExtent, DEVICE_ATTR_ADDR_OFFSET, DEVICE_ATTR_VALUE_BYTES, INTEGER_IOCTLS, isRecorded, recordedIoctlNames } from './extents.js';
 import { CAPTURE_FORMAT, CAPTURE_VERSION, headerLine, recordLine, type CaptureHeader, type CaptureRecord, type FdKind } from './format.js';
+
+export interface KvmRecorderOptions {
+  /**
+   * Microseconds of a monotonic clock, for each record's `monoUs`. Default: process.hrtime, which
+   * on Linux is CLOCK_MONOTONIC, the clock the C recorder reads.
+   */
+  clock?: () => number;
+}
+
+const hrtimeUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 export class KvmRecorder {
   readonly lines: string[] = [];
   private seq = 0;
   /** VM identity per fd: the VM fd number at creation, as the C recorder reports it. */
   private readonly vmOf = new Map<number, number>();
+  /** vCPU fds whose first KVM_RUN is recorded: later ones are not (the C recorder's "has run" marker). */
+  private readonly ran = new Set<number>();
+  private readonly clock: () => number;
 
   constructor(
     readonly kvm: Kvm,
     private readonly sink: (line: string) => void = () => undefined,
+    opts: KvmRecorderOptions = {},
   ) {
+    this.clock = opts.clock ?? hrtimeUs;
     const p = kvm.profile;
     const header: CaptureHeader = {
       format: CAPTURE_FORMAT,
@@ -31,6 +46,7 @@ export class KvmRecorder {
       kvmsrVersion: KVMSR_VERSION,
       recorder: `kvmsr ${KVMSR_VERSION} (emulated; host ${release()})`,
       createdAt: new Date().toISOString(),
+      recorded: recordedIoctlNames(),
       profile: profileToJson(p),
     };
     this.emit(headerLine(header));
@@ -45,7 +61,11 @@ export class KvmRecorder {
   ioctl(fd: number, request: number, arg: IoctlArg = 0): number {
     const req = request >>> 0;
     const kind = this.kvm.fdKind(fd);
-    if (kind === undefined || !isRecorded(req)) return this.kvm.ioctl(fd, req, arg);
+    if (kind === undefined || !isRecorded(req, kind)) return this.kvm.ioctl(fd, req, arg);
+    if (req === I.KVM_RUN) {
+      if (this.ran.has(fd)) return this.kvm.ioctl(fd, req, arg);
+      this.ran.add(fd);
+    }
     let inBytes: Uint8Array | undefined;
     let extra: Uint8Array[] | undefined;
     let live: Uint8Array | undefined;
@@ -55,12 +75,15 @@ export class KvmRecorder {
         live = live.subarray(0, Math.min(live.length, argExtent(req, live)));
         inBytes = live.slice();
         if (req === I.KVM_X86_SET_MSR_FILTER && inBytes.length === 392) extra = this.filterBitmaps(inBytes);
+        if (req === I.KVM_SET_DEVICE_ATTR && inBytes.length === 24) extra = this.attrValue(inBytes);
       }
     }
+    const monoUs = this.clock();
     const r = this.kvm.ioctl(fd, req, arg);
     const rec: CaptureRecord = {
       seq: this.seq++,
       tid: 0,
+      monoUs,
       fd,
       fdKind: kind,
       request: req,
@@ -84,10 +107,11 @@ export class KvmRecorder {
   close(fd: number): number {
     const kind = this.kvm.fdKind(fd);
     if (kind !== undefined) {
-      const rec: CaptureRecord = { seq: this.seq++, tid: 0, fd, fdKind: kind, request: 0, name: '', ret: 0, errno: 0, op: 'close' };
+      const rec: CaptureRecord = { seq: this.seq++, tid: 0, monoUs: this.clock(), fd, fdKind: kind, request: 0, name: '', ret: 0, errno: 0, op: 'close' };
       this.identify(rec, fd, kind);
       this.emit(recordLine(rec));
       this.vmOf.delete(fd);
+      this.ran.delete(fd);
     }
     return this.kvm.close(fd);
   }
@@ -109,6 +133,13 @@ export class KvmRecorder {
       const size = r.nmsrs === 0 ? 0 : Math.ceil(r.nmsrs / 64) * 8;
       return (size > 0 && size <= 0x600 ? this.kvm.args.copyIn(r.bitmap, size) : null) ?? new Uint8Array(0);
     });
+  }
+
+  /** The value kvm_device_attr.addr points at (the TSC offset for KVM_VCPU_TSC_CTRL); none when addr is 0. */
+  private attrValue(attr: Uint8Array): Uint8Array[] | undefined {
+    const addr = new DataView(attr.buffer, attr.byteOffset, attr.byteLength).getBigUint64(DEVICE_ATTR_ADDR_OFFSET, true);
+    if (addr === 0n) return undefined;
+    return [this.kvm.args.copyIn(addr, DEVICE_ATTR_VALUE_BYTES) ?? new Uint8Array(0)];
   }
 
   private emit(line: string): void {

@@ -1,44 +1,48 @@
 // Whether the guest itself can change an MSR on the vCPU model a capture set up: kvmsr's guest
 // path (handle_wrmsr, host_initiated = false) on a vCPU with the capture's CPUID and irqchip. An MSR
 // the guest cannot change has nothing to lose across a save and restore, whatever the VMM does.
-import { decodeMsrs, encodeMsrs } from '../abi/codecs.js';
+import { encodeMsrs } from '../abi/codecs.js';
 import * as I from '../abi/kvm-ioctls.js';
-import { Kvm } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
-import type { CaptureRecord, ParsedCapture } from '../capture/format.js';
+import type { ParsedCapture } from '../capture/format.js';
+import { CaptureMachine } from './machine.js';
 
 export class GuestReach {
-  private readonly kvm: Kvm;
-  private readonly vcpus = new Map<string, number>();
-  private readonly vm: number;
+  private readonly m: CaptureMachine;
+  /** The same vCPUs without the VMM's MSR writes: what they read at reset. */
+  private readonly fresh: CaptureMachine;
 
-  constructor(
-    profile: HostProfile,
-    private readonly capture: ParsedCapture,
-    private readonly keyOf: (r: CaptureRecord) => string,
-  ) {
-    this.kvm = new Kvm({ profile, now: () => 0 });
-    this.vm = this.kvm.ioctl(this.kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
-    if (capture.records.some((r) => r.request === I.KVM_CREATE_IRQCHIP && r.ret === 0)) this.kvm.ioctl(this.vm, I.KVM_CREATE_IRQCHIP, 0);
+  /**
+   * The vCPUs as the capture left them: every call but KVM_RUN replayed in order (CPUID, caps,
+   * KVM_X86_SETUP_MCE, LAPIC, the VMM's own MSR writes), so the guest path sees that vCPU model.
+   */
+  constructor(profile: HostProfile, capture: ParsedCapture) {
+    this.m = new CaptureMachine(profile);
+    for (const r of capture.records) if (r.request !== I.KVM_RUN) this.m.apply(r);
+    this.m.kvm.unmodeled.length = 0;
+    this.fresh = new CaptureMachine(profile);
+    for (const r of capture.records) if (r.request !== I.KVM_RUN && r.request !== I.KVM_SET_MSRS) this.fresh.apply(r);
   }
 
-  /** A kvmsr vCPU with the CPUID the capture last set on `key` before its first KVM_RUN. */
+  /** What a host read gives on the vCPU before the VMM's own MSR writes, or null when refused. */
+  resetValue(key: string, index: number): bigint | null {
+    this.fresh.vcpuFd(key, Number(key.split('vcpu')[1] ?? 0));
+    return this.fresh.read(key, index);
+  }
+
   private vcpu(key: string): number {
-    let fd = this.vcpus.get(key);
-    if (fd !== undefined) return fd;
-    fd = this.kvm.ioctl(this.vm, I.KVM_CREATE_VCPU, this.vcpus.size);
-    for (const r of this.capture.records) {
-      if (this.keyOf(r) !== key || r.fdKind !== 'vcpu') continue;
-      if (r.request === I.KVM_RUN) break;
-      if (r.request === I.KVM_SET_CPUID2 && r.ret === 0 && r.in) this.kvm.ioctl(fd, I.KVM_SET_CPUID2, r.in.slice());
-    }
-    this.vcpus.set(key, fd);
-    return fd;
+    return this.m.vcpuFd(key, Number(key.split('vcpu')[1] ?? 0));
+  }
+
+  /** The value a host read gives now, or null when KVM refuses it. */
+  read(key: string, index: number): bigint | null {
+    this.vcpu(key);
+    return this.m.read(key, index);
   }
 
   /** True when a guest RDMSR of it succeeds on this vCPU model (no #GP, no exit). */
   canRead(key: string, index: number): boolean {
-    return this.kvm.rdmsr(this.vcpu(key), index).kind === 'ok';
+    return this.m.kvm.rdmsr(this.vcpu(key), index).kind === 'ok';
   }
 
   /** Neither a guest RDMSR nor a guest WRMSR reaches it: a wrong value is one the guest cannot tell. */
@@ -52,18 +56,15 @@ export class GuestReach {
    */
   canChange(key: string, index: number): boolean {
     const fd = this.vcpu(key);
-    const read = (): bigint | null => {
-      const b = encodeMsrs([{ index, data: 0n }]);
-      return this.kvm.ioctl(fd, I.KVM_GET_MSRS, b) === 1 ? decodeMsrs(b).entries[0]!.data : null;
-    };
+    const read = (): bigint | null => this.m.read(key, index);
     const before = read();
     if (before === null) return false;
     for (const v of [before ^ 1n, before ^ 2n, 1n, 0n]) {
       if (v === before) continue;
-      if (this.kvm.wrmsr(fd, index, v).kind !== 'ok') continue;
+      if (this.m.kvm.wrmsr(fd, index, v).kind !== 'ok') continue;
       const after = read();
       // Put it back for the next question.
-      this.kvm.ioctl(fd, I.KVM_SET_MSRS, encodeMsrs([{ index, data: before }]));
+      this.m.kvm.ioctl(fd, I.KVM_SET_MSRS, encodeMsrs([{ index, data: before }]));
       if (after !== before) return true;
     }
     return false;

@@ -4,14 +4,11 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SingleBar, Presets } from 'cli-progress';
-import { gunzipSync } from 'node:zlib';
 import { decodeMsrList, decodeMsrs, encodeMsrList, encodeMsrs } from '../abi/codecs.js';
 import { errnoName } from '../abi/errno.js';
-import { parseCapture, type ParsedCapture } from '../capture/format.js';
 import { recordCommand } from '../capture/recorder-lib.js';
 import { embedProfile } from '../capture/embed-profile.js';
 import { profileForCapture, replay } from '../capture/replay.js';
-import { checkCaptures } from '../check/check.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { msrLabel, msrName, parseMsr } from '../abi/msr-names.js';
 import { Kvm } from '../kvm/kvm.js';
@@ -19,7 +16,9 @@ import { loadRealKvm, realKvmStatus } from '../native/real-kvm.js';
 import { captureProfile } from '../profile/capture.js';
 import { KVMSR_VERSION } from '../version.js';
 import { CliError, print } from './common.js';
+import { registerCheck } from './check.js';
 import { registerConform } from './conform.js';
+import { readCapture } from './read-capture.js';
 import { registerHarvest } from './harvest.js';
 import { registerRun } from './run.js';
 import { registerProfile } from './profile.js';
@@ -163,26 +162,6 @@ function guessKind(b: Uint8Array): string {
   return 'list';
 }
 
-function readCapture(file: string): ParsedCapture {
-  let raw: Buffer;
-  try {
-    raw = readFileSync(file);
-  } catch (e) {
-    throw new CliError(`cannot read capture ${file}: ${(e as Error).message}`);
-  }
-  let text: string;
-  try {
-    text = (raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw) : raw).toString('utf8');
-  } catch (e) {
-    throw new CliError(`${file}: not a readable gzip file: ${(e as Error).message}`);
-  }
-  try {
-    return parseCapture(text, file);
-  } catch (e) {
-    throw new CliError((e as Error).message);
-  }
-}
-
 function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; profile?: string; kernel?: string }): number {
   const c = readCapture(file);
   const total = c.records.length;
@@ -208,6 +187,7 @@ function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; pro
     divergences: r.divergences,
     comparedByRule: r.byRule,
     adoptedUnknowable: r.adopted,
+    stateReadsNotCompared: r.stateReads,
     unknowable: r.unknowable,
     rules: r.rules,
     formatError: c.error ? c.error.message : null,
@@ -238,25 +218,6 @@ function cmdReplay(file: string, opts: { json?: boolean; continue?: boolean; pro
     return out.join('\n');
   });
   return r.divergences.length > 0 ? 1 : c.error ? 3 : 0;
-}
-
-function cmdCheck(save: string, restore: string | undefined, opts: { json?: boolean; profile?: string; kernel?: string }): number {
-  const sv = readCapture(save);
-  const r = checkCaptures(sv, restore ? readCapture(restore) : undefined, profileFromOptions(opts, sv.header.vendorModule, profileForCapture(sv)));
-  const errors = r.findings.filter((f) => f.severity === 'error').length;
-  print(!!opts.json, r, () => {
-    const out: string[] = [];
-    const counts = (sev: string): number => r.findings.filter((f) => f.severity === sev).length;
-    out.push(`kvmsr check: ${errors} errors, ${counts('warning')} warnings`);
-    for (const f of r.findings) out.push(`${f.severity.toUpperCase().padEnd(7)} [${f.kind}] ${f.vcpu}: ${f.message}`);
-    if (r.coverage.length > 0) {
-      out.push('', '| vCPU | listed MSRs | saved | not saved |', '|---|---:|---:|---|');
-      for (const c of r.coverage) out.push(`| ${c.vcpu} | ${c.listed} | ${c.saved} | ${c.missing.slice(0, 6).join(', ')}${c.missing.length > 6 ? ', ...' : ''} |`);
-    }
-    for (const n of r.notes) out.push(`note: ${n}`);
-    return out.join('\n');
-  });
-  return errors > 0 ? 1 : 0;
 }
 
 function cmdRecord(command: string[], opts: { output: string; profile?: boolean }): number {
@@ -329,17 +290,9 @@ export function main(argv: string[]): number {
     .action((f: string, o) => {
       status = cmdReplay(f, o);
     });
-  program
-    .command('check')
-    .description("find MSR save/restore mistakes in a VMM's captured traffic")
-    .argument('<save>', 'a capture of the save (e.g. a migration to a file)')
-    .argument('[restore]', 'a capture of the restore')
-    .option('--profile <file>', 'the host profile (default: the one in the capture, else the built-in one)')
-    .option('--kernel <release>', KERNEL_HELP)
-    .option('--json', 'machine-readable output')
-    .action((sv: string, rs: string | undefined, o) => {
-      status = cmdCheck(sv, rs, o);
-    });
+  registerCheck(program, (s) => {
+    status = s;
+  });
   program
     .command('record')
     .description("run a command (a VMM) with the LD_PRELOAD recorder and write its MSR ioctls to a capture")

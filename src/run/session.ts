@@ -159,7 +159,8 @@ export class RunSession {
       h['recorder'] = recorder;
       out = JSON.stringify(h) + '\n';
     } else {
-      // recordLine writes seq then tid first; KvmRecorder knows no thread, the library does.
+      // recordLine writes seq then tid first (monoUs and the rest after); KvmRecorder knows no
+      // thread, the library does.
       out = line.replace(/^\{"seq":(\d+),"tid":0,/, (_m, s: string) => `{"seq":${s},"tid":${this.tid},`);
     }
     writeSync(this.recordFd, out);

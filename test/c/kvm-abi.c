@@ -2,6 +2,14 @@
 #include <stdio.h>
 #include <stddef.h>
 #include <linux/kvm.h>
+#ifndef KVM_SET_USER_MEMORY_REGION2
+/* Linux 6.8's include/uapi/linux/kvm.h, for older system headers. */
+struct kvm_userspace_memory_region2 {
+  __u32 slot; __u32 flags; __u64 guest_phys_addr; __u64 memory_size; __u64 userspace_addr;
+  __u64 guest_memfd_offset; __u32 guest_memfd; __u32 pad1; __u64 pad2[14];
+};
+#define KVM_SET_USER_MEMORY_REGION2 _IOW(KVMIO, 0x49, struct kvm_userspace_memory_region2)
+#endif
 #define IOC(n) printf("ioctl %s %u\n", #n, (unsigned)(n))
 #define SZ(t) printf("size %s %zu\n", #t, sizeof(struct t))
 #define OFF(t, f) printf("offset %s.%s %zu\n", #t, #f, offsetof(struct t, f))
@@ -55,6 +63,9 @@ int main(void) {
   IOC(KVM_GET_SREGS2);
   IOC(KVM_SET_SREGS2);
   IOC(KVM_GET_XSAVE2);
+  IOC(KVM_GET_NESTED_STATE);
+  IOC(KVM_SET_NESTED_STATE);
+  IOC(KVM_SET_USER_MEMORY_REGION2);
   SZ(kvm_regs); SZ(kvm_sregs2); SZ(kvm_fpu); SZ(kvm_xsave); SZ(kvm_xcrs); SZ(kvm_lapic_state); SZ(kvm_vcpu_events);
   SZ(kvm_debugregs); SZ(kvm_pic_state); SZ(kvm_ioapic_state); SZ(kvm_pit_state2); SZ(kvm_clock_data); SZ(kvm_irqchip);
   SZ(kvm_ioeventfd); SZ(kvm_irq_routing_entry); SZ(kvm_dirty_log); SZ(kvm_clear_dirty_log); SZ(kvm_device_attr);

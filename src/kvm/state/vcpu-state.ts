@@ -7,7 +7,6 @@
 import { eferFitsCpuid } from '../x86/efer.js';
 import { EFAULT, EINVAL } from '../../abi/errno.js';
 import * as I from '../../abi/kvm-ioctls.js';
-import { CAP } from '../x86/cpuid-caps.js';
 import type { FreshState } from './fresh-state.js';
 import { STATE_SIZES } from './fresh-state.js';
 import type { Kvm } from '../kvm.js';
@@ -39,12 +38,10 @@ const APIC_LVR = 0x30;
 const APIC_TASKPRI = 0x80;
 const APIC_PROCPRI = 0xa0;
 const APIC_LDR = 0xd0;
-const APIC_SPIV = 0xf0;
 const APIC_ISR = 0x100;
 const APIC_LVTT = 0x320;
 const APIC_LVT0 = 0x350;
 const APIC_TMCCT = 0x390;
-const APIC_SPIV_APIC_ENABLED = 0x100;
 const APIC_LVT_TIMER_TSCDEADLINE = 2 << 17;
 const APIC_BASE_ENABLE = 1 << 11;
 const APIC_BASE_X2APIC = 1 << 10;
@@ -313,7 +310,7 @@ function setSregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg, two: boolean): number {
   // "Older userspace won't unhalt the vcpu on reset."
   const rip = u64(s.regs, 128);
   const cs = s.sregs2;
-  if (vcpu.id === 0 && rip === 0xfff0n && (cs[SR_CS + 16]! | (cs[SR_CS + 17]! << 8)) === 0xf000 && u64(cs, SR_CS) === 0xffff0000n && (cr0 & BigInt(CR0_PE)) === 0n) {
+  if (vcpu.id === 0 && rip === 0xfff0n && (cs[SR_CS + 12]! | (cs[SR_CS + 13]! << 8)) === 0xf000 && u64(cs, SR_CS) === 0xffff0000n && (cr0 & BigInt(CR0_PE)) === 0n) {
     s.mpState = MP_STATE_RUNNABLE;
   }
   return 0;
@@ -327,7 +324,8 @@ function validSregs(k: Kvm, vcpu: Vcpu, b: Uint8Array, cr0: bigint, cr4: bigint,
     if ((cr4 & BigInt(CR4_PAE)) === 0n || !lma) return false;
     // kvm_vcpu_is_legal_cr3: no bits above the guest's MAXPHYADDR.
     if (u64(b, SR_CR3) >> BigInt(vcpu.maxPhyAddr) !== 0n) return false;
-  } else if (lma || b[SR_CS + 20] !== 0) {
+  } else if (lma || b[SR_CS + 19] !== 0) {
+    // struct kvm_segment: selector at 12, l at 19 (g, which flat segments set, is 20).
     return false; // EFER.LMA or CS.L outside 64-bit mode
   }
   if (cr0 >> 32n !== 0n) return false;
@@ -482,7 +480,9 @@ function setLapic(k: Kvm, vcpu: Vcpu, s: VcpuState, arg: IoctlArg): number {
 /** apic_update_lvtt: entering or leaving TSC-deadline mode clears the deadline. */
 export function updateLvtt(k: Kvm, vcpu: Vcpu, s: VcpuState): void {
   if (!s.lapic) return;
-  const mask = k.x86.hasCap(vcpu, CAP.TSC_DEADLINE_TIMER) ? 3 << 17 : 1 << 17;
+  // kvm_vcpu_after_set_cpuid: the mask follows the guest's CPUID entry itself, not KVM's caps
+  // (KVM offers the TSC-deadline timer through KVM_CAP_TSC_DEADLINE_TIMER, not the supported CPUID).
+  const mask = (((findCpuid(vcpu.cpuid, 1, 0)?.ecx ?? 0) >>> 24) & 1) === 1 ? 3 << 17 : 1 << 17;
   const mode = u32(s.lapic, APIC_LVTT) & mask;
   if (mode === s.timerMode) return;
   if ((s.timerMode === APIC_LVT_TIMER_TSCDEADLINE) !== (mode === APIC_LVT_TIMER_TSCDEADLINE)) {
@@ -507,13 +507,16 @@ function updatePpr(l: Uint8Array): void {
 
 const APIC_BASE_SCRATCH = { lo: 0, hi: 0 };
 
-/** kvm_apic_present and apic_lvtt_tscdeadline: whether IA32_TSC_DEADLINE reaches the timer. */
+/**
+ * kvm_apic_present and apic_lvtt_tscdeadline: whether IA32_TSC_DEADLINE reaches the timer
+ * (kvm_get/set_lapic_tscdeadline_msr). The APIC's software enable (SPIV) is not asked: a vCPU
+ * whose SPIV is still 0xff keeps and reads back its deadline (measured on kvm_pvm 6.18.44 v1272).
+ */
 export function tscDeadlineArmed(x86: X86, vcpu: Vcpu): boolean {
   const s = vcpu.state;
   if (!s || !s.lapic || !vcpu.tscDeadlineMode) return false;
   x86.load(vcpu, M.MSR_IA32_APICBASE, APIC_BASE_SCRATCH);
-  if ((APIC_BASE_SCRATCH.lo & APIC_BASE_ENABLE) === 0) return false;
-  return (u32(s.lapic, APIC_SPIV) & APIC_SPIV_APIC_ENABLED) !== 0;
+  return (APIC_BASE_SCRATCH.lo & APIC_BASE_ENABLE) !== 0;
 }
 
 // ---- VCPU_EVENTS (kvm_vcpu_ioctl_x86_get/set_vcpu_events) ----
