@@ -200,6 +200,36 @@ describe('class 3: restore order, replayed with the state ioctls', () => {
   });
 });
 
+describe('class 3: VMX capability MSRs around KVM_SET_NESTED_STATE (by rule: kvmsr does not model nested state)', () => {
+  const VMX = (): HostProfile => builtinProfile('kvm-intel-6.12-distro-bochs-skx');
+  const save = session(VMX(), (s) => s.get(s.vcpus[0]!, [0x480, 0x10]));
+  /** A restore with the VMX MSRs after (or before) a KVM_SET_NESTED_STATE whose vmxon_pa is set. */
+  const restore = (capsLast: boolean): ParsedCapture => {
+    const c = session(VMX(), (s) => {
+      const v = s.vcpus[0]!;
+      const nested = new Uint8Array(128);
+      const dv = new DataView(nested.buffer);
+      dv.setUint16(2, 0, true); // KVM_STATE_NESTED_FORMAT_VMX
+      dv.setUint32(4, 128, true);
+      dv.setBigUint64(8, 0x1000n, true); // hdr.vmx.vmxon_pa: in VMX operation
+      if (!capsLast) s.set(v, [{ index: 0x480, data: 0xda04000000000en }]);
+      s.rec.ioctl(v, I.KVM_SET_NESTED_STATE, nested);
+      if (capsLast) s.set(v, [{ index: 0x480, data: 0xda04000000000en }]);
+    });
+    // kvmsr answers KVM_SET_NESTED_STATE ENOSYS; the kernel took it: the record says what the kernel said.
+    for (const r of c.records) if (r.request === I.KVM_SET_NESTED_STATE) Object.assign(r, { ret: 0, errno: 0 });
+    return c;
+  };
+  test('written after it, KVM refuses them with EBUSY (vmx_set_vmx_msr): an error, and a note that this is by rule', () => {
+    const r = checkCaptures(save, restore(true));
+    expect(pick(r, 'restore-order')).toEqual([{ severity: 'error', msr: '0x480 IA32_VMX_BASIC', rule: expect.stringContaining('vmx_set_vmx_msr') }]);
+    expect(r.notes.join('\n')).toContain('kvmsr does not model KVM_SET_NESTED_STATE');
+  });
+  test('written before it: no finding', () => {
+    expect(pick(checkCaptures(save, restore(false)), 'restore-order')).toEqual([]);
+  });
+});
+
 describe('class 4: time', () => {
   const TSC = 0x10000000000n;
   const save = session(AMD(), (s) => {
