@@ -262,6 +262,19 @@ describe('class 4: time', () => {
     }, { n: 2 });
     expect(pick(checkCaptures(save, s2, p), 'tsc-unsynchronized').map((f) => f.severity)).toEqual(['warning']);
   });
+  test('TSC offsets set through KVM_VCPU_TSC_OFFSET are said not judged, and a TSC write out of the window is still caught', () => {
+    const r = session(AMD(), (s) => {
+      const attr = new Uint8Array(24); // group KVM_VCPU_TSC_CTRL, attr KVM_VCPU_TSC_OFFSET, addr 0
+      s.rec.ioctl(s.vcpus[1]!, I.KVM_SET_DEVICE_ATTR, attr);
+      s.set(s.vcpus[0]!, [{ index: 0x10, data: TSC }]);
+      s.sleep(1500);
+      s.set(s.vcpus[1]!, [{ index: 0x10, data: TSC }]);
+    }, { n: 2 });
+    for (const x of r.records) if (x.request === I.KVM_SET_DEVICE_ATTR) Object.assign(x, { ret: 0, errno: 0 });
+    const c = checkCaptures(save, r);
+    expect(c.notes.join('\n')).toContain('TSC offsets set that way are not judged');
+    expect(pick(c, 'tsc-unsynchronized').map((f) => f.severity)).toEqual(['error']);
+  });
   test('IA32_TSC restored twice on one vCPU is a warning', () => {
     const r = checkCaptures(save, restore('twice'));
     expect(pick(r, 'tsc-restored-twice')).toEqual([{ severity: 'warning', msr: '0x10 IA32_TSC', rule: expect.stringContaining('kvm_synchronize_tsc') }]);

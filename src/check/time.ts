@@ -21,6 +21,9 @@ export function timeChecks(save: ParsedCapture, saveTraffic: Map<string, VcpuTra
   const findings: Finding[] = [];
   const notes: string[] = [];
   if (restore) tscWrites(restore, profile, findings, notes);
+  if (restore?.records.some((r) => r.request === I.KVM_SET_DEVICE_ATTR && r.fdKind === 'vcpu' && r.ret >= 0)) {
+    notes.push('IA32_TSC: the restore sets vCPU attributes (KVM_SET_DEVICE_ATTR, e.g. KVM_VCPU_TSC_OFFSET), which kvmsr does not model: TSC offsets set that way are not judged, only host writes of IA32_TSC');
+  }
   if (restore) kvmclock(save, restore, findings, notes);
   deadlines(save, saveTraffic, findings, notes);
   return { findings, notes };
