@@ -314,3 +314,23 @@ describe('class 5: restored on another host or kernel (--on)', () => {
     expect(r.notes.join('\n')).toContain('a restore of exactly what was saved');
   });
 });
+
+describe('captures check has not seen', () => {
+  test('any order or subset of a real VMM\'s records is judged without throwing', async () => {
+    const fc = (await import('fast-check')).default;
+    const { readFileSync } = await import('node:fs');
+    const { gunzipSync } = await import('node:zlib');
+    const { join } = await import('node:path');
+    const read = (n: string) => parseCapture(gunzipSync(readFileSync(join(import.meta.dirname, 'fixtures', 'qemu', `${n}.jsonl.gz`))).toString('utf8'), n);
+    const save = read('qemu-migrate-save');
+    const load = read('qemu-migrate-load');
+    fc.assert(
+      fc.property(fc.array(fc.nat(load.records.length - 1), { maxLength: 60 }), fc.array(fc.nat(save.records.length - 1), { maxLength: 60 }), (li, si) => {
+        const pick = (c: ParsedCapture, idx: number[]): ParsedCapture => ({ header: c.header, records: idx.map((i) => c.records[i]!) });
+        const r = checkCaptures(pick(save, si), pick(load, li), { destination: builtinProfile('kvm-intel-6.1-distro-bochs-skx') });
+        expect(Array.isArray(r.findings)).toBe(true);
+      }),
+      { numRuns: 40, seed: 2212 },
+    );
+  }, 120_000);
+});
