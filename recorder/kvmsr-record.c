@@ -1,6 +1,6 @@
 /*
  * kvmsr-record: an LD_PRELOAD library that records a process's KVM MSR ioctls in kvmsr's capture
- * format (JSON Lines, see README "Capture format").
+ * format (JSON Lines, see docs/capture-format.md).
  *
  * It interposes ioctl() and close(). An fd's kind comes from its /proc/self/fd link: "/dev/kvm"
  * (system), "anon_inode:kvm-vm" (VM) or "anon_inode:kvm-vcpu:N" (vCPU N), cached per fd and

@@ -65,7 +65,7 @@ describe('QEMU fixtures recorded on kvm_amd 6.12 replay on kvmsr with every byte
   });
 });
 
-describe('kvmsr check on QEMU\'s own save and restore (the README page pins the same report)', () => {
+describe('kvmsr check on QEMU\'s own save and restore (docs/check.md pins the same report)', () => {
   test('no errors; the warnings are the guest-writable listed MSRs QEMU 7.2 does not migrate for qemu64', async () => {
     const { checkCaptures } = await import('../src/check/check.js');
     const r = checkCaptures(parseCapture(text('qemu-migrate-save'), 'save'), parseCapture(text('qemu-migrate-load'), 'load'));

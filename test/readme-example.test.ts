@@ -1,12 +1,12 @@
-// The README's API example, run as written (with the package name pointed at the source).
+// The API page's example (docs/api.md), run as written (with the package name pointed at the source).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import * as kvmsr from '../src/index.js';
 
-test('the README API example runs and says what it shows', () => {
-  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
-  const code = /## API\n\n```ts\n([\s\S]*?)```/.exec(readme)![1]!;
+test('the API page example runs and says what it shows', () => {
+  const readme = readFileSync(join(__dirname, '..', 'docs', 'api.md'), 'utf8');
+  const code = /# API\n\n```ts\n([\s\S]*?)```/.exec(readme)![1]!;
   const body = code.replace(/^import .*$/m, '');
   const lines: string[] = [];
   const { Kvm, KVM_CREATE_VM, KVM_CREATE_VCPU, KVM_GET_MSRS, KVM_SET_MSRS, encodeMsrs, decodeMsrs, KvmError } = kvmsr;

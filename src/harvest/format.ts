@@ -1,7 +1,7 @@
 // The harvest directory: `plan.txt` (what to run, written by `kvmsr harvest plan`) and
 // `answers.txt` (what the kernel answered, written by `kvmsr-probe` on the host). Both are plain
-// text, one item a line, so a small static C program can read and write them. The README's
-// "Harvest directory" section is the reference; probe/kvmsr-probe.c is the other side.
+// text, one item a line, so a small static C program can read and write them. docs/oracles.md
+// ("Measuring a host") is the reference; probe/kvmsr-probe.c is the other side.
 import { readFileSync } from 'node:fs';
 import { FileLineError } from '../util/file-error.js';
 

@@ -83,7 +83,7 @@ export function ruleHolds(where: Holds, r: Release): boolean {
   return false;
 }
 
-/** Every versioned rule, registered by its family's module (for `kvmsr profile list --rules`, the README and tests). */
+/** Every versioned rule, registered by its family's module (for `kvmsr profile list --rules`, docs/profiles.md and tests). */
 const REGISTRY = new Map<string, VersionedRule>();
 
 /** Registers a family's rule; returns it so the module can keep a reference. */
