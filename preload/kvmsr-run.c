@@ -20,6 +20,20 @@
  * and written with process_vm_readv/writev on the process itself, so a bad pointer gives EFAULT, as
  * copy_from_user does, instead of a crash.
  *
+ * KVM_RUN on a vCPU: kvmsr's guest is halted and never wakes, so KVM_RUN sleeps until a signal, in
+ * the calling thread and never in the server (one server answers every thread and process) nor
+ * under the mutex. The thread blocks every signal, sends its signal mask and its pending signals
+ * with the request, and the server answers at once: a return (immediate_exit, a signal already
+ * pending, an exit), or "wait" with the mask to wait under (the vCPU's KVM_SET_SIGNAL_MASK, else the
+ * thread's own: kvm_sigset_activate). The thread then waits, every signal still blocked, on a
+ * signalfd of the signals that mask lets through, so a signal that came meanwhile was kept pending
+ * and ends the wait at once, and none is taken: as in the kernel, the signal only makes KVM_RUN
+ * return. The library writes exit_reason = KVM_EXIT_INTR into the vCPU's kvm_run page (through a
+ * mapping of its own), restores the thread's mask (kvm_sigset_deactivate: what it does not block is
+ * delivered now, its handler run, what it blocks stays pending) and returns -1/EINTR, SA_RESTART or
+ * not: KVM never restarts KVM_RUN. A signal the thread ignores does not end the wait (the kernel
+ * discards it on arrival), it is discarded.
+ *
  * Environment: KVMSR_RUN_SOCKET, the server's Unix socket (set by `kvmsr run`).
  */
 #define _GNU_SOURCE
@@ -28,11 +42,15 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -54,6 +72,10 @@
 #define RESP_HEADER 32
 #define REGION_HEADER 16
 #define FLAG_BUFFER 1
+#define FLAG_SIGNALS 2 /* 16 bytes follow the header: the thread's blocked and pending signals */
+#define SIGNALS_LEN 16
+#define RESP_WAIT 1    /* the thread waits for a signal; the 8-byte mask follows the path */
+#define WAIT_MASK_LEN 8
 #define MAX_REGIONS 16
 
 enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3 };
@@ -76,6 +98,10 @@ enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3 };
 #define KVM_GET_DIRTY_LOG 0x4010ae42u
 #define KVM_CLEAR_DIRTY_LOG 0xc018aec0u
 #define KVM_GET_DEVICE_ATTR 0x4018aee2u
+#define KVM_RUN_REQ 0xae80u
+#define KVM_SET_SIGNAL_MASK 0x4004ae8bu
+#define KVM_EXIT_INTR 10
+#define RUN_EXIT_REASON 8 /* offsetof(struct kvm_run, exit_reason) */
 #define MAX_SLOTS 1024
 #define V_FIONBIO 0x5421u
 #define V_FIONCLEX 0x5450u
@@ -248,6 +274,8 @@ struct region { uint64_t addr; uint32_t len; unsigned char *bytes; };
 struct reply {
   int32_t ret;
   uint32_t new_kind;
+  uint32_t flags;       /* RESP_WAIT */
+  uint64_t wait_mask;   /* with RESP_WAIT: the kernel sigset_t to wait under */
   unsigned char *arg;   /* arg_len bytes after the call */
   unsigned char *regs;  /* the regions' bytes after the call, back to back */
   char path[PATH_MAX];
@@ -258,19 +286,20 @@ struct reply {
  * unreachable or answered garbage (the caller then fails the call with EIO).
  */
 static int transact(uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer, const unsigned char *argb,
-                    uint32_t arg_len, const struct region *rg, uint32_t nrg, struct reply *out) {
+                    uint32_t arg_len, const struct region *rg, uint32_t nrg, const uint64_t *sig, struct reply *out) {
   int s = connection();
   if (s < 0) return -1;
-  size_t size = REQ_HEADER + arg_len;
+  size_t size = REQ_HEADER + (sig ? SIGNALS_LEN : 0) + arg_len;
   for (uint32_t i = 0; i < nrg; i++) size += REGION_HEADER + rg[i].len;
   unsigned char *m = malloc(size);
   if (!m) return -1;
   uint32_t h32[6] = {REQ_MAGIC, (uint32_t)size, op, (uint32_t)kfd, req, (uint32_t)syscall(SYS_gettid)};
   memcpy(m, h32, 24);
   memcpy(m + 24, &arg, 8);
-  uint32_t t32[4] = {buffer ? FLAG_BUFFER : 0, arg_len, nrg, 0};
+  uint32_t t32[4] = {(buffer ? FLAG_BUFFER : 0) | (sig ? FLAG_SIGNALS : 0), arg_len, nrg, 0};
   memcpy(m + 32, t32, 16);
   unsigned char *p = m + REQ_HEADER;
+  if (sig) { memcpy(p, sig, SIGNALS_LEN); p += SIGNALS_LEN; }
   if (arg_len) { memcpy(p, argb, arg_len); p += arg_len; }
   for (uint32_t i = 0; i < nrg; i++) {
     uint32_t l2[2] = {rg[i].len, 0};
@@ -285,15 +314,18 @@ static int transact(uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int bu
   if (bad || io_all(s, rh, RESP_HEADER, 0)) goto lost;
   size_t regs = 0;
   for (uint32_t i = 0; i < nrg; i++) regs += rg[i].len;
-  if (rh[0] != RESP_MAGIC || rh[3] != arg_len || rh[4] != nrg || rh[5] >= PATH_MAX ||
-      rh[1] != RESP_HEADER + arg_len + regs + rh[5]) goto lost;
+  size_t tail = (rh[7] & RESP_WAIT) ? WAIT_MASK_LEN : 0;
+  if (rh[0] != RESP_MAGIC || rh[3] != arg_len || rh[4] != nrg || rh[5] >= PATH_MAX || (rh[7] & ~RESP_WAIT) ||
+      rh[1] != RESP_HEADER + arg_len + regs + rh[5] + tail) goto lost;
   out->ret = (int32_t)rh[2];
   out->new_kind = rh[6];
+  out->flags = rh[7];
   out->arg = arg_len ? malloc(arg_len) : NULL;
   out->regs = regs ? malloc(regs) : NULL;
   if ((arg_len && !out->arg) || (regs && !out->regs)) goto lost;
   if (io_all(s, out->arg, arg_len, 0) || io_all(s, out->regs, regs, 0) || io_all(s, out->path, rh[5], 0)) goto lost;
   out->path[rh[5]] = 0;
+  if (tail && io_all(s, &out->wait_mask, WAIT_MASK_LEN, 0)) goto lost;
   return 0;
 lost:
   free(out->arg);
@@ -303,6 +335,40 @@ lost:
   real_close(s);
   conn_fd = -1;
   return -1;
+}
+
+/* ---- the vCPUs' kvm_run pages, mapped by the library itself ---- */
+
+/*
+ * A KVM_RUN that waited writes exit_reason through this mapping (the program's own may be anywhere,
+ * or gone). A page whose kvmsr file is closed while a thread still waits in KVM_RUN on it is
+ * unmapped by that thread when it is done (the kernel, too, keeps the file while the ioctl runs).
+ * Kept under `lock`.
+ */
+struct vpage { unsigned char *p; size_t len; int users; int dead; };
+static struct vpage *vpages[MAX_FDS];
+
+static void unmap_vpage(int kfd) {
+  if (kfd < 0 || kfd >= MAX_FDS || !vpages[kfd]) return;
+  struct vpage *v = vpages[kfd];
+  vpages[kfd] = NULL;
+  if (v->users > 0) { v->dead = 1; return; }
+  munmap(v->p, v->len);
+  free(v);
+}
+
+static void map_vpage(int kfd, int fd) {
+  if (kfd < 0 || kfd >= MAX_FDS) return;
+  unmap_vpage(kfd);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size < 4096) return;
+  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return;
+  struct vpage *v = calloc(1, sizeof *v);
+  if (!v) { munmap(p, (size_t)st.st_size); return; }
+  v->p = p;
+  v->len = (size_t)st.st_size;
+  vpages[kfd] = v;
 }
 
 /* ---- the fd table ---- */
@@ -335,7 +401,8 @@ static void drop(int fd) {
   /* A forked child's close only drops its reference: the file stays open in its parent. */
   if (refs[kfd] == 0 && e->pid == getpid()) {
     struct reply r = {0};
-    transact(OP_CLOSE, kfd, 0, 0, 0, NULL, 0, NULL, 0, &r);
+    unmap_vpage(kfd);
+    transact(OP_CLOSE, kfd, 0, 0, 0, NULL, 0, NULL, 0, NULL, &r);
     free(r.arg);
     free(r.regs);
   }
@@ -453,7 +520,7 @@ static int open_kvm(int flags, mode_t mode) {
   pthread_mutex_lock(&lock);
   struct reply r = {0};
   int fd = -1, err = EIO;
-  if (transact(OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, &r) == 0) {
+  if (transact(OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, NULL, &r) == 0) {
     if (r.ret < 0) {
       err = -r.ret;
     } else {
@@ -462,7 +529,7 @@ static int open_kvm(int flags, mode_t mode) {
       if (fd >= MAX_FDS) { real_close(fd); fd = -1; err = EMFILE; }
       if (fd >= 0 && r.ret < MAX_FDS) put(fd, r.ret, K_SYSTEM, getpid());
       else if (fd >= 0) { real_close(fd); fd = -1; err = EMFILE; }
-      if (fd < 0) { struct reply c = {0}; transact(OP_CLOSE, r.ret, 0, 0, 0, NULL, 0, NULL, 0, &c); free(c.arg); free(c.regs); }
+      if (fd < 0) { struct reply c = {0}; transact(OP_CLOSE, r.ret, 0, 0, 0, NULL, 0, NULL, 0, NULL, &c); free(c.arg); free(c.regs); }
     }
   }
   free(r.arg);
@@ -554,6 +621,8 @@ static long extent(uint32_t req, const unsigned char *head, size_t hlen) {
     return 4; /* int * */
   case V_FIOQSIZE:
     return 8; /* loff_t * */
+  case KVM_SET_SIGNAL_MASK:
+    return 12; /* struct kvm_signal_mask's len, then the 8-byte sigset_t it must announce */
   }
   if (((req >> 30) & 3) == 0) return -1; /* _IOC_NONE: the argument is an integer */
   return (req >> 16) & 0x3fff;             /* _IOC_SIZE */
@@ -633,7 +702,10 @@ static uint32_t find_regions(uint32_t req, enum kind k, int kfd, const unsigned 
   return n;
 }
 
-static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
+/* KVM_RUN's part of a request: the thread's signals in; whether (and under which mask) it must wait, out. */
+struct runio { uint64_t sig[2]; int wait; uint64_t mask; };
+
+static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg, struct runio *run) {
   int kfd = e->kfd1 - 1;
   /* kvm_vm_ioctl / kvm_vcpu_ioctl: "if (kvm->mm != current->mm) return -EIO" in a forked child. */
   if (e->kind != K_SYSTEM && e->pid != getpid()) return fail(EIO);
@@ -658,10 +730,11 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
   }
   struct reply r = {0};
   int ret, err = 0;
-  if (transact(OP_IOCTL, kfd, req, arg, buffer, a, (uint32_t)alen, rg, nrg, &r) != 0) {
+  if (transact(OP_IOCTL, kfd, req, arg, buffer, a, (uint32_t)alen, rg, nrg, run ? run->sig : NULL, &r) != 0) {
     ret = -EIO;
   } else {
     ret = r.ret;
+    if (run && (r.flags & RESP_WAIT)) { run->wait = 1; run->mask = r.wait_mask; }
     /* copy_to_user: what the server changed goes back; unwritable memory is EFAULT. */
     if (buffer && write_back(arg, a, r.arg, alen) != 0 && ret >= 0) ret = -EFAULT;
     size_t off = 0;
@@ -680,12 +753,13 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
     if (nfd >= MAX_FDS || ret >= MAX_FDS) { if (nfd >= 0) real_close(nfd); nfd = -1; err = EMFILE; }
     if (nfd < 0) {
       struct reply c = {0};
-      transact(OP_CLOSE, ret, 0, 0, 0, NULL, 0, NULL, 0, &c);
+      transact(OP_CLOSE, ret, 0, 0, 0, NULL, 0, NULL, 0, NULL, &c);
       free(c.arg);
       free(c.regs);
       ret = -err;
     } else {
       put(nfd, ret, (int)r.new_kind, getpid());
+      if (r.new_kind == K_VCPU) map_vpage(ret, nfd);
       ret = nfd;
     }
   }
@@ -700,6 +774,95 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg) {
   return ret;
 }
 
+/* sig_ignored: a signal the kernel would discard on arrival, were it not blocked (SIG_IGN, or the
+ * default action of SIGCHLD, SIGCONT, SIGURG or SIGWINCH: sig_kernel_ignore). */
+static int ignored(int sig) {
+  struct sigaction sa;
+  if (sigaction(sig, NULL, &sa) != 0) return 0;
+  if (sa.sa_flags & SA_SIGINFO) return 0;
+  if (sa.sa_handler == SIG_IGN) return 1;
+  return sa.sa_handler == SIG_DFL && (sig == SIGCHLD || sig == SIGCONT || sig == SIGURG || sig == SIGWINCH);
+}
+
+/*
+ * The vCPU sleeps: waits, with every signal blocked, until one that `mask` does not block is
+ * pending, and leaves it pending. SIGKILL ends everything anyway; SIGSTOP and glibc's own two
+ * signals (32, 33, which it never lets a thread block) do not end the wait.
+ */
+static void wait_for_signal(uint64_t mask) {
+  uint64_t want = ~mask & ~((1ull << 8) | (1ull << 18) | (1ull << 31) | (1ull << 32));
+  sigset_t set;
+  sigemptyset(&set);
+  memcpy(&set, &want, 8);
+  int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) { /* no fd to spare: wait as sigsuspend does (the handler runs inside the wait) */
+    sigset_t m;
+    sigemptyset(&m);
+    memcpy(&m, &mask, 8);
+    sigsuspend(&m);
+    return;
+  }
+  for (;;) {
+    struct pollfd p = {sfd, POLLIN, 0};
+    poll(&p, 1, -1); /* EINTR: one of glibc's own signals ran its handler; look again */
+    sigset_t pend;
+    sigpending(&pend);
+    uint64_t got;
+    memcpy(&got, &pend, 8);
+    got &= want;
+    int woken = 0;
+    for (int sig = 1; sig <= 64; sig++) {
+      if (!(got & (1ull << (sig - 1)))) continue;
+      if (!ignored(sig)) { woken = 1; continue; }
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&one, NULL, &zero) == sig) {} /* discarded, as on arrival */
+    }
+    if (woken) break;
+  }
+  real_close(sfd);
+}
+
+/*
+ * KVM_RUN: every signal blocked from before the request until the thread's mask is restored, so
+ * none is lost between the server's "wait" and sigsuspend(), and no handler runs under the mutex.
+ */
+static int run_ioctl(int fd, unsigned long arg) {
+  sigset_t all, old, pending;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  sigpending(&pending);
+  struct runio run = {{0, 0}, 0, 0};
+  memcpy(&run.sig[0], &old, 8); /* glibc's sigset_t begins with the kernel's 64 bits */
+  memcpy(&run.sig[1], &pending, 8);
+  pthread_mutex_lock(&lock);
+  struct ent *e = live_entry(fd);
+  int ret;
+  struct vpage *v = NULL;
+  if (e) ret = kvm_ioctl(fd, e, KVM_RUN_REQ, arg, e->kind == K_VCPU ? &run : NULL);
+  else ret = real_ioctl(fd, KVM_RUN_REQ, arg);
+  int err = errno;
+  if (run.wait) {
+    v = vpages[e->kfd1 - 1];
+    if (v) v->users++;
+  }
+  pthread_mutex_unlock(&lock);
+  if (run.wait) {
+    wait_for_signal(run.mask);
+    if (v) __atomic_store_n((uint32_t *)(v->p + RUN_EXIT_REASON), (uint32_t)KVM_EXIT_INTR, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&lock);
+    if (v && --v->users == 0 && v->dead) { munmap(v->p, v->len); free(v); }
+    pthread_mutex_unlock(&lock);
+    ret = -1;
+    err = EINTR;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL); /* kvm_sigset_deactivate; what is pending now is delivered */
+  errno = err;
+  return ret;
+}
+
 int ioctl(int fd, unsigned long req, ...) {
   va_list ap;
   va_start(ap, req);
@@ -708,12 +871,13 @@ int ioctl(int fd, unsigned long req, ...) {
   resolve_all();
   if (!entry(fd)) return real_ioctl(fd, req, arg);
   if (FOREIGN()) return fail(EIO); /* a vfork child: no requests on its parent's connection */
+  /* The kernel's ioctl(2) takes an unsigned int cmd. */
+  if ((uint32_t)req == KVM_RUN_REQ) return run_ioctl(fd, arg);
   pthread_mutex_lock(&lock);
   struct ent *e = live_entry(fd);
   int ret;
   if (e) {
-    /* The kernel's ioctl(2) takes an unsigned int cmd. */
-    ret = kvm_ioctl(fd, e, (uint32_t)req, arg);
+    ret = kvm_ioctl(fd, e, (uint32_t)req, arg, NULL);
   } else {
     ret = real_ioctl(fd, req, arg);
   }

@@ -87,6 +87,43 @@ describe.skipIf(why !== '')(`UAPI layout against /usr/include/linux/kvm.h${why ?
     expect(L.KVM_RUN_LAYOUT.msrData).toBe(get('offset kvm_run.msr.data'));
   });
 
+  test('struct kvm_run: what KVM_RUN reads and post_kvm_run_save writes; kvm_guest_debug; their constants', () => {
+    const R = L.KVM_RUN_LAYOUT;
+    const fields: [number, string][] = [
+      [R.requestInterruptWindow, 'request_interrupt_window'],
+      [R.immediateExit, 'immediate_exit'],
+      [R.readyForInterruptInjection, 'ready_for_interrupt_injection'],
+      [R.ifFlag, 'if_flag'],
+      [R.flags, 'flags'],
+      [R.cr8, 'cr8'],
+      [R.apicBase, 'apic_base'],
+      [R.kvmValidRegs, 'kvm_valid_regs'],
+      [R.kvmDirtyRegs, 'kvm_dirty_regs'],
+      [R.syncRegs, 's.regs.regs'],
+      [R.syncSregs, 's.regs.sregs'],
+      [R.syncEvents, 's.regs.events'],
+    ];
+    for (const [off, name] of fields) expect(off, name).toBe(get(`offset kvm_run.${name}`));
+    expect(L.KVM_GUEST_DEBUG_LAYOUT.size).toBe(get('size kvm_guest_debug'));
+    expect(L.KVM_GUEST_DEBUG_LAYOUT.control).toBe(get('offset kvm_guest_debug.control'));
+    expect(L.KVM_GUEST_DEBUG_LAYOUT.debugreg).toBe(get('offset kvm_guest_debug.arch.debugreg'));
+    const values: [number, string][] = [
+      [L.KVM_EXIT_UNKNOWN, 'KVM_EXIT_UNKNOWN'],
+      [L.KVM_EXIT_HLT, 'KVM_EXIT_HLT'],
+      [L.KVM_EXIT_INTR, 'KVM_EXIT_INTR'],
+      [L.KVM_RUN_X86_SMM, 'KVM_RUN_X86_SMM'],
+      [L.KVM_SYNC_X86_VALID_FIELDS, 'KVM_SYNC_X86_VALID_FIELDS'],
+      [L.KVM_GUESTDBG_ENABLE, 'KVM_GUESTDBG_ENABLE'],
+      [L.KVM_GUESTDBG_SINGLESTEP, 'KVM_GUESTDBG_SINGLESTEP'],
+      [L.KVM_GUESTDBG_USE_SW_BP, 'KVM_GUESTDBG_USE_SW_BP'],
+      [L.KVM_GUESTDBG_USE_HW_BP, 'KVM_GUESTDBG_USE_HW_BP'],
+      [L.KVM_GUESTDBG_INJECT_DB, 'KVM_GUESTDBG_INJECT_DB'],
+      [L.KVM_GUESTDBG_INJECT_BP, 'KVM_GUESTDBG_INJECT_BP'],
+      [L.KVM_GUESTDBG_BLOCKIRQ, 'KVM_GUESTDBG_BLOCKIRQ'],
+    ];
+    for (const [v, name] of values) expect(v, name).toBe(get(`value ${name}`));
+  });
+
   test('capability numbers and constants', () => {
     // Every capability kvmsr names is KVM_CAP_<its name> in the header.
     const caps = Object.fromEntries(Object.keys(KVM_CAP).map((k) => [k, `KVM_CAP_${k}`]));

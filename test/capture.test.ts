@@ -363,6 +363,11 @@ describe('timestamps, the recorded list, and the state ioctls', () => {
     expect(c.records.filter((r) => r.name === 'KVM_RUN')).toHaveLength(1);
     m.rec.close(m.vcpu);
     const v1 = m.rec.ioctl(m.vm, I.KVM_CREATE_VCPU, 1);
+    // An AP waiting for INIT (KVM_MP_STATE_UNINITIALIZED) is never entered: no marker for it...
+    m.rec.ioctl(v1, I.KVM_RUN, 0);
+    expect(m.kvm.vcpuOf(v1)!.hasRun).toBe(false);
+    // ...until it is runnable: its first KVM_RUN then enters the guest, and only that one is recorded.
+    m.rec.ioctl(v1, I.KVM_SET_MP_STATE, new Uint8Array(4));
     m.rec.ioctl(v1, I.KVM_RUN, 0);
     m.rec.ioctl(v1, I.KVM_RUN, 0);
     expect(parseCapture(m.rec.text(), 'r.jsonl').records.filter((r) => r.name === 'KVM_RUN').map((r) => r.vcpuId)).toEqual([0, 1]);

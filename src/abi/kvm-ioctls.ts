@@ -63,6 +63,8 @@ export const KVM_HAS_DEVICE_ATTR = _IOW(KVMIO, 0xe3, 24);
 export const KVM_GET_FPU = _IOR(KVMIO, 0x8c, 416);
 export const KVM_SET_FPU = _IOW(KVMIO, 0x8d, 416);
 export const KVM_SET_SIGNAL_MASK = _IOW(KVMIO, 0x8b, 4);
+export const KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9b, 72);
+export const KVM_KVMCLOCK_CTRL = _IO(KVMIO, 0xad);
 export const KVM_TPR_ACCESS_REPORTING = _IOWR(KVMIO, 0x92, 40);
 export const KVM_SET_VAPIC_ADDR = _IOW(KVMIO, 0x93, 8);
 export const KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, 4);
@@ -141,6 +143,8 @@ export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_GET_FPU,
   KVM_SET_FPU,
   KVM_SET_SIGNAL_MASK,
+  KVM_SET_GUEST_DEBUG,
+  KVM_KVMCLOCK_CTRL,
   KVM_TPR_ACCESS_REPORTING,
   KVM_SET_VAPIC_ADDR,
   KVM_GET_MP_STATE,

@@ -25,7 +25,10 @@ export class KvmRecorder {
   private seq = 0;
   /** VM identity per fd: the VM fd number at creation, as the C recorder reports it. */
   private readonly vmOf = new Map<number, number>();
-  /** vCPU fds whose first KVM_RUN is recorded: later ones are not (the C recorder's "has run" marker). */
+  /**
+   * vCPU fds whose first KVM_RUN that left the vCPU as having run is recorded: later ones are not
+   * (the C recorder's "has run" marker; it records the first KVM_RUN whatever it did).
+   */
   private readonly ran = new Set<number>();
   private readonly clock: () => number;
 
@@ -62,10 +65,7 @@ export class KvmRecorder {
     const req = request >>> 0;
     const kind = this.kvm.fdKind(fd);
     if (kind === undefined || !isRecorded(req, kind)) return this.kvm.ioctl(fd, req, arg);
-    if (req === I.KVM_RUN) {
-      if (this.ran.has(fd)) return this.kvm.ioctl(fd, req, arg);
-      this.ran.add(fd);
-    }
+    if (req === I.KVM_RUN && this.ran.has(fd)) return this.kvm.ioctl(fd, req, arg);
     let inBytes: Uint8Array | undefined;
     let extra: Uint8Array[] | undefined;
     let live: Uint8Array | undefined;
@@ -80,6 +80,13 @@ export class KvmRecorder {
     }
     const monoUs = this.clock();
     const r = this.kvm.ioctl(fd, req, arg);
+    if (req === I.KVM_RUN) {
+      // The "has run" marker replay and check read (kvm_vcpu_has_run): a KVM_RUN that entered no
+      // guest (immediate_exit, a signal already pending, a vCPU halted or waiting for INIT) is none.
+      const vcpu = this.kvm.vcpuOf(fd);
+      if (vcpu !== undefined && !vcpu.hasRun) return r;
+      this.ran.add(fd);
+    }
     const rec: CaptureRecord = {
       seq: this.seq++,
       tid: 0,

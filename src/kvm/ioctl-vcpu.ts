@@ -1,5 +1,5 @@
 // kvm_vcpu_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c): a vCPU fd.
-import { enterGuest, setTscKhz } from './x86/tsc.js';
+import { setTscKhz } from './x86/tsc.js';
 import { setupMce } from './x86/mce.js';
 import { decodeCpuidEntries, decodeEnableCap } from '../abi/codecs.js';
 import { E2BIG, EFAULT, EINVAL, ENOTTY } from '../abi/errno.js';
@@ -8,7 +8,6 @@ import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CAP, KVMIO } from '../abi/kvm-ioctls.js';
 import { KVM_CPUID_ENTRY2_LAYOUT, KVM_CPUID2_LAYOUT, KVM_ENABLE_CAP_LAYOUT, KVM_MAX_CPUID_ENTRIES } from '../abi/layout.js';
 import { capBitsOf, cpuidVendor, isAmdCompatibleVendor } from './x86/cpuid-caps.js';
-import { completeMsrExit } from './x86/guest-msr.js';
 import { hvActivateSynic, hvSetCpuid } from './x86/hyperv.js';
 import { EVMCS_VERSION, hvCpuidForVcpu } from './x86/hyperv-cpuid.js';
 import { supportedHvCpuid } from './ioctl-system.js';
@@ -17,6 +16,7 @@ import { findCpuid } from './profile.js';
 import type { IoctlArg } from './user-arg.js';
 import type { Vcpu } from './vcpu.js';
 import { vcpuStateIoctl } from './state/vcpu-state.js';
+import { kernelSigmask, kvmRun } from './vcpu-run.js';
 
 
 // KVM_GET_MSRS and KVM_SET_MSRS never reach this switch: Kvm.ioctl serves them first (kvm.ts).
@@ -41,12 +41,13 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       return setupMce(k.x86, vcpu, a.dv.getInt32(a.base, true), a.dv.getInt32(a.base + 4, true));
     }
     case I.KVM_RUN:
-      // KVM_RUN first completes a pending MSR exit (complete_userspace_io); kvmsr runs no guest
-      // code after that, and what it can know is that the vCPU has now run.
-      completeMsrExit(vcpu);
-      vcpu.hasRun = true;
-      enterGuest(k.x86, vcpu);
-      return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
+      // The guest is halted and never wakes (vcpu-run.ts): no guest instruction runs.
+      return kvmRun(k, vcpu, arg);
+    case I.KVM_SET_SIGNAL_MASK:
+      return setSignalMask(k, vcpu, arg);
+    case I.KVM_KVMCLOCK_CTRL:
+      // kvm_set_guest_paused: only once kvmclock's page is set up (its argument is not looked at).
+      return vcpu.pvTimeActive ? 0 : -EINVAL;
     default: {
       // kvm_vcpu_ioctl refuses other ioctl types before it looks at the number.
       if (_IOC_TYPE(req) !== KVMIO) return -EINVAL;
@@ -57,8 +58,25 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
   }
 }
 
-/** Real vCPU ioctls kvmsr does not model: guest execution (KVM_RUN runs no guest code here). */
-const VCPU_UNMODELED = new Set<number>([I.KVM_RUN, I.KVM_SET_SIGNAL_MASK]);
+/** Real vCPU ioctls kvmsr does not model (none left here: KVM_RUN runs no guest code, but answers). */
+const VCPU_UNMODELED = new Set<number>();
+
+/**
+ * KVM_SET_SIGNAL_MASK (kvm_vcpu_ioctl): NULL clears the mask; else struct kvm_signal_mask's len must
+ * be sizeof(sigset_t), 8 bytes, and the set follows it. Kept for KVM_RUN (kvm_vcpu_ioctl_set_sigmask).
+ */
+function setSignalMask(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  if (arg === 0 || arg === 0n) {
+    vcpu.sigmask = null;
+    return 0;
+  }
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < 4) return -EFAULT;
+  if (a.dv.getUint32(a.base, true) !== 8) return -EINVAL;
+  if (a.avail < 12) return -EFAULT;
+  vcpu.sigmask = kernelSigmask(a.dv.getBigUint64(a.base + 4, true));
+  return 0;
+}
 
 /** kvm_vcpu_ioctl_set_cpuid2 and kvm_set_cpuid. */
 function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {

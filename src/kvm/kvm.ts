@@ -19,6 +19,7 @@ import type { MsrValue } from './x86/msr-ret.js';
 import { isValidatedProfile, parseProfile, type HostProfile } from './profile.js';
 import { ArgResolver, type IoctlArg } from './user-arg.js';
 import { Vcpu } from './vcpu.js';
+import type { RunSignals } from './vcpu-run.js';
 import type { VendorOps } from './vendor.js';
 import { vendorFor } from './vendors.js';
 import { Vm } from './vm.js';
@@ -80,6 +81,18 @@ export class Kvm {
   readonly featureIndexListBytes: Uint8Array;
   /** Calls kvmsr answered with -ENOSYS because it does not model them. */
   readonly unmodeled: UnmodeledCall[] = [];
+  /**
+   * The signals of the thread that makes the next KVM_RUN (blocked, pending), as `kvmsr run`'s
+   * library reports them; null through the TypeScript API, where a KVM_RUN that would wait for a
+   * signal gets one at once (-EINTR, exit_reason KVM_EXIT_INTR).
+   */
+  runSignals: RunSignals | null = null;
+  /**
+   * Set by a KVM_RUN made with runSignals that must wait: the signal mask the calling thread waits
+   * under (the vCPU's KVM_SET_SIGNAL_MASK, else its own) until a signal outside it is delivered;
+   * KVM_RUN then returns -EINTR with exit_reason KVM_EXIT_INTR. Null after one that returned.
+   */
+  runWait: bigint | null = null;
   private readonly files: (KvmFile | undefined)[] = [];
   private readonly out: MsrValue = { lo: 0, hi: 0 };
 
@@ -141,7 +154,10 @@ export class Kvm {
     return r;
   }
 
-  /** Marks a vCPU as having entered KVM_RUN (kvm_vcpu_has_run), since kvmsr runs no guest code. */
+  /**
+   * Marks a vCPU as having entered the guest (kvm_vcpu_has_run) without a KVM_RUN: for replaying a
+   * capture's KVM_RUN record. A KVM_RUN itself marks it when the vCPU is entered (vcpu-run.ts).
+   */
   markRan(vcpuFd: number): number {
     const f = this.fileOf(vcpuFd);
     if (f === undefined) return -EBADF;

@@ -14,7 +14,7 @@ export class Vcpu {
   cpuidNent = 0;
   /** The same entries decoded once at KVM_SET_CPUID2, for kvm_find_cpuid_entry. */
   cpuid: readonly CpuidEntry2[] = [];
-  /** kvm_vcpu_has_run(): set by KVM_RUN, or by Kvm.markRan() since kvmsr runs no guest code. */
+  /** kvm_vcpu_has_run(): set by a KVM_RUN that entered the guest (vcpu-run.ts), or by Kvm.markRan(). */
   hasRun = false;
   /** !guest_cpuid_is_intel_compatible: computed from the vendor string at KVM_SET_CPUID2 only. */
   amdCompatible = false;
@@ -67,6 +67,18 @@ export class Vcpu {
   state: VcpuState | null = null;
   /** The LVT timer is in TSC-deadline mode (state.timerMode): the MSR loops' gate for TSC_DEADLINE. */
   tscDeadlineMode = false;
+  /**
+   * vcpu->sigset when vcpu->sigset_active (KVM_SET_SIGNAL_MASK): the signals blocked while the vCPU
+   * is in KVM_RUN, bit n-1 for signal n; null when no mask is set (the thread's own applies).
+   */
+  sigmask: bigint | null = null;
+  /** vcpu->arch.pv_time.active: kvmclock's page was set up (KVM_SYSTEM_TIME(_NEW) with bit 0). */
+  pvTimeActive = false;
+  /** vcpu->guest_debug (KVM_SET_GUEST_DEBUG's control, 0 unless KVM_GUESTDBG_ENABLE) and what came with it. */
+  guestDebug = 0;
+  guestDebugRegs = new Uint8Array(64);
+  /** vcpu->arch.singlestep_rip: the linear RIP single-stepping started at. */
+  singlestepRip = 0n;
 
   constructor(
     readonly id: number,

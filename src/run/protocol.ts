@@ -3,12 +3,19 @@
 //
 // Request (48-byte header): magic, size (whole frame), op, kvmsr fd (i32), ioctl request, tid,
 // arg (u64: the integer argument, or the pointer), flags (bit 0: arg is a pointer and its bytes
-// follow), argLen, nregions, reserved; then argLen bytes (what the kernel would read at arg: the
-// readable prefix of it, so a short one faults), then per region (memory that pointers inside the
-// struct reach): addr (u64), len (u32), reserved (u32) and len bytes.
+// follow; bit 1: the calling thread's signals follow), argLen, nregions, reserved; then, with
+// flag bit 1 (KVM_RUN), 16 bytes: the signals the thread blocks and those pending for it (each a
+// u64, the kernel's sigset_t: bit n-1 for signal n), as the library saw them with every signal
+// blocked; then argLen bytes (what the kernel would read at arg: the readable prefix of it, so a
+// short one faults), then per region (memory that pointers inside the struct reach): addr (u64),
+// len (u32), reserved (u32) and len bytes.
 // Response (32-byte header): magic, size, ret (>= 0 or -errno), argLen, nregions, pathLen, newKind,
-// reserved; then the argument's bytes and each region's bytes after the call (the same lengths as
-// sent) and, for a new vCPU, the path of the file that holds its kvm_run page.
+// flags; then the argument's bytes and each region's bytes after the call (the same lengths as
+// sent), for a new vCPU the path of the file that holds its kvm_run page, and, with flag bit 0
+// (RESP_WAIT: a KVM_RUN whose vCPU sleeps), 8 bytes: the signal mask (u64, as above) the calling
+// thread waits under until a signal outside it is pending; the library then writes exit_reason =
+// KVM_EXIT_INTR into the vCPU's kvm_run page and returns ret (-EINTR). The wait is the thread's
+// own: the server answers at once and serves every other thread meanwhile.
 //
 // Decoding never throws anything but ProtocolError.
 
@@ -21,6 +28,12 @@ export const REQ_HEADER = 48;
 export const RESP_HEADER = 32;
 export const REGION_HEADER = 16;
 export const FLAG_BUFFER = 1;
+/** Request flag: 16 bytes of signal state follow the header (KVM_RUN on a vCPU). */
+export const FLAG_SIGNALS = 2;
+export const SIGNALS_LEN = 16;
+/** Response flag: the calling thread waits for a signal; the 8-byte mask follows the path. */
+export const RESP_WAIT = 1;
+export const WAIT_MASK_LEN = 8;
 /** Far above the largest legitimate frame (a 64Ki-entry MSR list plus sixteen filter bitmaps). */
 export const MAX_FRAME = 1 << 20;
 export const MAX_REGIONS = 16;
@@ -48,6 +61,8 @@ export interface Request {
   pointer: boolean;
   argBytes: Uint8Array;
   regions: Region[];
+  /** The calling thread's signals (KVM_RUN): blocked and pending, as the kernel's sigset_t. */
+  signals?: { blocked: bigint; pending: bigint };
 }
 
 export interface Response {
@@ -56,6 +71,8 @@ export interface Response {
   regions: Uint8Array[];
   path: string;
   newKind: number;
+  /** KVM_RUN's vCPU sleeps: the calling thread waits under this signal mask (RESP_WAIT). */
+  wait?: bigint;
 }
 
 const view = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -79,7 +96,7 @@ export function decodeRequest(frame: Uint8Array): Request {
   const flags = dv.getUint32(32, true);
   const argLen = dv.getUint32(36, true);
   const nregions = dv.getUint32(40, true);
-  if ((flags & ~FLAG_BUFFER) !== 0) throw new ProtocolError(`unknown flags 0x${flags.toString(16)}`);
+  if ((flags & ~(FLAG_BUFFER | FLAG_SIGNALS)) !== 0) throw new ProtocolError(`unknown flags 0x${flags.toString(16)}`);
   if (nregions > MAX_REGIONS) throw new ProtocolError(`${nregions} regions (at most ${MAX_REGIONS})`);
   if ((flags & FLAG_BUFFER) === 0 && (argLen !== 0 || nregions !== 0)) throw new ProtocolError('bytes with an integer argument');
   if (op !== OP_IOCTL && flags !== 0) throw new ProtocolError('bytes with an open or a close');
@@ -90,6 +107,12 @@ export function decodeRequest(frame: Uint8Array): Request {
     off += n;
     return b;
   };
+  let signals: Request['signals'];
+  if ((flags & FLAG_SIGNALS) !== 0) {
+    const b = take(SIGNALS_LEN, 'the signal state');
+    const sv = view(b);
+    signals = { blocked: sv.getBigUint64(0, true), pending: sv.getBigUint64(8, true) };
+  }
   const argBytes = take(argLen, 'the argument');
   const regions: Region[] = [];
   for (let i = 0; i < nregions; i++) {
@@ -109,13 +132,15 @@ export function decodeRequest(frame: Uint8Array): Request {
     pointer: (flags & FLAG_BUFFER) !== 0,
     argBytes,
     regions,
+    ...(signals ? { signals } : {}),
   };
 }
 
 export function encodeResponse(r: Response): Buffer {
   const path = Buffer.from(r.path, 'utf8');
   const regions = r.regions.reduce((n, b) => n + b.length, 0);
-  const size = RESP_HEADER + r.argBytes.length + regions + path.length;
+  const wait = r.wait !== undefined;
+  const size = RESP_HEADER + r.argBytes.length + regions + path.length + (wait ? WAIT_MASK_LEN : 0);
   const out = Buffer.alloc(size);
   out.writeUInt32LE(RESP_MAGIC, 0);
   out.writeUInt32LE(size, 4);
@@ -124,6 +149,7 @@ export function encodeResponse(r: Response): Buffer {
   out.writeUInt32LE(r.regions.length, 16);
   out.writeUInt32LE(path.length, 20);
   out.writeUInt32LE(r.newKind, 24);
+  out.writeUInt32LE(wait ? RESP_WAIT : 0, 28);
   let off = RESP_HEADER;
   out.set(r.argBytes, off);
   off += r.argBytes.length;
@@ -132,12 +158,14 @@ export function encodeResponse(r: Response): Buffer {
     off += b.length;
   }
   out.set(path, off);
+  if (r.wait !== undefined) out.writeBigUInt64LE(BigInt.asUintN(64, r.wait), off + path.length);
   return out;
 }
 
 /** A request frame, as the library builds it (for tests and tools that speak to a server directly). */
 export function encodeRequest(q: Request): Buffer {
-  const size = REQ_HEADER + q.argBytes.length + q.regions.reduce((n, r) => n + REGION_HEADER + r.bytes.length, 0);
+  const sig = q.signals ? SIGNALS_LEN : 0;
+  const size = REQ_HEADER + sig + q.argBytes.length + q.regions.reduce((n, r) => n + REGION_HEADER + r.bytes.length, 0);
   const out = Buffer.alloc(size);
   out.writeUInt32LE(REQ_MAGIC, 0);
   out.writeUInt32LE(size, 4);
@@ -146,10 +174,15 @@ export function encodeRequest(q: Request): Buffer {
   out.writeUInt32LE(q.request >>> 0, 16);
   out.writeUInt32LE(q.tid, 20);
   out.writeBigUInt64LE(q.arg, 24);
-  out.writeUInt32LE(q.pointer ? FLAG_BUFFER : 0, 32);
+  out.writeUInt32LE((q.pointer ? FLAG_BUFFER : 0) | (q.signals ? FLAG_SIGNALS : 0), 32);
   out.writeUInt32LE(q.argBytes.length, 36);
   out.writeUInt32LE(q.regions.length, 40);
   let off = REQ_HEADER;
+  if (q.signals) {
+    out.writeBigUInt64LE(BigInt.asUintN(64, q.signals.blocked), off);
+    out.writeBigUInt64LE(BigInt.asUintN(64, q.signals.pending), off + 8);
+    off += SIGNALS_LEN;
+  }
   out.set(q.argBytes, off);
   off += q.argBytes.length;
   for (const r of q.regions) {
@@ -182,5 +215,9 @@ export function decodeResponse(frame: Uint8Array, regionLens: readonly number[])
     off += n;
     return b;
   });
-  return { ret: dv.getInt32(8, true), argBytes, regions, path: Buffer.from(frame.slice(off, off + pathLen)).toString('utf8'), newKind: dv.getUint32(24, true) };
+  const path = Buffer.from(frame.slice(off, off + pathLen)).toString('utf8');
+  off += pathLen;
+  const r: Response = { ret: dv.getInt32(8, true), argBytes, regions, path, newKind: dv.getUint32(24, true) };
+  if ((dv.getUint32(28, true) & RESP_WAIT) !== 0) r.wait = dv.getBigUint64(off, true);
+  return r;
 }

@@ -110,11 +110,31 @@ export class RunSession {
       hook?.(kvm, q.kfd, q.request, 'before');
       const seen = kvm.unmodeled.length;
       const arg = toArg(q.arg);
-      const ret = this.recorder ? this.recorder.ioctl(q.kfd, q.request, arg) : kvm.ioctl(q.kfd, q.request, arg);
+      // KVM_RUN: the calling thread's signals decide whether it waits (vcpu-run.ts), and the wait is
+      // the thread's own (the library's), never the server's.
+      const running = kind === 'vcpu' && q.request === KVM_RUN;
+      kvm.runSignals = running ? (q.signals ?? { blocked: 0n, pending: 0n }) : null;
+      let ret: number;
+      let wait: bigint | null = null;
+      try {
+        ret = this.recorder ? this.recorder.ioctl(q.kfd, q.request, arg) : kvm.ioctl(q.kfd, q.request, arg);
+        wait = running ? kvm.runWait : null;
+      } finally {
+        kvm.runSignals = null;
+        kvm.runWait = null;
+      }
       hook?.(kvm, q.kfd, q.request, 'after');
+      if (running && hook && (kvm.vcpuOf(q.kfd)?.pendingMsrExit ?? 0) !== 0) {
+        // The test standing in for the guest made it exit to userspace: KVM_RUN returns 0 with that exit.
+        ret = 0;
+        wait = null;
+      }
       page?.push();
       this.tellUnmodeled(seen);
-      if (this.opts.trace) this.log(`kvmsr run: [${q.tid}] ${kind} ${q.kfd}: ${ioctlName(q.request)}${q.pointer ? '' : `(${q.arg})`} = ${ret < 0 ? `-${errnoName(-ret)}` : ret}`);
+      if (this.opts.trace) {
+        const waits = wait === null ? '' : ` after a signal outside 0x${wait.toString(16)} (the vCPU sleeps)`;
+        this.log(`kvmsr run: [${q.tid}] ${kind} ${q.kfd}: ${ioctlName(q.request)}${q.pointer ? '' : `(${q.arg})`} = ${ret < 0 ? `-${errnoName(-ret)}` : ret}${waits}`);
+      }
       let newKind = NEW_NONE;
       let path = '';
       if (ret >= 0 && (q.request === KVM_CREATE_VM || q.request === KVM_CREATE_VCPU)) {
@@ -125,7 +145,9 @@ export class RunSession {
           path = this.newRunPage(ret);
         }
       }
-      return { ret, argBytes: readBack(spans, q.arg, q.argBytes), regions: q.regions.map((r) => readBack(spans, r.addr, r.bytes)), path, newKind };
+      const r: Response = { ret, argBytes: readBack(spans, q.arg, q.argBytes), regions: q.regions.map((x) => readBack(spans, x.addr, x.bytes)), path, newKind };
+      if (wait !== null) r.wait = wait;
+      return r;
     } finally {
       for (const s of spans) kvm.memory.unmap(s.start);
     }
@@ -146,7 +168,7 @@ export class RunSession {
       const name = u.cap === undefined ? u.name : `${u.name}(cap ${u.cap})`;
       if (this.told.has(name)) continue;
       this.told.add(name);
-      this.log(`kvmsr run: ${name} is not modelled${u.request === KVM_RUN ? ' (kvmsr runs no guest code)' : ''}: -ENOSYS`);
+      this.log(`kvmsr run: ${name} is not modelled: -ENOSYS`);
     }
     list.length = 0;
   }

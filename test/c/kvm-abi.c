@@ -24,7 +24,7 @@ int main(void) {
   IOC(KVM_GET_VCPU_MMAP_SIZE); IOC(KVM_GET_SUPPORTED_CPUID); IOC(KVM_GET_EMULATED_CPUID);
   IOC(KVM_GET_MSR_FEATURE_INDEX_LIST); IOC(KVM_X86_GET_MCE_CAP_SUPPORTED); IOC(KVM_CREATE_VCPU);
   IOC(KVM_SET_USER_MEMORY_REGION); IOC(KVM_SET_TSS_ADDR); IOC(KVM_CREATE_IRQCHIP); IOC(KVM_ENABLE_CAP);
-  IOC(KVM_X86_SET_MSR_FILTER); IOC(KVM_RUN); IOC(KVM_GET_REGS); IOC(KVM_SET_REGS); IOC(KVM_GET_SREGS);
+  IOC(KVM_X86_SET_MSR_FILTER); IOC(KVM_RUN); IOC(KVM_SET_GUEST_DEBUG); IOC(KVM_KVMCLOCK_CTRL); IOC(KVM_GET_REGS); IOC(KVM_SET_REGS); IOC(KVM_GET_SREGS);
   IOC(KVM_SET_SREGS); IOC(KVM_GET_MSRS); IOC(KVM_SET_MSRS); IOC(KVM_GET_LAPIC); IOC(KVM_SET_LAPIC);
   IOC(KVM_SET_CPUID2); IOC(KVM_GET_CPUID2); IOC(KVM_X86_SETUP_MCE); IOC(KVM_SET_TSC_KHZ); IOC(KVM_GET_TSC_KHZ);
   IOC(KVM_GET_SUPPORTED_HV_CPUID); IOC(KVM_XEN_HVM_CONFIG);
@@ -87,7 +87,14 @@ int main(void) {
   SZ(kvm_cpuid2); OFF(kvm_cpuid2, nent); OFF(kvm_cpuid2, padding); OFF(kvm_cpuid2, entries);
   SZ(kvm_enable_cap); OFF(kvm_enable_cap, cap); OFF(kvm_enable_cap, flags); OFF(kvm_enable_cap, args); OFF(kvm_enable_cap, pad);
   SZ(kvm_sregs); OFF(kvm_sregs, fs); OFF(kvm_sregs, gs); OFF(kvm_sregs, efer); OFF(kvm_sregs, apic_base); OFF(kvm_segment, base);
-  OFF(kvm_run, exit_reason); OFF(kvm_run, msr.error); OFF(kvm_run, msr.reason); OFF(kvm_run, msr.index); OFF(kvm_run, msr.data);
+  OFF(kvm_run, exit_reason); OFF(kvm_run, request_interrupt_window); OFF(kvm_run, immediate_exit); OFF(kvm_run, ready_for_interrupt_injection);
+  OFF(kvm_run, if_flag); OFF(kvm_run, flags); OFF(kvm_run, cr8); OFF(kvm_run, apic_base); OFF(kvm_run, kvm_valid_regs); OFF(kvm_run, kvm_dirty_regs);
+  OFF(kvm_run, s.regs.regs); OFF(kvm_run, s.regs.sregs); OFF(kvm_run, s.regs.events); OFF(kvm_guest_debug, control); OFF(kvm_guest_debug, arch.debugreg);
+  printf("size kvm_guest_debug %zu\n", sizeof(struct kvm_guest_debug));
+  VAL(KVM_EXIT_UNKNOWN); VAL(KVM_EXIT_HLT); VAL(KVM_EXIT_INTR); VAL(KVM_RUN_X86_SMM); VAL(KVM_SYNC_X86_VALID_FIELDS);
+  VAL(KVM_GUESTDBG_ENABLE); VAL(KVM_GUESTDBG_SINGLESTEP); VAL(KVM_GUESTDBG_USE_SW_BP); VAL(KVM_GUESTDBG_USE_HW_BP); VAL(KVM_GUESTDBG_INJECT_DB);
+  VAL(KVM_GUESTDBG_INJECT_BP); VAL(KVM_GUESTDBG_BLOCKIRQ);
+  OFF(kvm_run, msr.error); OFF(kvm_run, msr.reason); OFF(kvm_run, msr.index); OFF(kvm_run, msr.data);
   CAP(KVM_CAP_IRQCHIP); CAP(KVM_CAP_NR_VCPUS); CAP(KVM_CAP_XCRS); CAP(KVM_CAP_TSC_CONTROL); CAP(KVM_CAP_GET_TSC_KHZ); CAP(KVM_CAP_MAX_VCPUS);
   CAP(KVM_CAP_X86_SMM); CAP(KVM_CAP_MULTI_ADDRESS_SPACE); CAP(KVM_CAP_SPLIT_IRQCHIP); CAP(KVM_CAP_MAX_VCPU_ID); CAP(KVM_CAP_GET_MSR_FEATURES); CAP(KVM_CAP_MSR_PLATFORM_INFO);
   CAP(KVM_CAP_X86_USER_SPACE_MSR); CAP(KVM_CAP_X86_MSR_FILTER); CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID);

@@ -9,12 +9,14 @@
 #define SER_COMMON_H
 
 #include <fcntl.h>
+#include <signal.h>
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 /* chunked()'s batch size: well under the 256 entries (KVM_MAX_MSR_ENTRIES) msr_io takes in one
@@ -40,8 +42,8 @@ static inline int open_vm(int *kvm) {
 /* For the programs that KVM_RUN the vCPU (the guest resumed after a restore): 64 KiB just under
  * 4 GiB, hlt throughout but for "out 0x10, al" at the reset vector, so KVM_RUN enters the guest and
  * exits at once (KVM_EXIT_IO) on the real kernel. Without memory kvm_pvm refuses KVM_RUN with
- * ENOSPC and the vCPU never runs (kvm_vcpu_has_run stays false); kvmsr runs no guest code and
- * answers KVM_RUN ENOSYS. */
+ * ENOSPC and the vCPU never runs (kvm_vcpu_has_run stays false). kvmsr runs no guest code: its
+ * guest is entered and halts, and KVM_RUN sleeps until a signal (see run_vcpu). */
 static inline void reset_vector_slot(int vm) {
   unsigned char *mem = mmap(0, 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) die("mmap");
@@ -49,6 +51,22 @@ static inline void reset_vector_slot(int vm) {
   mem[0xfff0] = 0xe6, mem[0xfff1] = 0x10;
   struct kvm_userspace_memory_region slot = {.guest_phys_addr = 0xffff0000, .memory_size = 0x10000, .userspace_addr = (unsigned long)mem};
   if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot)) die("KVM_SET_USER_MEMORY_REGION");
+}
+
+static inline void on_alarm(int sig) { (void)sig; }
+
+/* KVM_RUN once, with a 100 ms alarm to end it should the guest not exit by itself (under kvmsr,
+ * whose guest never wakes: -1/EINTR, exit_reason KVM_EXIT_INTR, the vCPU entered all the same). */
+static inline int run_vcpu(int vcpu) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval t = {.it_value = {.tv_sec = 0, .tv_usec = 100000}}, off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &t, NULL);
+  int r = ioctl(vcpu, KVM_RUN, 0);
+  setitimer(ITIMER_REAL, &off, NULL);
+  return r;
 }
 
 /* vCPU id's fd. */

@@ -57,7 +57,7 @@ static void set_lapic(void) { if (ioctl(vcpu, KVM_SET_LAPIC, &s.lapic)) die("KVM
 
 static char ran[64] = "not run";
 static void run_once(void) { /* the result is not looked at; it is only told */
-  int r = ioctl(vcpu, KVM_RUN, 0);
+  int r = run_vcpu(vcpu);
   snprintf(ran, sizeof ran, "KVM_RUN %d%s%s", r, r < 0 ? " " : "", r < 0 ? strerror(errno) : "");
 }
 

@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
   struct kvm_msr_entry back[2][1] = {{{.index = 0x10}}, {{.index = 0x10}}};
   for (int i = 0; i < 2; i++)
     if (msrs(vcpu[i], KVM_GET_MSRS, back[i], 1) != 1) die("KVM_GET_MSRS");
-  int run = ioctl(vcpu[0], KVM_RUN, 0); /* the guest resumed (the BSP: the AP would wait for SIPI); not looked at */
+  int run = run_vcpu(vcpu[0]); /* the guest resumed (the BSP: the AP would wait for SIPI); not looked at */
   printf("restored %s: %s; TSC now 0x%llx, 0x%llx; KVM_RUN %d\n", v, noclock ? "kvmclock not restored" : "kvmclock restored", (unsigned long long)back[0][0].data,
          (unsigned long long)back[1][0].data, run);
   return 0;

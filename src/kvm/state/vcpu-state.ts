@@ -5,7 +5,16 @@
 // the APIC base (kvm_apic_set_base, host-initiated); KVM_GET_SREGS reads them back; KVM_SET_LAPIC
 // moves the LVT timer in and out of TSC-deadline mode, which decides what IA32_TSC_DEADLINE holds.
 import { eferFitsCpuid } from '../x86/efer.js';
-import { EFAULT, EINVAL } from '../../abi/errno.js';
+import { EBUSY, EFAULT, EINVAL } from '../../abi/errno.js';
+import {
+  KVM_GUEST_DEBUG_LAYOUT,
+  KVM_GUESTDBG_ENABLE,
+  KVM_GUESTDBG_INJECT_BP,
+  KVM_GUESTDBG_INJECT_DB,
+  KVM_GUESTDBG_SINGLESTEP,
+  KVM_RUN_LAYOUT,
+  KVM_RUN_X86_SMM,
+} from '../../abi/layout.js';
 import * as I from '../../abi/kvm-ioctls.js';
 import type { FreshState } from './fresh-state.js';
 import { STATE_SIZES } from './fresh-state.js';
@@ -55,9 +64,10 @@ const VCPUEVENT_VALID_SMM = 0x8;
 const VCPUEVENT_VALID_PAYLOAD = 0x10;
 const VCPUEVENT_VALID_TRIPLE_FAULT = 0x20;
 
-const MP_STATE_RUNNABLE = 0;
-const MP_STATE_UNINITIALIZED = 1;
+export const MP_STATE_RUNNABLE = 0;
+export const MP_STATE_UNINITIALIZED = 1;
 const MP_STATE_INIT_RECEIVED = 2;
+export const MP_STATE_HALTED = 3;
 const MP_STATE_SIPI_RECEIVED = 4;
 const MP_STATE_MAX = 8; // KVM_MP_STATE_SUSPENDED
 
@@ -133,15 +143,18 @@ export function xsaveSize(k: Kvm): number {
 export function vcpuStateIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number | undefined {
   switch (req) {
     case I.KVM_GET_REGS:
-      return out(k, arg, vcpuState(k, vcpu).regs);
+      return out(k, arg, getRegs(vcpu, vcpuState(k, vcpu)));
     case I.KVM_SET_REGS: {
       const b = input(k, arg, STATE_SIZES.regs);
       if (!b) return -EFAULT;
       const s = vcpuState(k, vcpu);
+      const rflags = u64(b, RFLAGS);
       s.regs.set(b);
-      s.regs[136]! |= 0x2; // __set_regs: kvm_set_rflags(rflags | X86_EFLAGS_FIXED)
+      setRflags(k, vcpu, s, rflags | 0x2n); // __set_regs: kvm_set_rflags(rflags | X86_EFLAGS_FIXED)
       return 0;
     }
+    case I.KVM_SET_GUEST_DEBUG:
+      return setGuestDebug(k, vcpu, arg);
     case I.KVM_GET_SREGS:
     case I.KVM_GET_SREGS2:
       return getSregs(k, vcpu, arg, req === I.KVM_GET_SREGS2);
@@ -228,6 +241,131 @@ function msr64(k: Kvm, vcpu: Vcpu, index: number): bigint {
   const v = { lo: 0, hi: 0 };
   k.x86.load(vcpu, index, v);
   return (BigInt(v.hi >>> 0) << 32n) | BigInt(v.lo >>> 0);
+}
+
+// ---- REGS: RFLAGS as the vendor's get/set_rflags and guest debugging see it ----
+
+const RIP = 128;
+const RFLAGS = 136;
+const X86_EFLAGS_TF = 0x100n;
+const X86_EFLAGS_IF = 0x200n;
+
+/** kvm_get_linear_rip: RIP in 64-bit mode (EFER.LMA and CS.L), else CS.base + RIP truncated to 32 bits. */
+function linearRip(k: Kvm, vcpu: Vcpu, s: VcpuState): bigint {
+  const rip = u64(s.regs, RIP);
+  const lma = (msr64(k, vcpu, M.MSR_EFER) & BigInt(EFER_LMA)) !== 0n;
+  if (lma && s.sregs2[SR_CS + 19] !== 0) return rip;
+  return (u64(s.sregs2, SR_CS) + rip) & 0xffffffffn;
+}
+
+/** kvm_get_rflags: the single-step trap flag KVM itself set is not the guest's. */
+function getRflags(vcpu: Vcpu, s: VcpuState): bigint {
+  const r = u64(s.regs, RFLAGS);
+  return (vcpu.guestDebug & KVM_GUESTDBG_SINGLESTEP) !== 0 ? r & ~X86_EFLAGS_TF : r;
+}
+
+/** kvm_set_rflags: while single-stepping at singlestep_rip, TF is set for the guest. */
+function setRflags(k: Kvm, vcpu: Vcpu, s: VcpuState, rflags: bigint): void {
+  let r = rflags;
+  if ((vcpu.guestDebug & KVM_GUESTDBG_SINGLESTEP) !== 0 && linearRip(k, vcpu, s) === vcpu.singlestepRip) r |= X86_EFLAGS_TF;
+  setU64(s.regs, RFLAGS, r);
+}
+
+/** __get_regs: the stored registers with RFLAGS as kvm_get_rflags reads it. */
+function getRegs(vcpu: Vcpu, s: VcpuState): Uint8Array {
+  if ((vcpu.guestDebug & KVM_GUESTDBG_SINGLESTEP) === 0) return s.regs;
+  const b = s.regs.slice();
+  setU64(b, RFLAGS, getRflags(vcpu, s));
+  return b;
+}
+
+// ---- KVM_SET_GUEST_DEBUG (kvm_arch_vcpu_ioctl_set_guest_debug) ----
+
+const DB_VECTOR = 1;
+const BP_VECTOR = 3;
+const DF_VECTOR = 8;
+
+/** kvm_is_exception_pending: a queued (not yet injected) exception, or a triple fault requested. */
+function exceptionPending(s: VcpuState): boolean {
+  return s.events[3] !== 0 || s.events[28] !== 0;
+}
+
+/**
+ * kvm_queue_exception (kvm_multiple_exception with no error code, no payload): queued as pending;
+ * after an injected #DF it becomes a triple fault; #DB and #BP are benign, so they replace an
+ * injected exception of any other vector.
+ */
+function queueException(s: VcpuState, nr: number): void {
+  const e = s.events;
+  if (e[0] !== 0 && e[1] === DF_VECTOR) {
+    e[28] = 1; // kvm_make_request(KVM_REQ_TRIPLE_FAULT)
+    return;
+  }
+  e[0] = 0; // exception.injected
+  e[1] = nr;
+  e[2] = 0; // has_error_code
+  e[3] = 1; // exception.pending
+  e.fill(0, 4, 8); // error_code
+  e.fill(0, 55, 64); // exception_has_payload, exception_payload
+}
+
+function setGuestDebug(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
+  const b = input(k, arg, KVM_GUEST_DEBUG_LAYOUT.size);
+  if (!b) return -EFAULT; // kvm_vcpu_ioctl's copy_from_user
+  // No guest here has protected state (guest_state_protected: SEV-ES, TDX), and the kernel checks no
+  // other control bit (6.12; kvm_pvm 6.18.44 v1272 takes 0x80000000 and 0x400 alike).
+  const control = u32(b, KVM_GUEST_DEBUG_LAYOUT.control);
+  const s = vcpuState(k, vcpu);
+  if ((control & (KVM_GUESTDBG_INJECT_DB | KVM_GUESTDBG_INJECT_BP)) !== 0) {
+    if (exceptionPending(s)) return -EBUSY;
+    queueException(s, (control & KVM_GUESTDBG_INJECT_DB) !== 0 ? DB_VECTOR : BP_VECTOR);
+  }
+  const rflags = getRflags(vcpu, s);
+  vcpu.guestDebug = (control & KVM_GUESTDBG_ENABLE) !== 0 ? control : 0;
+  // eff_db and guest_debug_dr7 (USE_HW_BP) are the hardware's, never read back by an ioctl.
+  vcpu.guestDebugRegs.set(b.subarray(KVM_GUEST_DEBUG_LAYOUT.debugreg, KVM_GUEST_DEBUG_LAYOUT.size));
+  if ((vcpu.guestDebug & KVM_GUESTDBG_SINGLESTEP) !== 0) vcpu.singlestepRip = linearRip(k, vcpu, s);
+  setRflags(k, vcpu, s, rflags);
+  return 0;
+}
+
+// ---- what KVM_RUN reads and writes in kvm_run (kvm_arch_vcpu_ioctl_run, post_kvm_run_save) ----
+
+/** kvm_get_cr8: the in-kernel LAPIC's TPR[7:4], else vcpu->arch.cr8. */
+function cr8Of(s: VcpuState): number {
+  return s.lapic ? (s.lapic[APIC_TASKPRI]! & 0xf0) >> 4 : s.cr8;
+}
+
+/**
+ * kvm_vcpu_ready_for_interrupt_injection, without an in-kernel PIC (so without a LAPIC either:
+ * kvmsr has no split irqchip): interrupts allowed (RFLAGS.IF, no STI or MOV SS shadow), no
+ * interrupt waiting for its injection (kvm_cpu_has_extint), no event to reinject, no exception pending.
+ */
+function readyForInjection(s: VcpuState): boolean {
+  const e = s.events;
+  const allowed = (u64(s.regs, RFLAGS) & X86_EFLAGS_IF) !== 0n && (e[11]! & 3) === 0;
+  const reinject = e[0] !== 0 || e[8] !== 0 || e[12] !== 0;
+  return allowed && e[8] === 0 && !reinject && !exceptionPending(s);
+}
+
+/** post_kvm_run_save: the fields every return of KVM_RUN fills from the vCPU's state. */
+export function postRunSave(k: Kvm, vcpu: Vcpu, run: DataView): void {
+  const s = vcpuState(k, vcpu);
+  run.setUint8(KVM_RUN_LAYOUT.ifFlag, (u64(s.regs, RFLAGS) & X86_EFLAGS_IF) !== 0n ? 1 : 0);
+  run.setBigUint64(KVM_RUN_LAYOUT.cr8, BigInt(cr8Of(s)), true);
+  run.setBigUint64(KVM_RUN_LAYOUT.apicBase, msr64(k, vcpu, M.MSR_IA32_APICBASE), true);
+  run.setUint8(KVM_RUN_LAYOUT.readyForInterruptInjection, vcpu.vm.irqchip || readyForInjection(s) ? 1 : 0);
+  // is_smm; is_guest_mode is never true (kvmsr has no nested state).
+  if (s.events[24] !== 0) run.setUint16(KVM_RUN_LAYOUT.flags, run.getUint16(KVM_RUN_LAYOUT.flags, true) | KVM_RUN_X86_SMM, true);
+}
+
+/** kvm_set_cr8 from run->cr8 (KVM_RUN without an in-kernel LAPIC): false for reserved bits (EINVAL). */
+export function setCr8FromRun(k: Kvm, vcpu: Vcpu, cr8: bigint): boolean {
+  const s = vcpuState(k, vcpu);
+  if (s.lapic) return true;
+  if ((cr8 & ~0xfn) !== 0n) return false;
+  s.cr8 = Number(cr8);
+  return true;
 }
 
 // ---- SREGS (regs.c: __get_sregs_common, kvm_is_valid_sregs, __set_sregs_common) ----
@@ -524,6 +662,13 @@ export function tscDeadlineArmed(x86: X86, vcpu: Vcpu): boolean {
 function getEvents(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   const s = vcpuState(k, vcpu);
   const b = s.events.slice();
+  if (b[1] === BP_VECTOR || b[1] === 4) {
+    // kvm_exception_is_soft (#BP, #OF): not reported, the instruction raises it again.
+    b[0] = 0;
+    b[3] = 0;
+  } else if (!vcpu.vm.exceptionPayload) {
+    b[0]! |= b[3]!; // pending and injected conflated without KVM_CAP_EXCEPTION_PAYLOAD
+  }
   let flags = VCPUEVENT_VALID_NMI_PENDING | VCPUEVENT_VALID_SHADOW | VCPUEVENT_VALID_SMM;
   if (vcpu.vm.exceptionPayload) flags |= VCPUEVENT_VALID_PAYLOAD;
   else b.fill(0, 55, 64);

@@ -75,6 +75,17 @@ export function getPvMsr(x: X86, vcpu: Vcpu, index: number, out: MsrValue): numb
   }
 }
 
+/**
+ * kvm_write_system_time: bit 0 activates the pvclock cache at the rest of the value (kvm_gpc_activate,
+ * which refuses, leaving the cache as it was, a pvclock_vcpu_time_info of 32 bytes that would cross
+ * its page), a clear bit 0 deactivates it. Measured on kvm_pvm 6.18.44 v1272: enabled at 0x1ff0 after
+ * 0x1000 stays active; enabled at 0x1ff0 from inactive stays inactive.
+ */
+export function pvTimeActiveAfter(active: boolean, lo: number): boolean {
+  if ((lo & 1) === 0) return false;
+  return (lo & 0xffe) + 32 <= 4096 ? true : active;
+}
+
 export function setPvMsr(x: X86, vcpu: Vcpu, index: number, lo: number, hi: number): number {
   if (!x.guestPvHas(vcpu, pvFeatureOf(index))) return missing(x);
   switch (index) {
@@ -88,6 +99,7 @@ export function setPvMsr(x: X86, vcpu: Vcpu, index: number, lo: number, hi: numb
       // kvm_write_system_time: both MSRs set vcpu->arch.time, which both read back (seen live on
       // kvm_amd 6.12: SYSTEM_TIME_NEW = 1, then SYSTEM_TIME reads 1).
       x.store(vcpu, M.MSR_KVM_SYSTEM_TIME, lo, hi);
+      vcpu.pvTimeActive = pvTimeActiveAfter(vcpu.pvTimeActive, lo);
       return x.store(vcpu, M.MSR_KVM_SYSTEM_TIME_NEW, lo, hi);
     case M.MSR_KVM_ASYNC_PF_EN:
       return enableAsyncPf(x, vcpu, lo, hi);
