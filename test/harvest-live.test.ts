@@ -13,13 +13,19 @@ const status = realKvmStatus();
 if (!status.ok) console.warn(`harvest live: skipped: ${status.reason}`);
 
 describe.skipIf(!status.ok)(`harvest on /dev/kvm${status.ok ? '' : ` (skipped: ${status.reason})`}`, () => {
-  test('plan, probe, judge: every case agrees, and the profile equals what profile capture gives', () => {
+  // Each phase runs for seconds without yielding; turning the event loop between them lets the
+  // worker answer vitest's calls (which time out after 60 s) on a loaded machine.
+  const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+  test('plan, probe, judge: every case agrees, and the profile equals what profile capture gives', async () => {
     const plan = harvestPlan({ cases: 100, seed: 11 });
+    await turn();
     const answers = probeCases(plan, 2);
+    await turn();
     expect(answers.cases.size).toBe(plan.length);
     const { profile, unmatched } = measureFromAnswers(plan, answers);
     expect(unmatched).toEqual([]);
     const r = judgeAnswers(plan, answers, profile, { casesDir: null });
+    await turn();
     expect(r.disagreements.map((d) => `${d.caseId} step ${d.step} ${d.what}: host ${d.host}, kvmsr ${d.kvmsr}`)).toEqual([]);
     expect(comparable(captureProfile())).toEqual(comparable(profile));
   }, 120_000);
