@@ -7,8 +7,9 @@ import { Kvm, type KvmOptions } from '../src/kvm/kvm.js';
 import { profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
 import { MOVING_MSRS } from '../src/kvm/x86/moving-msrs.js';
-import type { Answers } from '../src/harvest/format.js';
-import { judgeDir } from '../src/harvest/judge.js';
+import { parseAnswers, parsePlan, type Answers, type PlanCase } from '../src/harvest/format.js';
+import { judgeAnswers, judgeDir, readHarvestFile, type JudgeDisagreement } from '../src/harvest/judge.js';
+import { measureFromAnswers } from '../src/profile/from-answers.js';
 import { expect } from 'vitest';
 
 export interface Machine {
@@ -127,4 +128,26 @@ export function judgeStoredHarvest(dir: string, cases: number): ReturnType<typeo
   expect(r.report.agreed).toBe(cases);
   expect(r.report.unmatchedRules).toEqual([]);
   return r;
+}
+
+/** A stored harvest's plan, answers and the profile measured from them, judged by nobody yet. */
+export function loadHarvest(dir: string): { plan: PlanCase[]; answers: Answers; profile: HostProfile } {
+  const p = readHarvestFile(dir, 'plan.txt');
+  const plan = parsePlan(p.text, p.file);
+  const a = readHarvestFile(dir, 'answers.txt');
+  const answers = parseAnswers(a.text, a.file);
+  return { plan, answers, profile: measureFromAnswers(plan, answers).profile };
+}
+
+/**
+ * judgeAnswers in chunks, turning the event loop between them: a whole stored harvest judged in
+ * one synchronous call can hold a vitest worker past its 60 s RPC deadline on a loaded machine.
+ */
+export async function judgeInTurns(plan: PlanCase[], answers: Answers, profile: HostProfile): Promise<JudgeDisagreement[]> {
+  const out: JudgeDisagreement[] = [];
+  for (let i = 0; i < plan.length; i += 250) {
+    out.push(...judgeAnswers(plan.slice(i, i + 250), answers, profile, { casesDir: null }).disagreements);
+    await new Promise((r) => setImmediate(r));
+  }
+  return out;
 }

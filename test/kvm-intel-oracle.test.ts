@@ -3,10 +3,9 @@
 // with the built-in profile a user picks for Intel.
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { judgeAnswers, judgeDir } from '../src/harvest/judge.js';
 import { builtinProfile, INTEL_PROFILE_NAME } from '../src/profiles.js';
 import { revalidated } from '../src/kvm/profile.js';
-import { comparable, judgeStoredHarvest, withOneBitFlipped } from './helpers.js';
+import { comparable, judgeInTurns, judgeStoredHarvest, loadHarvest, withOneBitFlipped } from './helpers.js';
 
 const NAME = 'kvm-intel-6.12-distro-bochs-skx';
 const checkedIn = () => builtinProfile(NAME);
@@ -37,13 +36,13 @@ describe('the distribution-config kvm_intel oracle (nested under Bochs, Hyper-V,
     expect(comparable(profile)).toEqual(comparable(checkedIn()));
     expect(INTEL_PROFILE_NAME).toBe(NAME);
   });
-  test('a VMX capability MSR answer changed by one bit is caught', () => {
-    const { plan, answers, profile } = judgeDir(DIR, { casesDir: null, profileFile: null });
+  test('a VMX capability MSR answer changed by one bit is caught', async () => {
+    const { plan, answers, profile } = loadHarvest(DIR);
     // A host read of IA32_VMX_PROCBASED_CTLS2 on a vCPU with the supported CPUID (what
     // vmx_vcpu_after_set_cpuid left of KVM's value).
     const { changed, step: k } = withOneBitFlipped(answers, 'rule.48b.cpuid');
-    const r = judgeAnswers(plan, changed, profile, { casesDir: null });
-    expect(r.disagreements.map((d) => [d.caseId, d.step])).toEqual([['rule.48b.cpuid', k]]);
+    const found = await judgeInTurns(plan, changed, profile);
+    expect(found.map((d) => [d.caseId, d.step])).toEqual([['rule.48b.cpuid', k]]);
   });
 });
 
@@ -94,10 +93,10 @@ describe('kvm_intel on Debian 12\'s 6.1.192 (ORACLE_KERNEL=6.1)', () => {
     expect(profile.msrIndexList).toContain(0x390);
     expect(profile.extensions.system[213]).toBe(0x7f); // KVM_CAP_DISABLE_QUIRKS2: quirks 0-6
   });
-  test('a refused read that kept the VMM\'s data on 6.1 is caught if kvmsr zeroes it', () => {
-    const { plan, answers, profile } = judgeDir(dir, { casesDir: null, profileFile: null });
+  test('a refused read that kept the VMM\'s data on 6.1 is caught if kvmsr zeroes it', async () => {
+    const { plan, answers, profile } = loadHarvest(dir);
     const on612 = { ...profile, host: { ...profile.host, kernel: '6.12.118' } };
-    const r = judgeAnswers(plan, answers, revalidated(on612), { casesDir: null });
-    expect(r.disagreements.some((d) => d.what.startsWith('KVM_GET_MSRS entry 0 0x480'))).toBe(true);
+    const found = await judgeInTurns(plan, answers, revalidated(on612));
+    expect(found.some((d) => d.what.startsWith('KVM_GET_MSRS entry 0 0x480'))).toBe(true);
   });
 });
