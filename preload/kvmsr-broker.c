@@ -1,0 +1,306 @@
+/*
+ * The broker: answers each seccomp notification of the command on a pool of threads that grows to
+ * one per notification in flight (each thread receives, answers, and receives again; when the last
+ * idle one takes a notification it starts another), so a slow answer stops no other thread.
+ *   - open/openat/openat2 of /dev/kvm (any name of it, from the target's cwd or dirfd: is_kvm_path)
+ *     asks the server (OP_OPEN) and installs an fd in the target with SECCOMP_IOCTL_NOTIF_ADDFD and
+ *     SECCOMP_ADDFD_FLAG_SEND, which is also the call's answer; any other open continues
+ *     (SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel does it as if nothing had looked);
+ *   - an ioctl on an fd the broker handed out goes to the server as the library sends it (the
+ *     struct by _IOC_SIZE, its variable tail, the memory its pointers reach: kvmsr-common.h), read
+ *     with process_vm_readv from the calling thread and written back with process_vm_writev; an
+ *     ioctl on any other fd continues.
+ * The files: /dev/kvm and a VM are memfds named "kvmsr-sys-N" and "kvmsr-vm-N" (N the kvmsr fd);
+ * a vCPU is the server's file of its kvm_run page (KVM_GET_VCPU_MMAP_SIZE bytes), so mmap of the
+ * vCPU fd maps the page the server reads and writes around each vCPU ioctl. The broker knows them
+ * by inode (kvmsr-target.c). SECCOMP_IOCTL_NOTIF_ID_VALID is checked after every read of the
+ * target's memory and before every write into it and every answer.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "kvmsr-target.h"
+
+#define MAX_WORKERS 64
+
+int listener = -1;
+pid_t target_pid;
+
+static struct slots slots; /* under slots_lock */
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- answers ---- */
+
+size_t notif_size(void) {
+  static size_t size;
+  if (!size) {
+    struct seccomp_notif_sizes s;
+    size = sizeof(struct seccomp_notif);
+    if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &s) == 0 && s.seccomp_notif > size) size = s.seccomp_notif;
+  }
+  return size;
+}
+
+void answer(const struct seccomp_notif *n, int64_t val, int error, uint32_t flags) {
+  struct seccomp_notif_resp r;
+  memset(&r, 0, sizeof r);
+  r.id = n->id;
+  r.val = val;
+  r.error = error;
+  r.flags = flags;
+  ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r); /* ENOENT: the thread is gone, nobody to answer */
+}
+
+static void cont(const struct seccomp_notif *n) { answer(n, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE); }
+
+/* Whether the thread still waits in this call (not killed, not interrupted). */
+static int valid(const struct seccomp_notif *n) {
+  uint64_t id = n->id;
+  return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
+}
+
+int addfd_send(const struct seccomp_notif *n, int fd, uint32_t newfd_flags) {
+  struct seccomp_notif_addfd a;
+  memset(&a, 0, sizeof a);
+  a.id = n->id;
+  a.flags = SECCOMP_ADDFD_FLAG_SEND;
+  a.srcfd = (uint32_t)fd;
+  a.newfd_flags = newfd_flags;
+  int r = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &a);
+  return r >= 0 ? r : -errno;
+}
+
+/*
+ * Installs `fd` (kvmsr fd kfd) in the target as the call's answer, and keeps it in the table.
+ * Whatever fails, kvmsr forgets kfd and the call gets the errno (ESRCH/ENOENT: nobody waits).
+ */
+static void hand_out(const struct seccomp_notif *n, struct conn *c, int fd, int kind, int kfd, uint32_t newfd_flags) {
+  static int warned;
+  int r = -EMFILE;
+  if (fd >= 0 && files_add(fd, kfd, kind, kind == K_SYSTEM ? 0 : tgid_of((pid_t)n->pid)) == 0) {
+    r = valid(n) ? addfd_send(n, fd, newfd_flags) : -ENOENT;
+    if (r == -EINVAL && !__atomic_fetch_add(&warned, 1, __ATOMIC_RELAXED))
+      say("the kernel refused SECCOMP_ADDFD_FLAG_SEND (it needs Linux 5.14): KVM fds cannot be handed out\n");
+    if (r < 0) files_remove(fd);
+  } else if (fd < 0) {
+    r = -errno;
+  }
+  if (r >= 0) return; /* the fd stays open here: its inode is not reused while the broker runs */
+  if (fd >= 0) close(fd);
+  close_in_kvmsr(c, kfd, (pid_t)n->pid);
+  answer(n, 0, r == -EINVAL ? -ENOSYS : r, 0);
+}
+
+/* ---- files ---- */
+
+/* A memfd named for what it stands for; reopened with `flags` (access mode, O_NONBLOCK) if given. */
+static int kvmsr_memfd(const char *what, int kfd, int flags) {
+  char name[64];
+  snprintf(name, sizeof name, "kvmsr-%s-%d", what, kfd);
+  int fd = (int)syscall(SYS_memfd_create, name, 1 /* MFD_CLOEXEC */);
+  if (fd < 0 || flags < 0) return fd;
+  char self[64];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  int re = open(self, (flags & (O_ACCMODE | O_NONBLOCK)) | O_CLOEXEC);
+  if (re < 0) return fd; /* an odd access mode: the O_RDWR memfd will do */
+  close(fd);
+  return re;
+}
+
+/* ---- open ---- */
+
+/* Whether (dirfd, path), as the target thread names it, is /dev/kvm. */
+static int target_names_kvm(pid_t tid, int dirfd, const char *path) {
+  if (path[0] == '/') return is_kvm_path(AT_FDCWD, path);
+  char p[64];
+  if (dirfd == AT_FDCWD) snprintf(p, sizeof p, "/proc/%d/cwd", (int)tid);
+  else snprintf(p, sizeof p, "/proc/%d/fd/%d", (int)tid, dirfd);
+  int dfd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0; /* no such dirfd, or not a directory: the kernel says so */
+  int r = is_kvm_path(dfd, path);
+  close(dfd);
+  return r;
+}
+
+/* kvmsr-run.c's open_kvm: the kernel's answers for the device, then a kvmsr system fd. */
+static void open_kvm(const struct seccomp_notif *n, struct conn *c, int flags) {
+  pid_t tid = (pid_t)n->pid;
+  uint32_t cloexec = (flags & O_CLOEXEC) ? O_CLOEXEC : 0;
+  if ((flags & O_CREAT) && (flags & O_EXCL)) return answer(n, 0, -EEXIST, 0);
+  if ((flags & O_DIRECTORY) == O_DIRECTORY) return answer(n, 0, -ENOTDIR, 0);
+  if (flags & O_PATH) { /* no ioctls on O_PATH: a /dev/null stands in, as in the library */
+    int null = open("/dev/null", O_PATH | O_CLOEXEC);
+    int r = null < 0 ? -errno : addfd_send(n, null, cloexec);
+    if (null >= 0) close(null);
+    if (r < 0) answer(n, 0, r, 0);
+    return;
+  }
+  struct reply r;
+  if (transact(c, OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, tid, &r) != 0) return answer(n, 0, -EIO, 0);
+  reply_free(&r);
+  if (r.ret < 0) return answer(n, 0, r.ret, 0);
+  hand_out(n, c, kvmsr_memfd("sys", r.ret, flags), K_SYSTEM, r.ret, cloexec);
+}
+
+static void on_open(const struct seccomp_notif *n, struct conn *c) {
+  const __u64 *a = n->data.args;
+  pid_t tid = (pid_t)n->pid;
+  int dirfd = AT_FDCWD;
+  uint64_t path_at = a[0], flags = a[1];
+  if (n->data.nr != __NR_open) {
+    dirfd = (int)a[0];
+    path_at = a[1];
+    flags = a[2];
+  }
+  if (n->data.nr == __NR_openat2) {
+    /* struct open_how: flags first (u64). A short or unreadable one: the kernel's EINVAL/EFAULT. */
+    if (a[3] < 24 || read_target(tid, &flags, a[2], 8) != 8) return cont(n);
+  }
+  char path[PATH_MAX];
+  if (read_string(tid, path_at, path, sizeof path) != 0) return cont(n); /* EFAULT, ENAMETOOLONG */
+  if (!valid(n)) return;
+  if (!target_names_kvm(tid, dirfd, path)) return cont(n);
+  open_kvm(n, c, (int)flags);
+}
+
+/* ---- ioctl ---- */
+
+/* What kvmsr-run.c's kvm_ioctl does, on the calling thread's memory. */
+static void on_ioctl(const struct seccomp_notif *n, struct conn *c) {
+  pid_t tid = (pid_t)n->pid;
+  struct kfile f;
+  if (!files_find(tid, (int)n->data.args[0], &f)) return cont(n);
+  uint32_t req = (uint32_t)n->data.args[1]; /* ioctl(2)'s cmd is an unsigned int */
+  uint64_t arg = n->data.args[2];
+  int kfd = f.kfd;
+  /* kvm_vm_ioctl / kvm_vcpu_ioctl: "if (kvm->mm != current->mm) return -EIO" in a forked child. */
+  if (f.kind != K_SYSTEM && tgid_of(tid) != f.tgid) return answer(n, 0, -EIO, 0);
+  unsigned char head[8];
+  long ext = extent(req, head, 0);
+  size_t hl = header_len(req);
+  if (hl) ext = extent(req, head, read_target(tid, head, arg, hl));
+  int buffer = ext >= 0;
+  unsigned char *a = NULL;
+  size_t alen = 0;
+  struct region rg[MAX_REGIONS];
+  memset(rg, 0, sizeof rg);
+  uint32_t nrg = 0;
+  if (buffer) {
+    a = malloc(ext ? (size_t)ext : 1);
+    if (!a) return answer(n, 0, -ENOMEM, 0);
+    alen = read_target(tid, a, arg, (size_t)ext); /* a short read: the rest faults, EFAULT from kvmsr */
+    pthread_mutex_lock(&slots_lock);
+    nrg = find_regions(&slots, req, (enum kind)f.kind, kfd, a, alen, rg);
+    pthread_mutex_unlock(&slots_lock);
+    for (uint32_t i = 0; i < nrg; i++) {
+      rg[i].bytes = malloc(rg[i].len);
+      rg[i].len = rg[i].bytes ? (uint32_t)read_target(tid, rg[i].bytes, rg[i].addr, rg[i].len) : 0;
+    }
+  }
+  struct reply r;
+  memset(&r, 0, sizeof r);
+  int ret;
+  /*
+   * KVM_RUN goes as any other ioctl. Where the server will answer that the vCPU sleeps until a
+   * signal, this thread would keep the notification unanswered (the target waits; WAIT_KILLABLE_RECV
+   * keeps a handled signal from restarting the call), watch /proc/TID/status for a signal it does
+   * not block, then write exit_reason = KVM_EXIT_INTR into the vCPU's page and answer -EINTR.
+   */
+  if (!valid(n)) goto out;
+  if (transact(c, OP_IOCTL, kfd, req, arg, buffer, a, (uint32_t)alen, rg, nrg, tid, &r) != 0) {
+    answer(n, 0, -EIO, 0);
+    goto out;
+  }
+  ret = r.ret;
+  if (!valid(n)) { /* killed meanwhile: nothing to write, and a new VM or vCPU nobody will hold */
+    if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) close_in_kvmsr(c, ret, tid);
+    if (r.new_kind == K_VCPU && r.path[0]) unlink(r.path);
+    goto out;
+  }
+  /* copy_to_user: what the server changed goes back; unwritable memory is EFAULT. */
+  if (buffer && write_back(tid, arg, a, r.arg, alen) != 0 && ret >= 0) ret = -EFAULT;
+  size_t off = 0;
+  for (uint32_t i = 0; i < nrg; i++) {
+    if (write_back(tid, rg[i].addr, rg[i].bytes, r.regs + off, rg[i].len) != 0 && ret >= 0) ret = -EFAULT;
+    off += rg[i].len;
+  }
+  if (ret == 0 && req == KVM_SET_USER_MEMORY_REGION && buffer) {
+    pthread_mutex_lock(&slots_lock);
+    note_slot(&slots, kfd, a, alen);
+    pthread_mutex_unlock(&slots_lock);
+  }
+  if (ret >= 0 && r.new_kind == K_VM) {
+    hand_out(n, c, kvmsr_memfd("vm", ret, -1), K_VM, ret, O_CLOEXEC); /* anon_inode_getfd(..., O_RDWR | O_CLOEXEC) */
+  } else if (ret >= 0 && r.new_kind == K_VCPU) {
+    int fd = open(r.path, O_RDWR | O_CLOEXEC);
+    if (r.path[0]) unlink(r.path);
+    hand_out(n, c, fd, K_VCPU, ret, O_CLOEXEC);
+  } else {
+    answer(n, ret, ret < 0 ? ret : 0, 0);
+  }
+out:
+  free(a);
+  for (uint32_t i = 0; i < nrg; i++) free(rg[i].bytes);
+  reply_free(&r);
+}
+
+/* ---- the pool ---- */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static int idle, workers;
+
+static void *worker(void *unused);
+
+/* Under pool_lock. */
+static int spawn_worker(void) {
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  int r = pthread_create(&t, &at, worker, NULL);
+  pthread_attr_destroy(&at);
+  if (r != 0) return -1;
+  workers++;
+  idle++;
+  return 0;
+}
+
+static void *worker(void *unused) {
+  (void)unused;
+  struct conn c = {-1};
+  size_t size = notif_size();
+  struct seccomp_notif *n = malloc(size);
+  for (;;) {
+    if (!n) break;
+    memset(n, 0, size); /* SECCOMP_IOCTL_NOTIF_RECV wants it zeroed */
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, n) != 0) {
+      if (errno == EINTR || errno == ENOENT) continue; /* ENOENT: the caller died before we got it */
+      break;
+    }
+    pthread_mutex_lock(&pool_lock);
+    if (--idle == 0 && workers < MAX_WORKERS) spawn_worker();
+    pthread_mutex_unlock(&pool_lock);
+    if (n->data.nr == __NR_ioctl) on_ioctl(n, &c);
+    else if (n->data.nr == __NR_open || n->data.nr == __NR_openat || n->data.nr == __NR_openat2) on_open(n, &c);
+    else cont(n);
+    pthread_mutex_lock(&pool_lock);
+    idle++;
+    pthread_mutex_unlock(&pool_lock);
+  }
+  say("the seccomp listener failed: %s\n", strerror(errno));
+  free(n);
+  if (c.fd >= 0) close(c.fd);
+  pthread_mutex_lock(&pool_lock);
+  idle--;
+  workers--;
+  pthread_mutex_unlock(&pool_lock);
+  return NULL;
+}
+
+int start_broker(void) {
+  pthread_mutex_lock(&pool_lock);
+  int r = spawn_worker();
+  pthread_mutex_unlock(&pool_lock);
+  return r;
+}

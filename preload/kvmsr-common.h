@@ -1,0 +1,286 @@
+/*
+ * What the `kvmsr run` preload library (kvmsr-run.c) and the seccomp broker (kvmsr-seccomp.c) share:
+ * the wire format's constants, the bytes an ioctl makes the kernel read and write (the struct by
+ * _IOC_SIZE, its variable tail, and the memory that pointers inside it reach), and whether a path
+ * names /dev/kvm. Everything is static inline: each includer keeps what it uses.
+ */
+#ifndef KVMSR_COMMON_H
+#define KVMSR_COMMON_H
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <errno.h>
+#include <unistd.h>
+
+#define KVMIO 0xAE
+
+/* The wire format (src/run/protocol.ts): little-endian, one request and one response at a time. */
+#define REQ_MAGIC 0x52534d4bu
+#define RESP_MAGIC 0x5053524bu
+#define OP_OPEN 1
+#define OP_IOCTL 2
+#define OP_CLOSE 3
+#define REQ_HEADER 48
+#define RESP_HEADER 32
+#define REGION_HEADER 16
+#define FLAG_BUFFER 1
+#define FLAG_SIGNALS 2 /* 16 bytes follow the header: the thread's blocked and pending signals */
+#define SIGNALS_LEN 16
+#define RESP_WAIT 1    /* the thread waits for a signal; the 8-byte mask follows the path */
+#define WAIT_MASK_LEN 8
+#define MAX_REGIONS 16
+
+enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3 };
+
+/* ioctl numbers (include/uapi/linux/kvm.h) and the VFS's generic ones (fs/ioctl.c). */
+#define KVM_GET_MSR_INDEX_LIST 0xc004ae02u
+#define KVM_GET_MSR_FEATURE_INDEX_LIST 0xc004ae0au
+#define KVM_GET_SUPPORTED_CPUID 0xc008ae05u
+#define KVM_GET_EMULATED_CPUID 0xc008ae09u
+#define KVM_GET_MSRS 0xc008ae88u
+#define KVM_SET_MSRS 0x4008ae89u
+#define KVM_SET_CPUID2 0x4008ae90u
+#define KVM_GET_CPUID2 0xc008ae91u
+#define KVM_GET_SUPPORTED_HV_CPUID 0xc008aec1u
+#define KVM_ENABLE_CAP 0x4068aea3u
+#define KVM_X86_SET_MSR_FILTER 0x4188aec6u
+#define KVM_CAP_HYPERV_ENLIGHTENED_VMCS 148
+#define KVM_SET_USER_MEMORY_REGION 0x4020ae46u
+#define KVM_SET_GSI_ROUTING 0x4008ae6au
+#define KVM_GET_DIRTY_LOG 0x4010ae42u
+#define KVM_CLEAR_DIRTY_LOG 0xc018aec0u
+#define KVM_GET_DEVICE_ATTR 0x4018aee2u
+#define KVM_RUN_REQ 0xae80u
+#define KVM_SET_SIGNAL_MASK 0x4004ae8bu
+#define KVM_EXIT_INTR 10
+#define RUN_EXIT_REASON 8 /* offsetof(struct kvm_run, exit_reason) */
+#define MAX_SLOTS 1024
+#define V_FIONBIO 0x5421u
+#define V_FIONCLEX 0x5450u
+#define V_FIOCLEX 0x5451u
+#define V_FIOASYNC 0x5452u
+#define V_FIOQSIZE 0x5460u
+#define V_FIGETBSZ 0x2u
+
+struct region { uint64_t addr; uint32_t len; unsigned char *bytes; };
+
+/* Sends or receives len bytes on a stream socket; 0, or -1 when the peer is gone. */
+static inline int io_all(int fd, void *buf, size_t len, int out) {
+  unsigned char *p = buf;
+  while (len > 0) {
+    ssize_t n = out ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
+    if (n < 0 && errno == EINTR) continue; /* a VMM's signals (vCPU kicks) must not cut a frame */
+    if (n <= 0) return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* ---- paths ---- */
+
+/*
+ * Resolves an absolute path as the kernel's path walk does: component by component, "." and ".."
+ * on the resolved prefix, symlinks followed where they are met (at most 40, MAXSYMLINKS). Past a
+ * missing component it goes on lexically (the kernel would stop there with ENOENT), so a link to
+ * /dev/kvm resolves to "/dev/kvm" on a machine that has none. 0, or -1 on a loop or an overlong path.
+ */
+static inline int resolve_path(const char *in, char *out, size_t cap) {
+  char rest[PATH_MAX * 2], next[PATH_MAX * 3];
+  if (strlen(in) >= sizeof rest) return -1;
+  strcpy(rest, in);
+  size_t o = 0;
+  out[0] = 0;
+  int hops = 0, missing = 0;
+  char *p = rest;
+  for (;;) {
+    while (*p == '/') p++;
+    if (!*p) break;
+    char *q = p;
+    while (*q && *q != '/') q++;
+    size_t n = (size_t)(q - p);
+    if (n == 1 && p[0] == '.') { p = q; continue; }
+    if (n == 2 && p[0] == '.' && p[1] == '.') {
+      while (o > 0 && out[o - 1] != '/') o--;
+      if (o > 0) o--;
+      out[o] = 0;
+      p = q;
+      continue;
+    }
+    if (o + n + 2 >= cap) return -1;
+    out[o] = '/';
+    memcpy(out + o + 1, p, n);
+    out[o + 1 + n] = 0;
+    struct stat st;
+    if (!missing && lstat(out, &st) == 0 && S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t tn = readlink(out, target, sizeof target - 1);
+      if (tn <= 0 || ++hops > 40) return -1;
+      target[tn] = 0;
+      snprintf(next, sizeof next, "%s/%s", target, q);
+      if (strlen(next) >= sizeof rest) return -1;
+      strcpy(rest, next);
+      p = rest;
+      if (target[0] == '/') o = 0; /* an absolute link starts again from / */
+      out[o] = 0;
+      continue;
+    }
+    if (!missing && lstat(out, &st) != 0) missing = 1;
+    o += 1 + n;
+    p = q;
+  }
+  if (o == 0) strcpy(out, "/");
+  return 0;
+}
+
+/*
+ * Whether open(dirfd, path) would open the KVM device: any name of a character device with KVM's
+ * misc minor (KVM_MINOR 232, include/linux/miscdevice.h), or a path that is "/dev/kvm" once made
+ * absolute and resolved (resolve_path: so it counts on a machine with no /dev/kvm).
+ * stat does not open the device.
+ */
+static inline int is_kvm_path(int dirfd, const char *path) {
+  if (!path) return 0;
+  struct stat st;
+  if (fstatat(dirfd, path, &st, 0) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 10 && minor(st.st_rdev) == 232) return 1;
+  int link = fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+  if (!link && !strstr(path, "kvm")) return 0; /* a path with no link and no "kvm" cannot name it */
+  char full[PATH_MAX * 2];
+  if (path[0] == '/') {
+    snprintf(full, sizeof full, "%s", path);
+  } else {
+    char base[PATH_MAX];
+    if (dirfd == AT_FDCWD) {
+      if (!getcwd(base, sizeof base)) return 0;
+    } else {
+      char fdlink[64];
+      snprintf(fdlink, sizeof fdlink, "/proc/self/fd/%d", dirfd);
+      ssize_t n = readlink(fdlink, base, sizeof base - 1);
+      if (n <= 0) return 0;
+      base[n] = 0;
+    }
+    snprintf(full, sizeof full, "%s/%s", base, path);
+  }
+  char resolved[PATH_MAX * 2];
+  if (resolve_path(full, resolved, sizeof resolved) != 0) return 0;
+  return strcmp(resolved, "/dev/kvm") == 0;
+}
+
+/* ---- ioctl extents ---- */
+
+static inline uint32_t u32at(const unsigned char *b, size_t off) { uint32_t v; memcpy(&v, b + off, 4); return v; }
+static inline uint64_t u64at(const unsigned char *b, size_t off) { uint64_t v; memcpy(&v, b + off, 8); return v; }
+
+/*
+ * The bytes the kernel reads at the pointer: the struct (_IOC_SIZE) and its variable tail, sized
+ * from the header at `head` (hlen bytes of it readable). -1: an integer argument.
+ */
+static inline long extent(uint32_t req, const unsigned char *head, size_t hlen) {
+  uint32_t n = hlen >= 4 ? u32at(head, 0) : 0;
+  switch (req) {
+  case KVM_GET_MSRS: case KVM_SET_MSRS:
+    /* msr_io: nmsrs >= MAX_IO_MSRS (256) is refused before the entries are copied. */
+    return n >= 256 ? 8 : 8 + 16 * (long)n;
+  case KVM_GET_MSR_INDEX_LIST: case KVM_GET_MSR_FEATURE_INDEX_LIST:
+    /* kvm_arch_dev_ioctl copies out as many u32s as the list holds (far fewer than 64Ki). */
+    return 4 + 4 * (long)(n > 0x10000 ? 0x10000 : n);
+  case KVM_GET_SUPPORTED_CPUID: case KVM_GET_EMULATED_CPUID: case KVM_SET_CPUID2: case KVM_GET_CPUID2:
+  case KVM_GET_SUPPORTED_HV_CPUID:
+    /* KVM_MAX_CPUID_ENTRIES (256) kvm_cpuid_entry2s of 40 bytes at most. */
+    return 8 + 40 * (long)(n > 256 ? 256 : n);
+  case KVM_SET_GSI_ROUTING:
+    /* kvm_vm_ioctl KVM_SET_GSI_ROUTING: nr kvm_irq_routing_entry of 48 bytes, nr < KVM_MAX_IRQ_ROUTES. */
+    return 8 + 48 * (long)(n >= 4096 ? 0 : n);
+  case V_FIONBIO: case V_FIOASYNC: case V_FIGETBSZ:
+    return 4; /* int * */
+  case V_FIOQSIZE:
+    return 8; /* loff_t * */
+  case KVM_SET_SIGNAL_MASK:
+    return 12; /* struct kvm_signal_mask's len, then the 8-byte sigset_t it must announce */
+  }
+  if (((req >> 30) & 3) == 0) return -1; /* _IOC_NONE: the argument is an integer */
+  return (req >> 16) & 0x3fff;             /* _IOC_SIZE */
+}
+
+static inline size_t header_len(uint32_t req) {
+  switch (req) {
+  case KVM_GET_MSRS: case KVM_SET_MSRS: return 8;
+  case KVM_GET_MSR_INDEX_LIST: case KVM_GET_MSR_FEATURE_INDEX_LIST: return 4;
+  case KVM_GET_SUPPORTED_CPUID: case KVM_GET_EMULATED_CPUID: case KVM_SET_CPUID2: case KVM_GET_CPUID2:
+  case KVM_GET_SUPPORTED_HV_CPUID: return 8;
+  case KVM_SET_GSI_ROUTING: return 4;
+  }
+  return 0;
+}
+
+/*
+ * Memory slots each VM was given, so KVM_GET_DIRTY_LOG's bitmap (which the kernel sizes from the
+ * slot: kvm_dirty_bitmap_bytes) reaches the server whole. The caller serializes access.
+ */
+struct slots {
+  struct { int kfd; uint32_t slot; uint64_t size; } s[MAX_SLOTS];
+  int n;
+};
+
+static inline void note_slot(struct slots *t, int kfd, const unsigned char *a, size_t alen) {
+  if (alen < 32) return;
+  uint32_t slot = u32at(a, 0);
+  uint64_t size = u64at(a, 16);
+  for (int i = 0; i < t->n; i++) {
+    if (t->s[i].kfd == kfd && t->s[i].slot == slot) { t->s[i].size = size; return; }
+  }
+  if (t->n < MAX_SLOTS) { t->s[t->n].kfd = kfd; t->s[t->n].slot = slot; t->s[t->n].size = size; t->n++; }
+}
+
+static inline uint32_t slot_bitmap_bytes(const struct slots *t, int kfd, uint32_t slot) {
+  for (int i = 0; i < t->n; i++) {
+    if (t->s[i].kfd == kfd && t->s[i].slot == slot) return (uint32_t)(((t->s[i].size / 4096) + 63) / 64 * 8);
+  }
+  return 0;
+}
+
+/* Memory the ioctl reaches through pointers inside its struct. */
+static inline uint32_t find_regions(const struct slots *t, uint32_t req, enum kind k, int kfd, const unsigned char *a, size_t alen, struct region *rg) {
+  uint32_t n = 0;
+  if (req == KVM_GET_DIRTY_LOG && k == K_VM && alen >= 16) {
+    /* kvm_get_dirty_log_protect: copy_to_user(log->dirty_bitmap, ..., kvm_dirty_bitmap_bytes(slot)). */
+    uint32_t len = slot_bitmap_bytes(t, kfd, u32at(a, 0));
+    if (len && len <= (1u << 24)) { rg[n].addr = u64at(a, 8); rg[n].len = len; n++; }
+    return n;
+  }
+  if (req == KVM_CLEAR_DIRTY_LOG && k == K_VM && alen >= 24) {
+    /* kvm_clear_dirty_log_protect: copy_from_user(buffer, log->dirty_bitmap, ALIGN(num_pages, 64) / 8). */
+    uint32_t len = (uint32_t)(((uint64_t)u32at(a, 4) + 63) / 64 * 8);
+    if (len && len <= (1u << 24)) { rg[n].addr = u64at(a, 16); rg[n].len = len; n++; }
+    return n;
+  }
+  if (req == KVM_GET_DEVICE_ATTR && alen >= 24) {
+    /* kvm_x86_dev_get_attr: put_user(val, (u64 __user *)attr->addr). */
+    rg[n].addr = u64at(a, 16);
+    rg[n].len = 8;
+    n++;
+    return n;
+  }
+  if (req == KVM_X86_SET_MSR_FILTER && alen >= 392) {
+    /* kvm_add_msr_filter: memdup_user(bitmap, BITS_TO_LONGS(nmsrs) * sizeof(long)) per range. */
+    for (int i = 0; i < 16; i++) {
+      uint32_t nmsrs = u32at(a, 8 + 24 * i + 4);
+      uint64_t bm = u64at(a, 8 + 24 * i + 16);
+      size_t sz = ((size_t)nmsrs + 63) / 64 * 8;
+      if (nmsrs && bm && sz <= 0x600) { rg[n].addr = bm; rg[n].len = (uint32_t)sz; n++; }
+    }
+  } else if (req == KVM_ENABLE_CAP && k == K_VCPU && alen >= 16 && u32at(a, 0) == KVM_CAP_HYPERV_ENLIGHTENED_VMCS) {
+    /* kvm_vcpu_ioctl_enable_cap: copy_to_user((void __user *)args[0], &vmcs_version, sizeof(u16)). */
+    rg[n].addr = u64at(a, 8);
+    rg[n].len = 2;
+    n++;
+  }
+  return n;
+}
+
+#endif
