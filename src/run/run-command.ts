@@ -1,11 +1,12 @@
-// `kvmsr run`: starts a command with the preload library, answers its KVM calls until it ends,
-// and gives back its exit status.
+// `kvmsr run`: starts a command with the preload library, or under the seccomp broker
+// (preload/kvmsr-seccomp.c), answers its KVM calls until it ends, and gives back its exit status.
 import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { HostProfile } from '../kvm/profile.js';
-import { preloadLibrary } from './preload-lib.js';
+import { chooseIntercept, resolveCommand, type Intercept } from './intercept.js';
+import { preloadLibrary, seccompBroker } from './preload-lib.js';
 import { RunServer } from './server.js';
 import { RunSession, type VcpuHook } from './session.js';
 
@@ -19,8 +20,12 @@ export interface RunOptions {
   stdio?: 'inherit' | 'pipe';
   /** Where kvmsr's own lines go (default: stderr). */
   log?: (line: string) => void;
+  /** How the command's KVM calls are reached (default: seccomp for a static ELF, else preload). */
+  intercept?: Intercept;
   /** The preload library (default: dist/preload/libkvmsr-run.so, built when missing). */
   library?: string;
+  /** The seccomp launcher and broker (default: dist/preload/kvmsr-seccomp, built when missing). */
+  broker?: string;
   onVcpuIoctl?: VcpuHook;
   /** Log every KVM call and its answer. */
   trace?: boolean;
@@ -32,6 +37,8 @@ export interface RunResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+  /** How the command's KVM calls were reached. */
+  intercept: Intercept;
   /** Requests kvmsr answered, connections dropped for malformed frames, wall time in ms. */
   requests: number;
   dropped: number;
@@ -56,7 +63,11 @@ const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): Promise<RunResult> {
   if (command.length === 0) throw new Error('no command to run');
-  const library = opts.library ?? preloadLibrary();
+  const intercept = opts.intercept ?? chooseIntercept(command, opts.env ?? process.env);
+  const seccomp = intercept === 'seccomp';
+  // The broker would say so too, but as the command's status; spawn's error is kvmsr's own (2).
+  if (seccomp && resolveCommand(command[0]!, opts.env ?? process.env) === null) throw new Error(`cannot run ${command[0]}: not found or not executable`);
+  const native = seccomp ? (opts.broker ?? seccompBroker()) : (opts.library ?? preloadLibrary());
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const t0 = performance.now();
   const dir = scratchDir(); // mode 0700: only this user reaches the socket
@@ -75,10 +86,12 @@ export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): P
     const socket = join(dir, 'sock');
     await server.listen(socket);
     const env = { ...(opts.env ?? process.env) };
-    env['LD_PRELOAD'] = env['LD_PRELOAD'] ? `${library}:${env['LD_PRELOAD']}` : library;
+    if (!seccomp) env['LD_PRELOAD'] = env['LD_PRELOAD'] ? `${native}:${env['LD_PRELOAD']}` : native;
     env['KVMSR_RUN_SOCKET'] = socket;
     const pipe = opts.stdio === 'pipe';
-    const child = spawn(command[0]!, command.slice(1), { env, stdio: pipe ? ['ignore', 'pipe', 'pipe'] : 'inherit' });
+    // The broker forks the command, and exits as it does (its code, or its signal).
+    const [file, args] = seccomp ? [native, ['--', ...command]] : [command[0]!, command.slice(1)];
+    const child = spawn(file, args, { env, stdio: pipe ? ['ignore', 'pipe', 'pipe'] : 'inherit' });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
@@ -92,7 +105,7 @@ export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): P
       child.once(pipe ? 'close' : 'exit', (c: number | null, s: NodeJS.Signals | null) => resolve([c, s]));
     });
     const status = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1);
-    return { status, signal, stdout, stderr, requests: session.requests, dropped: server.dropped, ms: performance.now() - t0 };
+    return { status, signal, stdout, stderr, intercept, requests: session.requests, dropped: server.dropped, ms: performance.now() - t0 };
   } finally {
     for (const [s, h] of handlers) process.off(s, h);
     await server.close();
