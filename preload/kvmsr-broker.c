@@ -129,8 +129,10 @@ static void open_kvm(const struct seccomp_notif *n, struct conn *c, int flags) {
   uint32_t cloexec = (flags & O_CLOEXEC) ? O_CLOEXEC : 0;
   if ((flags & O_CREAT) && (flags & O_EXCL)) return answer(n, 0, -EEXIST, 0);
   if ((flags & O_DIRECTORY) == O_DIRECTORY) return answer(n, 0, -ENOTDIR, 0);
-  if (flags & O_PATH) { /* no ioctls on O_PATH: a /dev/null stands in, as in the library */
-    int null = open("/dev/null", O_PATH | O_CLOEXEC);
+  if (flags & O_PATH) {
+    /* No ioctls on O_PATH: /dev/null stands in, as in the library, but read-only, since
+     * seccomp_notify_addfd's fget() refuses an O_PATH file (EBADF). */
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int r = null < 0 ? -errno : addfd_send(n, null, cloexec);
     if (null >= 0) close(null);
     if (r < 0) answer(n, 0, r, 0);

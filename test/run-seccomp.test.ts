@@ -100,7 +100,7 @@ function build(): Built {
   const dir = mkdtempSync(join(tmpdir(), 'kvmsr-seccomp-test-'));
   const c = (n: string): string => join(__dirname, 'c', `${n}.c`);
   execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, 'run-static-dynamic'), c('run-static')]);
-  for (const n of ['run-die', 'run-basic', 'run-threads']) execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, n), c(n), '-lpthread']);
+  for (const n of ['run-die', 'run-basic', 'run-threads', 'run-fork', 'run-files']) execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, n), c(n), '-lpthread']);
   if (musl) execFileSync('musl-gcc', ['-static', '-O1', '-Wall', '-o', join(dir, 'run-static'), c('run-static')]);
   if (go) {
     const cache = join(tmpdir(), 'kvmsr-go-cache');
@@ -183,6 +183,40 @@ describe.skipIf(why !== '')(`kvmsr run --intercept seccomp${skipNote(why)}`, () 
     // The one difference: the fds are memfds and tmpfs files, which the kernel opens O_LARGEFILE.
     expect(sec.stdout).toBe(pre.stdout.replace('fcntl F_GETFL vcpu 0x2 vm 0x2', 'fcntl F_GETFL vcpu 0x8002 vm 0x8002'));
     expect(sec.requests).toBe(pre.requests - 3); // close() is not seen: no OP_CLOSE
+  });
+
+  test('the files that stand for /dev/kvm, a VM and a vCPU, and the kernel\'s answers to opening the device', async () => {
+    const r = await run([b.bin('run-files')], { intercept: 'seccomp' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(
+      new RegExp(
+        '^' +
+          [
+            'O_PATH ok', // /dev/null, read-only: seccomp cannot install an O_PATH file
+            'O_CREAT\\|O_EXCL ret -1 errno 17',
+            'O_DIRECTORY ret -1 errno 20',
+            // The memfds are named for the kvmsr fd; the program's flags kept (O_RDONLY | O_NONBLOCK).
+            'sys /memfd:kvmsr-sys-3 \\(deleted\\) F_GETFD 0 F_GETFL 0x8800',
+            'vm /memfd:kvmsr-vm-4 \\(deleted\\) F_GETFD 1 F_GETFL 0x8002', // anon_inode_getfd(..., O_RDWR | O_CLOEXEC)
+            'vcpu /(dev/shm|tmp)/kvmsr-run-[^/]+/vcpu-1 \\(deleted\\) F_GETFD 1 F_GETFL 0x8002', // the server's kvm_run file
+            'FIONBIO ret 0 F_GETFL 0x8802',
+            'vcpu 0 again ret -1 errno 17', // kvm_vm_ioctl_create_vcpu: the id is taken
+            'openat /dev fd: api 12',
+            'relative: api 12',
+            'ordinary open ok',
+          ].join('\\n') +
+          '\\n$',
+      ),
+    );
+  });
+
+  test('a forked child: what it gets under the library (EIO on the inherited VM and vCPU)', async () => {
+    const pre = await run([b.bin('run-fork')], { intercept: 'preload' });
+    const sec = await run([b.bin('run-fork')], { intercept: 'seccomp' });
+    expect(sec.status).toBe(0);
+    expect(sec.stdout).toContain('child vcpu GET_MSRS ret -1 errno 5');
+    expect(sec.stdout).toBe(pre.stdout);
   });
 
   test('two threads, each with its own vCPU: every round right', async () => {
