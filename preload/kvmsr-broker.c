@@ -9,7 +9,8 @@
  *   - an ioctl on an fd the broker handed out goes to the server as the library sends it (the
  *     struct by _IOC_SIZE, its variable tail, the memory its pointers reach: kvmsr-common.h), read
  *     with process_vm_readv from the calling thread and written back with process_vm_writev; an
- *     ioctl on any other fd continues.
+ *     ioctl on any other fd continues. A KVM_RUN whose vCPU sleeps (the server's "wait") is held
+ *     unanswered and handed to one poller thread (sleep_vcpu), so sleeping vCPUs hold no worker.
  * The files: /dev/kvm and a VM are memfds named "kvmsr-sys-N" and "kvmsr-vm-N" (N the kvmsr fd);
  * a vCPU is the server's file of its kvm_run page (KVM_GET_VCPU_MMAP_SIZE bytes), so mmap of the
  * vCPU fd maps the page the server reads and writes around each vCPU ioctl. The broker knows them
@@ -19,6 +20,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "kvmsr-target.h"
 
@@ -139,7 +141,7 @@ static void open_kvm(const struct seccomp_notif *n, struct conn *c, int flags) {
     return;
   }
   struct reply r;
-  if (transact(c, OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, tid, &r) != 0) return answer(n, 0, -EIO, 0);
+  if (transact(c, OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, NULL, tid, &r) != 0) return answer(n, 0, -EIO, 0);
   reply_free(&r);
   if (r.ret < 0) return answer(n, 0, r.ret, 0);
   hand_out(n, c, kvmsr_memfd("sys", r.ret, flags), K_SYSTEM, r.ret, cloexec);
@@ -164,6 +166,128 @@ static void on_open(const struct seccomp_notif *n, struct conn *c) {
   if (!valid(n)) return;
   if (!target_names_kvm(tid, dirfd, path)) return cont(n);
   open_kvm(n, c, (int)flags);
+}
+
+/* ---- KVM_RUN: sleeping vCPUs ---- */
+
+/*
+ * The thread's signals from /proc/TID/status: SigBlk, SigPnd | ShdPnd and SigIgn (each the kernel's
+ * sigset_t, bit n-1 for signal n); 0, or -1 when the thread is gone.
+ */
+static int thread_signals(pid_t tid, uint64_t *blocked, uint64_t *pending, uint64_t *ignored) {
+  char p[64], line[256];
+  snprintf(p, sizeof p, "/proc/%d/status", (int)tid);
+  FILE *f = fopen(p, "re");
+  if (!f) return -1;
+  uint64_t blk = 0, pnd = 0, shd = 0, ign = 0;
+  int seen = 0;
+  unsigned long long v;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "SigPnd: %llx", &v) == 1) { pnd = v; seen |= 1; }
+    else if (sscanf(line, "ShdPnd: %llx", &v) == 1) { shd = v; seen |= 2; }
+    else if (sscanf(line, "SigBlk: %llx", &v) == 1) { blk = v; seen |= 4; }
+    else if (sscanf(line, "SigIgn: %llx", &v) == 1) { ign = v; seen |= 8; }
+  }
+  fclose(f);
+  if (seen != 15) return -1;
+  if (blocked) *blocked = blk;
+  if (pending) *pending = pnd | shd;
+  if (ignored) *ignored = ign;
+  return 0;
+}
+
+/*
+ * A KVM_RUN whose vCPU sleeps: the notification stays unanswered (the thread waits in the kernel;
+ * with WAIT_KILLABLE_RECV no signal but a fatal one ends that wait, so a signal stays pending)
+ * until a signal outside `mask` is pending for the thread. One poller thread looks at every
+ * sleeping vCPU every 2 ms, so they hold no worker of the pool.
+ */
+struct sleeper {
+  uint64_t id;
+  pid_t tid;
+  uint64_t mask;
+  int fd; /* the vCPU's file (a dup of the broker's): its kvm_run page */
+  struct sleeper *next;
+};
+static struct sleeper *sleepers;
+static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sleep_cond = PTHREAD_COND_INITIALIZER;
+static int poller_started;
+
+static int id_valid(uint64_t id) { return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
+
+/* 1: the sleeper is done (woken, or gone); 0: it sleeps on. */
+static int look_at(struct sleeper *s) {
+  /* The thread was killed, or (before 5.19, no WAIT_KILLABLE_RECV) a signal interrupted the call:
+   * the kernel has answered it (a restart, or EINTR) and nobody waits for this one. */
+  if (!id_valid(s->id)) return 1;
+  uint64_t pending, ign;
+  if (thread_signals(s->tid, NULL, &pending, &ign) != 0) return 1;
+  /* SIGKILL ends everything anyway; SIGSTOP does not end the wait; an ignored one is discarded. */
+  uint64_t got = pending & ~s->mask & ~ign & ~((1ull << 8) | (1ull << 18));
+  if (!got) return 0;
+  uint32_t intr = KVM_EXIT_INTR;
+  if (!id_valid(s->id)) return 1;
+  if (pwrite(s->fd, &intr, 4, RUN_EXIT_REASON) != 4) say("KVM_RUN: cannot write exit_reason: %s\n", strerror(errno));
+  struct seccomp_notif_resp r;
+  memset(&r, 0, sizeof r);
+  r.id = s->id;
+  r.error = -EINTR;
+  ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r); /* ENOENT: the thread is gone */
+  return 1;
+}
+
+static void *poller(void *unused) {
+  (void)unused;
+  for (;;) {
+    pthread_mutex_lock(&sleep_lock);
+    while (!sleepers) pthread_cond_wait(&sleep_cond, &sleep_lock);
+    for (struct sleeper **pp = &sleepers; *pp;) {
+      struct sleeper *s = *pp;
+      if (look_at(s)) {
+        *pp = s->next;
+        close(s->fd);
+        free(s);
+      } else {
+        pp = &s->next;
+      }
+    }
+    pthread_mutex_unlock(&sleep_lock);
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+/* Hands the notification to the poller; -1 (then the caller answers) when it cannot. */
+static int sleep_vcpu(const struct seccomp_notif *n, int vcpu_fd, uint64_t mask) {
+  struct sleeper *s = calloc(1, sizeof *s);
+  if (!s) return -1;
+  s->fd = fcntl(vcpu_fd, F_DUPFD_CLOEXEC, 0);
+  if (s->fd < 0) { free(s); return -1; }
+  s->id = n->id;
+  s->tid = (pid_t)n->pid;
+  s->mask = mask;
+  pthread_mutex_lock(&sleep_lock);
+  if (!poller_started) {
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    if (pthread_create(&t, &at, poller, NULL) == 0) poller_started = 1;
+    pthread_attr_destroy(&at);
+    if (!poller_started) {
+      pthread_mutex_unlock(&sleep_lock);
+      close(s->fd);
+      free(s);
+      return -1;
+    }
+  }
+  s->next = sleepers;
+  sleepers = s;
+  pthread_cond_signal(&sleep_cond);
+  pthread_mutex_unlock(&sleep_lock);
+  return 0;
 }
 
 /* ---- ioctl ---- */
@@ -204,17 +328,24 @@ static void on_ioctl(const struct seccomp_notif *n, struct conn *c) {
   memset(&r, 0, sizeof r);
   int ret;
   /*
-   * KVM_RUN goes as any other ioctl. Where the server will answer that the vCPU sleeps until a
-   * signal, this thread would keep the notification unanswered (the target waits; WAIT_KILLABLE_RECV
-   * keeps a handled signal from restarting the call), watch /proc/TID/status for a signal it does
-   * not block, then write exit_reason = KVM_EXIT_INTR into the vCPU's page and answer -EINTR.
+   * KVM_RUN on a vCPU carries the thread's blocked and pending signals (/proc/TID/status; the thread
+   * waits in the kernel, so they hold still but for new arrivals). Where the server answers that
+   * the vCPU sleeps until a signal outside the wait mask, the notification goes to the poller
+   * unanswered (sleep_vcpu), which answers -EINTR with exit_reason = KVM_EXIT_INTR.
    */
+  uint64_t sig[2] = {0, 0};
+  int running = req == KVM_RUN_REQ && f.kind == K_VCPU;
+  if (running && thread_signals(tid, &sig[0], &sig[1], NULL) != 0) goto out; /* the thread is gone */
   if (!valid(n)) goto out;
-  if (transact(c, OP_IOCTL, kfd, req, arg, buffer, a, (uint32_t)alen, rg, nrg, tid, &r) != 0) {
+  if (transact(c, OP_IOCTL, kfd, req, arg, buffer, a, (uint32_t)alen, rg, nrg, running ? sig : NULL, tid, &r) != 0) {
     answer(n, 0, -EIO, 0);
     goto out;
   }
   ret = r.ret;
+  if (running && (r.flags & RESP_WAIT)) {
+    if (valid(n) && sleep_vcpu(n, f.fd, r.wait_mask) != 0) answer(n, 0, -ENOMEM, 0);
+    goto out;
+  }
   if (!valid(n)) { /* killed meanwhile: nothing to write, and a new VM or vCPU nobody will hold */
     if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) close_in_kvmsr(c, ret, tid);
     if (r.new_kind == K_VCPU && r.path[0]) unlink(r.path);

@@ -23,6 +23,8 @@ struct conn { int fd; };
 struct reply {
   int32_t ret;
   uint32_t new_kind;
+  uint32_t flags;      /* RESP_WAIT */
+  uint64_t wait_mask;  /* with RESP_WAIT: the kernel sigset_t the thread waits under */
   unsigned char *arg;  /* arg_len bytes after the call */
   unsigned char *regs; /* the regions' bytes after the call, back to back */
   char path[PATH_MAX];
@@ -43,9 +45,10 @@ void files_remove(int fd);
 /* Whether the thread's fd tfd is a file the broker handed out (then *out says which). */
 int files_find(pid_t tid, int tfd, struct kfile *out);
 
-/* One request and its response (the library's frame); 0, or -1 when the server is unreachable. */
+/* One request and its response (the library's frame); 0, or -1 when the server is unreachable.
+ * sig: NULL, or (KVM_RUN) the thread's blocked and pending signals, sent with FLAG_SIGNALS. */
 int transact(struct conn *c, uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer, const unsigned char *argb,
-             uint32_t arg_len, const struct region *rg, uint32_t nrg, pid_t tid, struct reply *out);
+             uint32_t arg_len, const struct region *rg, uint32_t nrg, const uint64_t *sig, pid_t tid, struct reply *out);
 void reply_free(struct reply *r);
 /* OP_CLOSE: kvmsr forgets kfd (a file the target never got). */
 void close_in_kvmsr(struct conn *c, int kfd, pid_t tid);

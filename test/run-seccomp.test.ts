@@ -3,7 +3,7 @@
 // user notification. The broker never opens a real /dev/kvm: every answer checked here is the
 // profile's (a kvm_pvm host), whatever this machine has; the CLI test also runs with /dev/kvm hidden.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -35,6 +35,10 @@ function probe(): string {
 }
 const why = probe();
 const whyMusl = why || (musl ? '' : 'musl-gcc is not installed (apt-get install musl-tools; .ci/run installs it)');
+// musl ships no kernel headers: test/c/run-kvm-run.c (linux/kvm.h) builds against the system's.
+const asmDir = ['/usr/include/x86_64-linux-gnu/asm', '/usr/include/asm'].find((d) => existsSync(join(d, 'kvm.h')));
+const kernelHeaders = existsSync('/usr/include/linux/kvm.h') && existsSync('/usr/include/asm-generic') && asmDir !== undefined;
+const whyMuslKvmRun = whyMusl || (kernelHeaders ? '' : 'no kernel headers for musl-gcc (apt-get install linux-libc-dev)');
 const whyGo = why || (go ? '' : 'go is not installed (apt-get install golang-go; .ci/run installs it)');
 for (const w of new Set([why, whyMusl, whyGo])) if (w) console.warn(`kvmsr run --intercept seccomp: skipped: ${w}`);
 const skipNote = (w: string): string => (w ? ` (skipped: ${w})` : '');
@@ -100,8 +104,17 @@ function build(): Built {
   const dir = mkdtempSync(join(tmpdir(), 'kvmsr-seccomp-test-'));
   const c = (n: string): string => join(__dirname, 'c', `${n}.c`);
   execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, 'run-static-dynamic'), c('run-static')]);
-  for (const n of ['run-die', 'run-basic', 'run-threads', 'run-fork', 'run-files']) execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, n), c(n), '-lpthread']);
+  for (const n of ['run-die', 'run-basic', 'run-threads', 'run-fork', 'run-files', 'run-kvm-run-many']) execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, n), c(n), '-lpthread']);
   if (musl) execFileSync('musl-gcc', ['-static', '-O1', '-Wall', '-o', join(dir, 'run-static'), c('run-static')]);
+  if (musl && kernelHeaders) {
+    const inc = join(dir, 'kernel-headers');
+    mkdirSync(inc);
+    symlinkSync('/usr/include/linux', join(inc, 'linux'));
+    symlinkSync('/usr/include/asm-generic', join(inc, 'asm-generic'));
+    symlinkSync(asmDir!, join(inc, 'asm'));
+    execFileSync('musl-gcc', ['-static', '-O1', '-Wall', '-isystem', inc, '-o', join(dir, 'run-kvm-run-static'), c('run-kvm-run'), '-lpthread']);
+    execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, 'run-kvm-run'), c('run-kvm-run'), '-lpthread']);
+  }
   if (go) {
     const cache = join(tmpdir(), 'kvmsr-go-cache');
     execFileSync('go', ['build', '-o', join(dir, 'run-raw'), 'main.go'], {
@@ -260,6 +273,33 @@ describe.skipIf(why !== '')(`kvmsr run --intercept seccomp${skipNote(why)}`, () 
     expect(self.stderr).toBe('');
     expect(self.ms).toBeLessThan(10_000);
   });
+
+  // The broker holds a sleeping vCPU's notification and polls the thread's signals (kvmsr-broker.c):
+  // immediate_exit, a signal already pending, another thread's kick (SA_RESTART handler), the
+  // KVM_SET_SIGNAL_MASK mask, the AP: what the library answers (test/run-kvm-run.test.ts).
+  test.skipIf(whyMuslKvmRun !== '')(`KVM_RUN of a halted guest, static musl: EINTR and KVM_EXIT_INTR as under the library${skipNote(whyMuslKvmRun)}`, async () => {
+    const pre = await run([b.bin('run-kvm-run')], { intercept: 'preload' });
+    expect(pre.status, pre.log.join('\n')).toBe(0);
+    const sec = await run([b.bin('run-kvm-run-static')]);
+    expect(sec.intercept).toBe('seccomp');
+    expect(sec.stderr).toBe('');
+    expect(sec.log).toEqual([]);
+    expect(sec.status).toBe(0);
+    expect(sec.stdout).toContain('\nimmediate: ret -1 errno 4 exit_reason 0x77;');
+    expect(sec.stdout).toContain('\nkick: ret -1 errno 4 exit_reason 10, handler ran 1 time(s), slept until the signal yes;');
+    expect(sec.stdout).toContain('\nsigmask: ret -1 errno 4 exit_reason 10; stayed in KVM_RUN through SIGUSR1 yes;');
+    expect(sec.stdout).toBe(pre.stdout);
+  }, 60_000);
+
+  test('80 vCPU threads asleep in KVM_RUN at once (more than the broker\'s 64 workers): other calls still answered, each kick an EINTR', async () => {
+    const r = await run([b.bin('run-kvm-run-many')], { intercept: 'seccomp' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(
+      '80 threads in KVM_RUN, 80 still there; KVM_GET_API_VERSION meanwhile 12, at once yes\n' +
+        'after the signals: EINTR 80, exit_reason KVM_EXIT_INTR 80, handler ran 80 time(s)\n',
+    );
+    expect(r.status).toBe(0);
+  }, 60_000);
 
   test('a command that cannot run is said so, as under the library', async () => {
     await expect(run([join(b.dir, 'no-such-program')], { intercept: 'seccomp' })).rejects.toThrow(/cannot run/);
