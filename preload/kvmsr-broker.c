@@ -171,15 +171,17 @@ static void on_open(const struct seccomp_notif *n, struct conn *c) {
 /* ---- KVM_RUN: sleeping vCPUs ---- */
 
 /*
- * The thread's signals from /proc/TID/status: SigBlk, SigPnd | ShdPnd and SigIgn (each the kernel's
- * sigset_t, bit n-1 for signal n); 0, or -1 when the thread is gone.
+ * The thread's signals from /proc/TID/status: SigBlk, SigPnd | ShdPnd and those the kernel would
+ * discard on arrival, were they not blocked (sig_ignored: SigIgn, and SIGCHLD, SIGCONT, SIGURG,
+ * SIGWINCH left at SIG_DFL, i.e. not in SigCgt); each the kernel's sigset_t, bit n-1 for signal n.
+ * 0, or -1 when the thread is gone.
  */
 static int thread_signals(pid_t tid, uint64_t *blocked, uint64_t *pending, uint64_t *ignored) {
   char p[64], line[256];
   snprintf(p, sizeof p, "/proc/%d/status", (int)tid);
   FILE *f = fopen(p, "re");
   if (!f) return -1;
-  uint64_t blk = 0, pnd = 0, shd = 0, ign = 0;
+  uint64_t blk = 0, pnd = 0, shd = 0, ign = 0, cgt = 0;
   int seen = 0;
   unsigned long long v;
   while (fgets(line, sizeof line, f)) {
@@ -187,9 +189,12 @@ static int thread_signals(pid_t tid, uint64_t *blocked, uint64_t *pending, uint6
     else if (sscanf(line, "ShdPnd: %llx", &v) == 1) { shd = v; seen |= 2; }
     else if (sscanf(line, "SigBlk: %llx", &v) == 1) { blk = v; seen |= 4; }
     else if (sscanf(line, "SigIgn: %llx", &v) == 1) { ign = v; seen |= 8; }
+    else if (sscanf(line, "SigCgt: %llx", &v) == 1) { cgt = v; seen |= 16; }
   }
   fclose(f);
-  if (seen != 15) return -1;
+  if (seen != 31) return -1;
+  const uint64_t kernel_ignore = (1ull << 16) | (1ull << 17) | (1ull << 22) | (1ull << 27); /* 17, 18, 23, 28 */
+  ign |= kernel_ignore & ~cgt & ~ign;
   if (blocked) *blocked = blk;
   if (pending) *pending = pnd | shd;
   if (ignored) *ignored = ign;
@@ -223,7 +228,8 @@ static int look_at(struct sleeper *s) {
   if (!id_valid(s->id)) return 1;
   uint64_t pending, ign;
   if (thread_signals(s->tid, NULL, &pending, &ign) != 0) return 1;
-  /* SIGKILL ends everything anyway; SIGSTOP does not end the wait; an ignored one is discarded. */
+  /* SIGKILL ends everything anyway; SIGSTOP does not end the wait; an ignored one does not either
+   * (the library discards it; here it stays pending, as the thread blocks it). */
   uint64_t got = pending & ~s->mask & ~ign & ~((1ull << 8) | (1ull << 18));
   if (!got) return 0;
   uint32_t intr = KVM_EXIT_INTR;
