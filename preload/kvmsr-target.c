@@ -157,43 +157,7 @@ int transact(struct conn *c, uint32_t op, int32_t kfd, uint32_t req, uint64_t ar
   memset(out, 0, sizeof *out);
   int s = connection(c);
   if (s < 0) return -1;
-  size_t size = REQ_HEADER + (sig ? SIGNALS_LEN : 0) + arg_len;
-  for (uint32_t i = 0; i < nrg; i++) size += REGION_HEADER + rg[i].len;
-  unsigned char *m = malloc(size);
-  if (!m) return -1;
-  uint32_t h32[6] = {REQ_MAGIC, (uint32_t)size, op, (uint32_t)kfd, req, (uint32_t)tid};
-  memcpy(m, h32, 24);
-  memcpy(m + 24, &arg, 8);
-  uint32_t t32[4] = {(buffer ? FLAG_BUFFER : 0) | (sig ? FLAG_SIGNALS : 0), arg_len, nrg, 0};
-  memcpy(m + 32, t32, 16);
-  unsigned char *p = m + REQ_HEADER;
-  if (sig) { memcpy(p, sig, SIGNALS_LEN); p += SIGNALS_LEN; }
-  if (arg_len) { memcpy(p, argb, arg_len); p += arg_len; }
-  for (uint32_t i = 0; i < nrg; i++) {
-    uint32_t l2[2] = {rg[i].len, 0};
-    memcpy(p, &rg[i].addr, 8);
-    memcpy(p + 8, l2, 8);
-    p += REGION_HEADER;
-    if (rg[i].len) { memcpy(p, rg[i].bytes, rg[i].len); p += rg[i].len; }
-  }
-  int bad = io_all(s, m, size, 1);
-  free(m);
-  uint32_t rh[8];
-  if (bad || io_all(s, rh, RESP_HEADER, 0)) goto lost;
-  size_t regs = 0;
-  for (uint32_t i = 0; i < nrg; i++) regs += rg[i].len;
-  size_t tail = (rh[7] & RESP_WAIT) ? WAIT_MASK_LEN : 0;
-  if (rh[0] != RESP_MAGIC || rh[3] != arg_len || rh[4] != nrg || rh[5] >= PATH_MAX || (rh[7] & ~RESP_WAIT) ||
-      rh[1] != RESP_HEADER + arg_len + regs + rh[5] + tail) goto lost;
-  out->ret = (int32_t)rh[2];
-  out->new_kind = rh[6];
-  out->flags = rh[7];
-  out->arg = arg_len ? malloc(arg_len) : NULL;
-  out->regs = regs ? malloc(regs) : NULL;
-  if ((arg_len && !out->arg) || (regs && !out->regs)) goto lost;
-  if (io_all(s, out->arg, arg_len, 0) || io_all(s, out->regs, regs, 0) || io_all(s, out->path, rh[5], 0)) goto lost;
-  out->path[rh[5]] = 0;
-  if (tail && io_all(s, &out->wait_mask, WAIT_MASK_LEN, 0)) goto lost;
+  if (wire_exchange(s, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, tid, out)) goto lost;
   return 0;
 lost:
   reply_free(out);

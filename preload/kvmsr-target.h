@@ -20,15 +20,6 @@ struct kfile {
 /* One connection to the server (one per broker thread), -1 until first used. */
 struct conn { int fd; };
 
-struct reply {
-  int32_t ret;
-  uint32_t new_kind;
-  uint32_t flags;      /* RESP_WAIT */
-  uint64_t wait_mask;  /* with RESP_WAIT: the kernel sigset_t the thread waits under */
-  unsigned char *arg;  /* arg_len bytes after the call */
-  unsigned char *regs; /* the regions' bytes after the call, back to back */
-  char path[PATH_MAX];
-};
 
 /* How many bytes at addr the thread can read (a prefix of len), copied into dst. */
 size_t read_target(pid_t tid, void *dst, uint64_t addr, size_t len);
