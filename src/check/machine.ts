@@ -138,3 +138,8 @@ export class CaptureMachine {
     return this.ms;
   }
 }
+
+/** Whether the profile's vendor module offsets the TSC for host writes (kvm_pvm ignores them). */
+export function tscOffsetHonored(profile: HostProfile): boolean {
+  return new Kvm({ profile }).x86.vendor.tscOffsetHonored;
+}

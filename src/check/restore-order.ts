@@ -11,7 +11,7 @@ import type { HostProfile } from '../kvm/profile.js';
 import { MOVING_MSRS } from '../kvm/x86/moving-msrs.js';
 import type { CaptureRecord, ParsedCapture } from '../capture/format.js';
 import { hex, type Finding } from './findings.js';
-import { CaptureMachine, vcpuKey, vmKey } from './machine.js';
+import { tscOffsetHonored, vcpuKey, vmKey } from './machine.js';
 import { batchEntries, isMsrBatch } from './msr-traffic.js';
 import { play, type Op, type Outcomes } from './playback.js';
 
@@ -84,6 +84,7 @@ export function restoreOrder(restore: ParsedCapture, profile: HostProfile): Orde
     }
   };
 
+  const honored = tscOffsetHonored(profile);
   for (const key of vcpuKeys) {
     const vm = key.split('/')[0]!;
     const firstSet = ops.findIndex((o) => o.rec.fdKind === 'vcpu' && vcpuKey(o.rec) === key && o.rec.request === I.KVM_SET_MSRS);
@@ -125,7 +126,7 @@ export function restoreOrder(restore: ParsedCapture, profile: HostProfile): Orde
       const variant = [...ops.slice(0, dep.n), synthetic, ...ops.slice(dep.n)];
       report(play(profile, variant).outcomes, p.rule, `${msrLabel(p.first)} is written first`);
     }
-    tscBeforeDeadline(ops, key, profile, findings);
+    tscBeforeDeadline(ops, key, profile, honored, findings);
   }
   // VMX capability MSRs after KVM_SET_NESTED_STATE put the vCPU in VMX operation (kvmsr does not model nested state: by rule).
   findings.push(...vmxCapsAfterNested(ops));
@@ -142,7 +143,7 @@ export function restoreOrder(restore: ParsedCapture, profile: HostProfile): Orde
  * the guest TSC at the moment of the write: a deadline restored before IA32_TSC is measured against
  * the new vCPU's TSC and fires at the wrong time (firecracker #4099, fixed by #4666).
  */
-function tscBeforeDeadline(ops: Op[], key: string, profile: HostProfile, findings: Finding[]): void {
+function tscBeforeDeadline(ops: Op[], key: string, profile: HostProfile, honored: boolean, findings: Finding[]): void {
   let deadlineAt: { seq: number; data: bigint } | undefined;
   let tscFirst = false;
   for (const { rec } of ops) {
@@ -152,7 +153,6 @@ function tscBeforeDeadline(ops: Op[], key: string, profile: HostProfile, finding
       if (e.index === TSC && deadlineAt === undefined) tscFirst = true;
       if (e.index === TSC_DEADLINE && e.data !== 0n && deadlineAt === undefined && !tscFirst) deadlineAt = { seq: rec.seq, data: e.data };
       if (e.index === TSC && deadlineAt !== undefined) {
-        const honored = new CaptureMachine(profile).kvm.x86.vendor.tscOffsetHonored;
         findings.push({
           severity: honored ? 'error' : 'warning',
           kind: 'restore-order',

@@ -5,7 +5,7 @@ import type { HostProfile } from '../kvm/profile.js';
 import type { CaptureRecord, ParsedCapture } from '../capture/format.js';
 import { recordsStateGetters } from '../capture/extents.js';
 import { hex, type Finding } from './findings.js';
-import { CaptureMachine, vcpuKey, vmKey } from './machine.js';
+import { tscOffsetHonored, vcpuKey, vmKey } from './machine.js';
 import { batchEntries, isMsrBatch, type VcpuTraffic } from './msr-traffic.js';
 
 const TSC = 0x10;
@@ -47,8 +47,7 @@ function tscWrites(restore: ParsedCapture, profile: HostProfile, findings: Findi
       });
   }
   if (writes.size === 0) return;
-  const m = new CaptureMachine(profile);
-  const honored = m.kvm.x86.vendor.tscOffsetHonored;
+  const honored = tscOffsetHonored(profile);
   const khz = profile.tscKhz > 0 ? profile.tscKhz : 1_000_000;
   let untimed = false;
   const hz = BigInt(khz) * 1000n;

@@ -14,6 +14,7 @@ import type { MsrValue } from './msr-ret.js';
 import * as MsrSlots from './msr-slots.js';
 import type { Vcpu } from '../vcpu.js';
 import * as PatModule from './pat.js';
+import * as PvModule from './pv.js';
 import * as TscModule from './tsc.js';
 import type { X86 } from './x86.js';
 
@@ -259,8 +260,7 @@ function setLoop(x86: X86, vcpu: Vcpu, i32: Int32Array, first: number, n: number
           if (((pv >>> pvBit[s]!) & 1) !== 0) {
             msrs[SYSTEM_TIME_SLOT] = msrs[SYSTEM_TIME_NEW_SLOT] = lo;
             msrs[SYSTEM_TIME_SLOT + 1] = msrs[SYSTEM_TIME_NEW_SLOT + 1] = hi;
-            // kvm_write_system_time's pvclock cache (pv.ts pvTimeActiveAfter, inlined on this path).
-            vcpu.pvTimeActive = (lo & 1) === 0 ? false : (lo & 0xffe) + 32 <= 4096 ? true : vcpu.pvTimeActive;
+            vcpu.pvTimeActive = PvModule.pvTimeActiveAfter(vcpu.pvTimeActive, lo); // kvm_write_system_time's pvclock cache
             continue;
           }
           break;
