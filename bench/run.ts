@@ -14,7 +14,8 @@ import { Kvm } from '../src/kvm/kvm.js';
 import { loadRealKvm, realKvmStatus } from '../src/native/real-kvm.js';
 import { NaiveMsrs } from './baseline/naive-msrs.js';
 import { TableLoop } from './baseline/table-loop.js';
-import { C_LOOP, evaluateTargets, JS_BASELINE, KERNEL, targetTable, type BenchRow } from './targets.js';
+import { C_LOOP, evaluateTargets, JS_BASELINE, KERNEL, KVMSR_RUN, RUN_SUITE, targetTable, type BenchRow } from './targets.js';
+import { roundTrips } from './round-trip.js';
 import { parseCapture } from '../src/capture/format.js';
 import { replay } from '../src/capture/replay.js';
 
@@ -194,9 +195,24 @@ async function main(): Promise<void> {
       notes.push(`replay of ${f}: ${Math.round(r.opsPerSec * ioctls).toLocaleString('en')} ioctls per second, fds, profile and comparison included`);
     }
   }
+  const trip = await roundTrips(ROOT);
+  notes.push(...trip.notes);
+  if (trip.run !== null) {
+    const inProcess = rows.find((r) => r.suite === 'KVM_GET_MSRS x1' && r.peer === 'kvmsr');
+    const peers: [string, number | null][] = [
+      [KVMSR_RUN, trip.run],
+      [KERNEL, trip.kernel],
+      ['kvmsr in process', inProcess ? inProcess.nsPerOp : null],
+    ];
+    for (const [peer, ns] of peers) {
+      if (ns === null) continue;
+      rows.push({ suite: RUN_SUITE, entries: 1, peer, opsPerSec: 1e9 / ns, nsPerOp: ns, entriesPerSec: 1e9 / ns, ratioToKvmsr: trip.run / ns });
+    }
+  }
   const targets = evaluateTargets(rows, SIZES, {
     kernel: real ? 'the kernel peer did not run' : `no kernel peer: ${status.ok ? 'the FFI did not load' : status.reason}`,
     c: cExe === null ? 'no C peer (gcc missing)' : 'the C peer did not run',
+    ...(trip.why ? { run: trip.why } : {}),
   });
   const result = { date: new Date().toISOString(), node: process.version, profile: kvm.profile.host, notes, targets, rows };
   writeFileSync(join(OUT, 'latest.json'), JSON.stringify(result, null, 2) + '\n');

@@ -27,9 +27,12 @@ export interface Target {
 export const KERNEL = 'real kernel';
 export const JS_BASELINE = 'JS baseline';
 export const C_LOOP = 'C loop (gcc -O2)';
+/** The round trip from a native program: its suite, and the peer that serves it through `kvmsr run`. */
+export const RUN_SUITE = 'KVM_GET_MSRS x1 from a native program';
+export const KVMSR_RUN = 'kvmsr run';
 
-/** @param missing why the kernel and the C peer did not run, should they be absent from rows */
-export function evaluateTargets(rows: readonly BenchRow[], sizes: readonly number[], missing: { kernel: string; c: string }): Target[] {
+/** @param missing why the kernel, the C peer and the round trip did not run, should they be absent from rows */
+export function evaluateTargets(rows: readonly BenchRow[], sizes: readonly number[], missing: { kernel: string; c: string; run?: string }): Target[] {
   const over = (suite: string, peer: string): number | null => {
     const r = rows.find((x) => x.suite === suite && x.peer === peer);
     return r && r.ratioToKvmsr > 0 ? 1 / r.ratioToKvmsr : null;
@@ -47,6 +50,8 @@ export function evaluateTargets(rows: readonly BenchRow[], sizes: readonly numbe
     ),
     // Within 4x of the C loop: kvmsr at least a quarter of C's speed.
     judge('KVM_GET_MSRS x255: within 4x of the C loop', over('KVM_GET_MSRS x255', C_LOOP), (x) => x >= 0.25, missing.c),
+    // kvmsr run's round trip within 3x of the kernel's: at least a third of its calls per second.
+    judge('KVM_GET_MSRS x1 under kvmsr run: within 3x of the kernel', over(RUN_SUITE, KERNEL), (x) => x >= 1 / 3, missing.run ?? missing.kernel),
   ];
 }
 

@@ -11,7 +11,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -95,16 +98,34 @@ struct reply {
 };
 
 /*
- * One request and its reply on the server socket s, in the wire format of src/run/protocol.ts:
- * what the library and the seccomp broker both send. 0, or -1 when the server is gone or answered
- * out of format (out->arg and out->regs may then be allocated: the caller frees them).
+ * The shared-memory lane (src/run/lane.ts): a file in the server's directory that the library maps
+ * and the server reads and writes with pread/pwrite. A request goes into the lane instead of the
+ * socket, and its response comes back there, so a call costs no wake-up of a sleeping process while
+ * both sides are busy: the server polls its lanes for a while after each request (LANE_POLLING set,
+ * no ring needed) and the caller polls for its response for a while before it sleeps on the socket
+ * (LANE_SLEEPING set, the server then sends a WAKE frame). Each flag is read after the other side's
+ * state is written, with a full fence between, so neither side sleeps while the other has news.
  */
-static inline int wire_exchange(int s, uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer, const unsigned char *argb,
-                                uint32_t arg_len, const struct region *rg, uint32_t nrg, const uint64_t *sig, pid_t tid, struct reply *out) {
-  size_t size = REQ_HEADER + (sig ? SIGNALS_LEN : 0) + arg_len;
-  for (uint32_t i = 0; i < nrg; i++) size += REGION_HEADER + rg[i].len;
-  unsigned char *m = malloc(size);
-  if (!m) return -1;
+#define OP_LANE 4 /* make this connection a lane: the reply's path names its file */
+#define OP_RING 5 /* a request waits in the lane (the server answers there, never on the socket) */
+#define WAKE_MAGIC 0x454b4157u /* a RESP_HEADER-sized frame on the socket: the lane has a response */
+#define LANE_POLLING 0   /* u32, the server's: 1 while it polls the lane */
+#define LANE_SLEEPING 64 /* u32, the caller's: 1 while it sleeps on the socket for a WAKE frame */
+#define LANE_CTL 4096    /* the request frame; its response is LANE_MAX further */
+#define LANE_STATE (LANE_CTL - 8) /* u32: LANE_IDLE, LANE_REQUEST or LANE_RESPONSE; one read gets it and the frame */
+#define LANE_IDLE 0
+#define LANE_REQUEST 1
+#define LANE_RESPONSE 2
+#define LANE_MAX ((1u << 20) + 8192) /* a frame of MAX_FRAME, and its response with a path */
+#define LANE_SIZE (LANE_CTL + 2 * LANE_MAX)
+#define LANE_SPIN_NS 200000L /* how long a caller polls for its response; KVMSR_RUN_SPIN_US sets it */
+
+struct lane { unsigned char *m; long spin_ns; };
+
+/* The request frame (src/run/protocol.ts) into m, which holds `size` bytes. */
+static inline void put_request(unsigned char *m, size_t size, uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer,
+                               const unsigned char *argb, uint32_t arg_len, const struct region *rg, uint32_t nrg,
+                               const uint64_t *sig, pid_t tid) {
   uint32_t h32[6] = {REQ_MAGIC, (uint32_t)size, op, (uint32_t)kfd, req, (uint32_t)tid};
   memcpy(m, h32, 24);
   memcpy(m + 24, &arg, 8);
@@ -120,12 +141,10 @@ static inline int wire_exchange(int s, uint32_t op, int32_t kfd, uint32_t req, u
     p += REGION_HEADER;
     if (rg[i].len) { memcpy(p, rg[i].bytes, rg[i].len); p += rg[i].len; }
   }
-  int bad = io_all(s, m, size, 1);
-  free(m);
-  uint32_t rh[8];
-  if (bad || io_all(s, rh, RESP_HEADER, 0)) return -1;
-  size_t regs = 0;
-  for (uint32_t i = 0; i < nrg; i++) regs += rg[i].len;
+}
+
+/* Whether a response header fits the request; fills out's scalars and allocates its buffers. */
+static inline int take_header(const uint32_t rh[8], uint32_t arg_len, size_t regs, uint32_t nrg, struct reply *out) {
   size_t tail = (rh[7] & RESP_WAIT) ? WAIT_MASK_LEN : 0;
   if (rh[0] != RESP_MAGIC || rh[3] != arg_len || rh[4] != nrg || rh[5] >= PATH_MAX || (rh[7] & ~RESP_WAIT) ||
       rh[1] != RESP_HEADER + arg_len + regs + rh[5] + tail) return -1;
@@ -135,10 +154,131 @@ static inline int wire_exchange(int s, uint32_t op, int32_t kfd, uint32_t req, u
   out->arg = arg_len ? malloc(arg_len) : NULL;
   out->regs = regs ? malloc(regs) : NULL;
   if ((arg_len && !out->arg) || (regs && !out->regs)) return -1;
+  return 0;
+}
+
+static inline long lane_elapsed_ns(const struct timespec *t0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
+/* Waits for the lane's response: polls a while (more than one CPU), then sleeps on the socket. */
+static inline int lane_wait(int s, struct lane *l) {
+  uint32_t *st = (uint32_t *)(l->m + LANE_STATE), *sl = (uint32_t *)(l->m + LANE_SLEEPING);
+  if (l->spin_ns > 0) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 1;; i++) {
+      if (__atomic_load_n(st, __ATOMIC_ACQUIRE) == LANE_RESPONSE) return 0;
+      __builtin_ia32_pause();
+      if ((i & 63) == 0 && lane_elapsed_ns(&t0) > l->spin_ns) break;
+    }
+  }
+  for (;;) {
+    __atomic_store_n(sl, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(st, __ATOMIC_SEQ_CST) == LANE_RESPONSE) break;
+    uint32_t w[RESP_HEADER / 4];
+    if (io_all(s, w, RESP_HEADER, 0) || w[0] != WAKE_MAGIC) { __atomic_store_n(sl, 0, __ATOMIC_RELAXED); return -1; }
+  }
+  __atomic_store_n(sl, 0, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* One request and its reply through the lane. */
+static inline int lane_exchange(int s, struct lane *l, size_t size, uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer,
+                                const unsigned char *argb, uint32_t arg_len, const struct region *rg, uint32_t nrg,
+                                const uint64_t *sig, pid_t tid, struct reply *out) {
+  put_request(l->m + LANE_CTL, size, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, tid);
+  __atomic_store_n((uint32_t *)(l->m + LANE_STATE), LANE_REQUEST, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n((uint32_t *)(l->m + LANE_POLLING), __ATOMIC_SEQ_CST)) {
+    uint32_t ring[REQ_HEADER / 4] = {REQ_MAGIC, REQ_HEADER, OP_RING, 0, 0, (uint32_t)tid};
+    if (io_all(s, ring, REQ_HEADER, 1)) return -1;
+  }
+  if (lane_wait(s, l)) return -1;
+  const unsigned char *p = l->m + LANE_CTL + LANE_MAX;
+  uint32_t rh[8];
+  memcpy(rh, p, RESP_HEADER);
+  size_t regs = 0;
+  for (uint32_t i = 0; i < nrg; i++) regs += rg[i].len;
+  if (rh[1] > LANE_MAX || take_header(rh, arg_len, regs, nrg, out)) return -1;
+  p += RESP_HEADER;
+  if (arg_len) memcpy(out->arg, p, arg_len);
+  p += arg_len;
+  if (regs) memcpy(out->regs, p, regs);
+  p += regs;
+  memcpy(out->path, p, rh[5]);
+  out->path[rh[5]] = 0;
+  p += rh[5];
+  if (rh[7] & RESP_WAIT) memcpy(&out->wait_mask, p, WAIT_MASK_LEN);
+  __atomic_store_n((uint32_t *)(l->m + LANE_STATE), LANE_IDLE, __ATOMIC_RELEASE);
+  return 0;
+}
+
+/* A response header from the socket, past any WAKE frames a lane's caller did not need. */
+static inline int read_response_header(int s, uint32_t rh[8]) {
+  do {
+    if (io_all(s, rh, RESP_HEADER, 0)) return -1;
+  } while (rh[0] == WAKE_MAGIC);
+  return 0;
+}
+
+/*
+ * One request and its reply on the server socket s (through the lane l when there is one and the
+ * frame fits), in the wire format of src/run/protocol.ts: what the library and the seccomp broker
+ * both send. 0, or -1 when the server is gone or answered out of format (out->arg and out->regs may
+ * then be allocated: the caller frees them).
+ */
+static inline int wire_exchange(int s, struct lane *l, uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int buffer,
+                                const unsigned char *argb, uint32_t arg_len, const struct region *rg, uint32_t nrg,
+                                const uint64_t *sig, pid_t tid, struct reply *out) {
+  size_t size = REQ_HEADER + (sig ? SIGNALS_LEN : 0) + arg_len;
+  for (uint32_t i = 0; i < nrg; i++) size += REGION_HEADER + rg[i].len;
+  if (l && l->m && size <= LANE_MAX) return lane_exchange(s, l, size, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, tid, out);
+  unsigned char *m = malloc(size);
+  if (!m) return -1;
+  put_request(m, size, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, tid);
+  int bad = io_all(s, m, size, 1);
+  free(m);
+  uint32_t rh[8];
+  if (bad || read_response_header(s, rh)) return -1;
+  size_t regs = 0;
+  for (uint32_t i = 0; i < nrg; i++) regs += rg[i].len;
+  if (take_header(rh, arg_len, regs, nrg, out)) return -1;
   if (io_all(s, out->arg, arg_len, 0) || io_all(s, out->regs, regs, 0) || io_all(s, out->path, rh[5], 0)) return -1;
   out->path[rh[5]] = 0;
-  if (tail && io_all(s, &out->wait_mask, WAIT_MASK_LEN, 0)) return -1;
+  if ((rh[7] & RESP_WAIT) && io_all(s, &out->wait_mask, WAIT_MASK_LEN, 0)) return -1;
   return 0;
+}
+
+/*
+ * Asks the server for a lane on connection s and maps it into l (l->m stays NULL where the server
+ * gives none: every request then goes through the socket).
+ */
+static inline void lane_open(int s, struct lane *l, pid_t tid) {
+  struct reply r = {0};
+  l->m = NULL;
+  if (wire_exchange(s, NULL, OP_LANE, -1, 0, 0, 0, NULL, 0, NULL, 0, NULL, tid, &r) == 0 && r.ret == 0 && r.path[0]) {
+    /* The raw call: the lane is kvmsr's own business, not the program's opens (nor an interposer's). */
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, r.path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      void *m = mmap(NULL, LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (m != MAP_FAILED) l->m = m;
+      syscall(SYS_close, fd);
+    }
+    unlink(r.path); /* the server holds its own fd; nothing is left behind when either side dies */
+  }
+  free(r.arg);
+  free(r.regs);
+  /* Polling only pays where the server runs on another CPU meanwhile. */
+  const char *us = getenv("KVMSR_RUN_SPIN_US");
+  l->spin_ns = us && *us ? strtol(us, NULL, 10) * 1000L : sysconf(_SC_NPROCESSORS_ONLN) > 1 ? LANE_SPIN_NS : 0;
+}
+
+/* Forgets a lane (a forked child's copy of its parent's, or one whose connection was lost). */
+static inline void lane_drop(struct lane *l) {
+  if (l->m) munmap(l->m, LANE_SIZE);
+  l->m = NULL;
 }
 
 /* ---- paths ---- */

@@ -93,11 +93,13 @@ static int (*real_close_range)(unsigned int, unsigned int, int);
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ent tab[MAX_FDS];
 static uint16_t refs[MAX_FDS]; /* real fds per kvmsr fd, in this process */
+static int kvm_files;           /* kvmsr fds this process has open (refs[] that are not 0) */
 static int conn_fd = -1;
 static pid_t conn_pid;
 static dev_t conn_dev;
 static ino_t conn_ino;
 static int warned_conn;
+static struct lane lane; /* the connection's shared-memory lane, under `lock` */
 static struct slots slots; /* under `lock` */
 /* This process, as fork() (through pthread_atfork) tells it. Another pid means a vfork() child (or
  * a raw clone) sharing our memory: it must not touch the table, which is its parent's too. */
@@ -184,6 +186,7 @@ static int connection(void) {
   if (conn_fd >= 0 && conn_pid == me && same_file(conn_fd, conn_dev, conn_ino)) return conn_fd;
   if (conn_fd >= 0 && conn_pid != me && same_file(conn_fd, conn_dev, conn_ino)) real_close(conn_fd);
   conn_fd = -1;
+  lane_drop(&lane); /* the parent's, in a forked child: its requests must not land there */
   const char *path = getenv("KVMSR_RUN_SOCKET");
   if (!path || !*path) {
     if (!warned_conn++) say("kvmsr run: KVMSR_RUN_SOCKET is not set: /dev/kvm is refused (run the command under `kvmsr run`)%s%s\n", "", "");
@@ -209,6 +212,7 @@ static int connection(void) {
   conn_pid = me;
   conn_dev = st.st_dev;
   conn_ino = st.st_ino;
+  lane_open(s, &lane, (pid_t)syscall(SYS_gettid));
   return s;
 }
 
@@ -222,7 +226,7 @@ static int transact(uint32_t op, int32_t kfd, uint32_t req, uint64_t arg, int bu
                     uint32_t arg_len, const struct region *rg, uint32_t nrg, const uint64_t *sig, struct reply *out) {
   int s = connection();
   if (s < 0) return -1;
-  if (wire_exchange(s, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, (pid_t)syscall(SYS_gettid), out)) goto lost;
+  if (wire_exchange(s, &lane, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, (pid_t)syscall(SYS_gettid), out)) goto lost;
   return 0;
 lost:
   free(out->arg);
@@ -231,6 +235,7 @@ lost:
   if (!warned_conn++) say("kvmsr run: lost the kvmsr server%s%s; KVM calls now fail with EIO\n", "", "");
   real_close(s);
   conn_fd = -1;
+  lane_drop(&lane);
   return -1;
 }
 
@@ -285,7 +290,7 @@ static void put(int fd, int kfd, int kind, pid_t pid) {
   tab[fd].dev = st.st_dev;
   tab[fd].ino = st.st_ino;
   __atomic_store_n(&tab[fd].kfd1, kfd + 1, __ATOMIC_RELEASE);
-  refs[kfd]++;
+  if (refs[kfd]++ == 0) kvm_files++;
 }
 
 /* Forgets fd; when it was this process's last reference to its kvmsr file, closes that in kvmsr. */
@@ -294,14 +299,22 @@ static void drop(int fd) {
   int kfd = e->kfd1 - 1;
   __atomic_store_n(&e->kfd1, 0, __ATOMIC_RELEASE);
   if (kfd < 0 || kfd >= MAX_FDS) return;
-  if (refs[kfd] > 0) refs[kfd]--;
+  if (refs[kfd] == 0 || --refs[kfd] > 0) return;
+  kvm_files--;
   /* A forked child's close only drops its reference: the file stays open in its parent. */
-  if (refs[kfd] == 0 && e->pid == getpid()) {
+  if (e->pid == getpid()) {
     struct reply r = {0};
     unmap_vpage(kfd);
     transact(OP_CLOSE, kfd, 0, 0, 0, NULL, 0, NULL, 0, NULL, &r);
     free(r.arg);
     free(r.regs);
+  }
+  /* The last one: the connection and its lane go too, so a program that closes every KVM fd is
+   * left with none of kvmsr's (the next open makes a new connection). */
+  if (kvm_files == 0 && conn_fd >= 0 && conn_pid == getpid()) {
+    real_close(conn_fd);
+    conn_fd = -1;
+    lane_drop(&lane);
   }
 }
 

@@ -157,7 +157,7 @@ int transact(struct conn *c, uint32_t op, int32_t kfd, uint32_t req, uint64_t ar
   memset(out, 0, sizeof *out);
   int s = connection(c);
   if (s < 0) return -1;
-  if (wire_exchange(s, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, tid, out)) goto lost;
+  if (wire_exchange(s, NULL, op, kfd, req, arg, buffer, argb, arg_len, rg, nrg, sig, tid, out)) goto lost;
   return 0;
 lost:
   reply_free(out);

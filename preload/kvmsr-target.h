@@ -17,7 +17,8 @@ struct kfile {
   int fd;
 };
 
-/* One connection to the server (one per broker thread), -1 until first used. */
+/* One connection to the server (one per broker thread), -1 until first used. It has no lane (lane.ts):
+ * the server would poll one per broker thread, and the seccomp hops cost wake-ups of their own. */
 struct conn { int fd; };
 
 

@@ -6,7 +6,7 @@ import { decodeMsrs, encodeMsrs } from '../src/abi/codecs.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { NaiveMsrs } from '../bench/baseline/naive-msrs.js';
 import { TableLoop } from '../bench/baseline/table-loop.js';
-import { C_LOOP, evaluateTargets, JS_BASELINE, KERNEL, targetTable, type BenchRow, type Target } from '../bench/targets.js';
+import { C_LOOP, evaluateTargets, JS_BASELINE, KERNEL, RUN_SUITE, targetTable, type BenchRow, type Target } from '../bench/targets.js';
 import { machine } from './helpers.js';
 
 describe('bench peers', () => {
@@ -70,5 +70,13 @@ describe('bench targets', () => {
     const slower = evaluateTargets([row('KVM_GET_MSRS x255', C_LOOP, 4.1)], [255], missing);
     expect(byName(slower, 'KVM_GET_MSRS x255: within 4x').status).toBe('not met');
     expect(targetTable(slower)).toContain('| KVM_GET_MSRS x255: within 4x of the C loop | 1/4.1 | not met |');
+  });
+
+  test('kvmsr run within 3x of the kernel: judged on the native round trip, not measured without it', () => {
+    const name = 'KVM_GET_MSRS x1 under kvmsr run: within 3x';
+    expect(byName(evaluateTargets([row(RUN_SUITE, KERNEL, 3)], [255], missing), name).status).toBe('met'); // the kernel 3x as fast
+    expect(byName(evaluateTargets([row(RUN_SUITE, KERNEL, 3.1)], [255], missing), name).status).toBe('not met');
+    const none = byName(evaluateTargets([], [255], { ...missing, run: 'kvmsr run round trip failed' }), name);
+    expect(none).toEqual({ target: 'KVM_GET_MSRS x1 under kvmsr run: within 3x of the kernel', reached: null, status: 'not measured', why: 'kvmsr run round trip failed' });
   });
 });

@@ -19,7 +19,7 @@ import type { HostProfile } from '../src/kvm/profile.js';
 import { captureProfile } from '../src/profile/capture.js';
 import { defaultProfile } from '../src/profiles.js';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, OP_IOCTL, RESP_HEADER } from '../src/run/protocol.js';
-import { runUnderKvmsr } from '../src/run/run-command.js';
+import { runUnderKvmsr, type RunResult } from '../src/run/run-command.js';
 import { RunSession } from '../src/run/session.js';
 
 const haveCc = spawnSync('cc', ['--version']).status === 0;
@@ -78,11 +78,20 @@ KVM_SET_GUEST_DEBUG single-step: ret 0 errno 0, RFLAGS 0x2, after 0x2
 KVM_SET_GUEST_DEBUG inject #DB: ret 0 errno 0, exception injected 1 nr 1 pending 1, again ret -1 errno 16, #BP ret -1 errno 16
 `;
 
-async function underKvmsr(command: string[], opts: { profile?: HostProfile; record?: string } = {}): Promise<{ status: number; stdout: string; log: string[] }> {
+async function underKvmsr(
+  command: string[],
+  opts: { profile?: HostProfile; record?: string; spinUs?: number } = {},
+): Promise<{ status: number; stdout: string; log: string[]; lanes: RunResult['lanes'] }> {
   const log: string[] = [];
-  const r = await runUnderKvmsr(command, { profile: opts.profile ?? defaultProfile(), ...(opts.record ? { record: opts.record } : {}), stdio: 'pipe', log: (l) => log.push(l) });
+  const r = await runUnderKvmsr(command, {
+    profile: opts.profile ?? defaultProfile(),
+    ...(opts.record ? { record: opts.record } : {}),
+    ...(opts.spinUs !== undefined ? { spinUs: opts.spinUs } : {}),
+    stdio: 'pipe',
+    log: (l) => log.push(l),
+  });
   if (r.stderr) log.push(r.stderr);
-  return { status: r.status, stdout: r.stdout ?? '', log };
+  return { status: r.status, stdout: r.stdout ?? '', log, lanes: r.lanes };
 }
 
 const capture = (file: string): ParsedCapture => parseCapture(readFileSync(file, 'utf8'), file);
@@ -107,6 +116,13 @@ describe.skipIf(!haveCc)('test/c/run-kvm-run.c: KVM_RUN of a halted guest', () =
       [0, 0, 0],
     ]);
     expect(replay(c, { continueOnDivergence: true }).divergences).toEqual([]);
+  }, 60_000);
+
+  test('the same with no polling on either side of the lane (every call rings, every answer wakes its caller)', async () => {
+    const r = await underKvmsr([bin], { spinUs: 0 });
+    expect(r.status, r.log.join('\n')).toBe(0);
+    expect(r.stdout).toBe(EXPECTED);
+    expect(r.lanes.rings).toBe(r.lanes.requests);
   }, 60_000);
 
   test.skipIf(!haveKvm)('on the real kernel it prints the same, and under kvmsr with this host\'s profile too', async () => {

@@ -74,16 +74,18 @@ export class ArgResolver {
   }
 
   /** Views of recently used arrays, so alternating between a few buffers allocates nothing. */
-  private readonly cache: { bytes: Uint8Array; dv: DataView; u32: Uint32Array; i32: Int32Array; u8: Uint8Array }[] = [];
+  private readonly cache: { buffer: ArrayBufferLike; dv: DataView; u32: Uint32Array; i32: Int32Array; u8: Uint8Array }[] = [];
   private next = 0;
   private byteOffset = 0;
 
   private switchTo(bytes: Uint8Array): void {
-    let c = this.cache.find((e) => e.bytes === bytes);
+    // Keyed by the backing buffer: the views cover all of it, so every array over one buffer (a
+    // server's scratch area, mapped a piece at a time) shares them.
+    const buf = bytes.buffer;
+    let c = this.cache.find((e) => e.buffer === buf);
     if (!c) {
-      const buf = bytes.buffer;
       const words = buf.byteLength >>> 2;
-      c = { bytes, dv: new DataView(buf), u32: new Uint32Array(buf, 0, words), i32: new Int32Array(buf, 0, words), u8: new Uint8Array(buf) };
+      c = { buffer: buf, dv: new DataView(buf), u32: new Uint32Array(buf, 0, words), i32: new Int32Array(buf, 0, words), u8: new Uint8Array(buf) };
       this.cache[this.next] = c;
       this.next = (this.next + 1) % VIEW_CACHE_SIZE;
     }

@@ -1,5 +1,7 @@
 // The wire format between the `kvmsr run` preload library (preload/kvmsr-run.c) and its server:
-// little-endian frames over a Unix stream socket, one request and then its response.
+// little-endian frames over a Unix stream socket, one request and then its response. After OP_LANE
+// the same frames travel through a shared file instead (lane.ts); the socket then carries only the
+// OP_RING and WAKE frames that wake a side that sleeps.
 //
 // Request (48-byte header): magic, size (whole frame), op, kvmsr fd (i32), ioctl request, tid,
 // arg (u64: the integer argument, or the pointer), flags (bit 0: arg is a pointer and its bytes
@@ -24,6 +26,12 @@ export const RESP_MAGIC = 0x5053524b;
 export const OP_OPEN = 1;
 export const OP_IOCTL = 2;
 export const OP_CLOSE = 3;
+/** Make this connection a shared-memory lane (lane.ts): the response's path names its file. */
+export const OP_LANE = 4;
+/** A request waits in this connection's lane: answered there, never on the socket. */
+export const OP_RING = 5;
+/** A RESP_HEADER-sized frame on the socket: the lane holds the response its caller sleeps for. */
+export const WAKE_MAGIC = 0x454b4157;
 export const REQ_HEADER = 48;
 export const RESP_HEADER = 32;
 export const REGION_HEADER = 16;
@@ -88,11 +96,12 @@ export function frameLength(buf: Uint8Array): number | null {
 }
 
 export function decodeRequest(frame: Uint8Array): Request {
-  const size = frameLength(frame);
-  if (size === null || size !== frame.length) throw new ProtocolError('truncated frame');
+  if (frame.length < REQ_HEADER) throw new ProtocolError('truncated frame');
   const dv = view(frame);
+  if (dv.getUint32(0, true) !== REQ_MAGIC) throw new ProtocolError('bad magic: not a kvmsr run request');
+  if (dv.getUint32(4, true) !== frame.length) throw new ProtocolError('truncated frame');
   const op = dv.getUint32(8, true);
-  if (op !== OP_OPEN && op !== OP_IOCTL && op !== OP_CLOSE) throw new ProtocolError(`unknown op ${op}`);
+  if (op < OP_OPEN || op > OP_RING) throw new ProtocolError(`unknown op ${op}`);
   const flags = dv.getUint32(32, true);
   const argLen = dv.getUint32(36, true);
   const nregions = dv.getUint32(40, true);
@@ -194,6 +203,14 @@ export function encodeRequest(q: Request): Buffer {
   }
   return out;
 }
+
+/** The WAKE frame the server sends a lane's caller that sleeps on the socket. */
+export const WAKE_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(RESP_HEADER);
+  b.writeUInt32LE(WAKE_MAGIC, 0);
+  b.writeUInt32LE(RESP_HEADER, 4);
+  return b;
+})();
 
 /** Response frame length from its header, or null while fewer than RESP_HEADER bytes are there. */
 export function responseLength(buf: Uint8Array): number | null {

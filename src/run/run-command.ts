@@ -29,6 +29,13 @@ export interface RunOptions {
   onVcpuIoctl?: VcpuHook;
   /** Log every KVM call and its answer. */
   trace?: boolean;
+  /**
+   * How long (µs) the server polls the command's lanes after a call, and the command's calls poll for
+   * their answers, before either sleeps (docs/performance.md). 0: both always sleep and are woken.
+   * Default: KVMSR_RUN_SPIN_US, else 500 for the server and 200 for a call where there is more
+   * than one CPU, else 0.
+   */
+  spinUs?: number;
 }
 
 export interface RunResult {
@@ -43,6 +50,8 @@ export interface RunResult {
   requests: number;
   dropped: number;
   ms: number;
+  /** The shared-memory lanes (src/run/lane.ts): made, requests through them, rings, WAKE frames. */
+  lanes: { lanes: number; requests: number; rings: number; wakes: number };
 }
 
 /** /dev/shm when there is one (the kvm_run files are then memory, as KVM's page is). */
@@ -80,7 +89,7 @@ export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): P
     ...(opts.onVcpuIoctl ? { onVcpuIoctl: opts.onVcpuIoctl } : {}),
     ...(opts.trace ? { trace: true } : {}),
   });
-  const server = new RunServer(session, log);
+  const server = new RunServer(session, log, { laneDir: dir, ...(opts.spinUs !== undefined ? { spinUs: opts.spinUs } : {}) });
   const handlers = new Map<NodeJS.Signals, () => void>();
   try {
     const socket = join(dir, 'sock');
@@ -88,6 +97,7 @@ export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): P
     const env = { ...(opts.env ?? process.env) };
     if (!seccomp) env['LD_PRELOAD'] = env['LD_PRELOAD'] ? `${native}:${env['LD_PRELOAD']}` : native;
     env['KVMSR_RUN_SOCKET'] = socket;
+    if (opts.spinUs !== undefined) env['KVMSR_RUN_SPIN_US'] = String(opts.spinUs);
     const pipe = opts.stdio === 'pipe';
     // The broker forks the command, and exits as it does (its code, or its signal).
     const [file, args] = seccomp ? [native, ['--', ...command]] : [command[0]!, command.slice(1)];
@@ -105,7 +115,7 @@ export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): P
       child.once(pipe ? 'close' : 'exit', (c: number | null, s: NodeJS.Signals | null) => resolve([c, s]));
     });
     const status = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1);
-    return { status, signal, stdout, stderr, intercept, requests: session.requests, dropped: server.dropped, ms: performance.now() - t0 };
+    return { status, signal, stdout, stderr, intercept, requests: session.requests, dropped: server.dropped, ms: performance.now() - t0, lanes: { ...server.laneStats } };
   } finally {
     for (const [s, h] of handlers) process.off(s, h);
     await server.close();

@@ -12,7 +12,7 @@ import { Kvm } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
 import type { IoctlArg } from '../kvm/user-arg.js';
 import { KVMSR_VERSION } from '../version.js';
-import { NEW_NONE, NEW_VCPU, NEW_VM, OP_CLOSE, OP_IOCTL, OP_OPEN, type Request, type Response } from './protocol.js';
+import { encodeResponse, NEW_NONE, NEW_VCPU, NEW_VM, OP_CLOSE, OP_IOCTL, OP_OPEN, type Request, type Response } from './protocol.js';
 import { RunPage } from './run-page.js';
 
 /** Called around every vCPU ioctl: lets a test stand in for the guest (kvmsr runs no guest code). */
@@ -51,6 +51,7 @@ export class RunSession {
   private readonly pages = new Map<number, RunPage>();
   private readonly told = new Set<string>();
   private pageSeq = 0;
+  private scratch = new Uint8Array(64 * 1024);
   private readonly log: (line: string) => void;
 
   constructor(private readonly opts: SessionOptions) {
@@ -66,6 +67,19 @@ export class RunSession {
 
   /** Answers one request. Never throws for what a request holds; an internal error is the caller's to report. */
   handle(q: Request): Response {
+    return this.answer(q, true);
+  }
+
+  /**
+   * handle(), encoded as the wire's response frame. The bytes come straight from kvmsr's scratch
+   * area, with no copy in between (the server's path).
+   */
+  respond(q: Request): Buffer {
+    return encodeResponse(this.answer(q, false));
+  }
+
+  /** With `copy` false the response's bytes are views of the scratch area, valid until the next call. */
+  private answer(q: Request, copy: boolean): Response {
     this.requests++;
     this.tid = q.tid;
     switch (q.op) {
@@ -74,7 +88,7 @@ export class RunSession {
       case OP_CLOSE:
         return reply(this.closeFile(q.kfd), q);
       case OP_IOCTL:
-        return this.ioctl(q);
+        return this.ioctl(q, copy);
       default:
         return reply(-EINVAL, q);
     }
@@ -97,16 +111,17 @@ export class RunSession {
     return this.recorder ? this.recorder.close(kfd) : this.kvm.close(kfd);
   }
 
-  private ioctl(q: Request): Response {
+  private ioctl(q: Request, copy: boolean): Response {
     const kvm = this.kvm;
     const kind = kvm.fdKind(q.kfd);
     if (kind === undefined) return reply(-EBADF, q);
-    const ranges = q.pointer ? [{ addr: q.arg, bytes: q.argBytes }, ...q.regions] : [];
-    const spans = mapRanges(kvm, ranges);
+    const spans = q.pointer ? this.mapRanges(q) : NO_SPANS;
     try {
-      const page = kind === 'vcpu' ? this.pages.get(q.kfd) : undefined;
-      page?.pull();
       const hook = kind === 'vcpu' ? this.opts.onVcpuIoctl : undefined;
+      // Only KVM_RUN reads and writes kvm_run (kvm_arch_vcpu_ioctl_run); a test hook standing in for
+      // the guest may touch it around any vCPU call.
+      const page = kind === 'vcpu' && (q.request === KVM_RUN || hook) ? this.pages.get(q.kfd) : undefined;
+      page?.pull();
       hook?.(kvm, q.kfd, q.request, 'before');
       const seen = kvm.unmodeled.length;
       const arg = toArg(q.arg);
@@ -145,12 +160,71 @@ export class RunSession {
           path = this.newRunPage(ret);
         }
       }
-      const r: Response = { ret, argBytes: readBack(spans, q.arg, q.argBytes), regions: q.regions.map((x) => readBack(spans, x.addr, x.bytes)), path, newKind };
+      const back = (addr: bigint, was: Uint8Array): Uint8Array => readBack(spans, addr, was, copy);
+      const r: Response = { ret, argBytes: back(q.arg, q.argBytes), regions: q.regions.length === 0 ? NO_REGIONS : q.regions.map((x) => back(x.addr, x.bytes)), path, newKind };
       if (wait !== null) r.wait = wait;
       return r;
     } finally {
       for (const s of spans) kvm.memory.unmap(s.start);
     }
+  }
+
+  /**
+   * Maps the argument and the regions into the Kvm's user memory at their addresses, overlapping or
+   * touching ones as one mapping (two filter ranges may share a bitmap), in pieces of one scratch
+   * area that is reused from call to call. A range of zero bytes, at 0, or beyond what a JS number
+   * holds is not mapped: kvmsr faults there, as copy_from_user would.
+   */
+  private mapRanges(q: Request): Span[] {
+    const kvm = this.kvm;
+    if (q.regions.length === 0) {
+      // The common case: one argument and nothing it points to.
+      const len = q.argBytes.length;
+      if (len === 0 || q.arg <= 0n || q.arg + BigInt(len) > MAX_SAFE) return NO_SPANS;
+      const bytes = this.scratchFor(len).subarray(0, len);
+      bytes.set(q.argBytes);
+      const start = Number(q.arg);
+      kvm.memory.map(start, bytes);
+      return [{ start, bytes }];
+    }
+    const ranges = [{ addr: q.arg, bytes: q.argBytes }, ...q.regions];
+    const ok = ranges
+      .filter((r) => r.bytes.length > 0 && r.addr > 0n && r.addr + BigInt(r.bytes.length) <= MAX_SAFE)
+      .map((r) => ({ start: Number(r.addr), bytes: r.bytes }))
+      .sort((a, b) => a.start - b.start);
+    const merged: { start: number; end: number; parts: Span[] }[] = [];
+    for (const r of ok) {
+      const last = merged[merged.length - 1];
+      if (last && r.start <= last.end) {
+        last.end = Math.max(last.end, r.start + r.bytes.length);
+        last.parts.push(r);
+      } else {
+        merged.push({ start: r.start, end: r.start + r.bytes.length, parts: [r] });
+      }
+    }
+    const scratch = this.scratchFor(merged.reduce((n, m) => n + m.end - m.start, 0));
+    const spans: Span[] = [];
+    let at = 0;
+    try {
+      for (const m of merged) {
+        const bytes = scratch.subarray(at, at + m.end - m.start);
+        at += bytes.length;
+        bytes.fill(0);
+        for (const p of m.parts) bytes.set(p.bytes, p.start - m.start);
+        kvm.memory.map(m.start, bytes);
+        spans.push({ start: m.start, bytes });
+      }
+    } catch (e) {
+      for (const s of spans) kvm.memory.unmap(s.start);
+      throw e;
+    }
+    return spans;
+  }
+
+  /** The scratch area, at least `n` bytes (grown by doubling; one array, so its views are reused). */
+  private scratchFor(n: number): Uint8Array {
+    if (this.scratch.length < n) this.scratch = new Uint8Array(Math.max(n, this.scratch.length * 2));
+    return this.scratch;
   }
 
   private newRunPage(kfd: number): string {
@@ -189,50 +263,19 @@ export class RunSession {
   }
 }
 
+const NO_SPANS: Span[] = [];
+const NO_REGIONS: Uint8Array[] = [];
+
 /** A response that changes none of the request's bytes. */
 function reply(ret: number, q: Request): Response {
   return { ret, argBytes: q.argBytes, regions: q.regions.map((r) => r.bytes), path: '', newKind: NEW_NONE };
 }
 
-/**
- * Maps the argument and the regions into the Kvm's user memory at their addresses, overlapping or
- * touching ones as one mapping (two filter ranges may share a bitmap). A range of zero bytes, at 0, or
- * beyond what a JS number holds is not mapped: kvmsr faults there, as copy_from_user would.
- */
-function mapRanges(kvm: Kvm, ranges: { addr: bigint; bytes: Uint8Array }[]): Span[] {
-  const ok = ranges
-    .filter((r) => r.bytes.length > 0 && r.addr > 0n && r.addr + BigInt(r.bytes.length) <= MAX_SAFE)
-    .map((r) => ({ start: Number(r.addr), bytes: r.bytes }))
-    .sort((a, b) => a.start - b.start);
-  const merged: { start: number; end: number; parts: Span[] }[] = [];
-  for (const r of ok) {
-    const last = merged[merged.length - 1];
-    if (last && r.start <= last.end) {
-      last.end = Math.max(last.end, r.start + r.bytes.length);
-      last.parts.push(r);
-    } else {
-      merged.push({ start: r.start, end: r.start + r.bytes.length, parts: [r] });
-    }
-  }
-  const spans: Span[] = [];
-  try {
-    for (const m of merged) {
-      const bytes = new Uint8Array(m.end - m.start);
-      for (const p of m.parts) bytes.set(p.bytes, p.start - m.start);
-      kvm.memory.map(m.start, bytes);
-      spans.push({ start: m.start, bytes });
-    }
-  } catch (e) {
-    for (const s of spans) kvm.memory.unmap(s.start);
-    throw e;
-  }
-  return spans;
-}
-
 /** The bytes of one range after the call (its own bytes when it was not mapped). */
-function readBack(spans: readonly Span[], addr: bigint, was: Uint8Array): Uint8Array {
+function readBack(spans: readonly Span[], addr: bigint, was: Uint8Array, copy: boolean): Uint8Array {
   if (was.length === 0 || addr > MAX_SAFE) return was;
   const a = Number(addr);
   const s = spans.find((x) => a >= x.start && a + was.length <= x.start + x.bytes.length);
-  return s ? s.bytes.slice(a - s.start, a - s.start + was.length) : was;
+  if (!s) return was;
+  return copy ? s.bytes.slice(a - s.start, a - s.start + was.length) : s.bytes.subarray(a - s.start, a - s.start + was.length);
 }
