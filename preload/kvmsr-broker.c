@@ -357,6 +357,11 @@ static void on_ioctl(const struct seccomp_notif *n, struct conn *c) {
     if (r.new_kind == K_VCPU && r.path[0]) unlink(r.path);
     goto out;
   }
+  if (ret >= 0 && r.new_kind == K_VM) {
+    pthread_mutex_lock(&slots_lock);
+    forget_slots(&slots, ret);
+    pthread_mutex_unlock(&slots_lock);
+  }
   /* copy_to_user: what the server changed goes back; unwritable memory is EFAULT. */
   if (buffer && write_back(tid, arg, a, r.arg, alen) != 0 && ret >= 0) ret = -EFAULT;
   size_t off = 0;
@@ -364,7 +369,7 @@ static void on_ioctl(const struct seccomp_notif *n, struct conn *c) {
     if (write_back(tid, rg[i].addr, rg[i].bytes, r.regs + off, rg[i].len) != 0 && ret >= 0) ret = -EFAULT;
     off += rg[i].len;
   }
-  if (ret == 0 && req == KVM_SET_USER_MEMORY_REGION && buffer) {
+  if (ret == 0 && sets_memslot(req) && buffer) {
     pthread_mutex_lock(&slots_lock);
     note_slot(&slots, kfd, a, alen);
     pthread_mutex_unlock(&slots_lock);

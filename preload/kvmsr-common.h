@@ -55,10 +55,17 @@ enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3 };
 #define KVM_X86_SET_MSR_FILTER 0x4188aec6u
 #define KVM_CAP_HYPERV_ENLIGHTENED_VMCS 148
 #define KVM_SET_USER_MEMORY_REGION 0x4020ae46u
+#define KVM_SET_USER_MEMORY_REGION2 0x40a0ae49u /* the same first 32 bytes: slot, flags, gpa, size, hva */
 #define KVM_SET_GSI_ROUTING 0x4008ae6au
 #define KVM_GET_DIRTY_LOG 0x4010ae42u
 #define KVM_CLEAR_DIRTY_LOG 0xc018aec0u
 #define KVM_GET_DEVICE_ATTR 0x4018aee2u
+#define KVM_SET_DEVICE_ATTR 0x4018aee1u
+#define KVM_REINJECT_CONTROL 0xae71u
+#define KVM_SET_PMU_EVENT_FILTER 0x4020aeb2u
+#define KVM_GET_REG_LIST 0xc008aeb0u
+#define KVM_GET_ONE_REG 0x4010aeabu
+#define KVM_SET_ONE_REG 0x4010aeacu
 #define KVM_RUN_REQ 0xae80u
 #define KVM_SET_SIGNAL_MASK 0x4004ae8bu
 #define KVM_EXIT_INTR 10
@@ -370,6 +377,29 @@ static inline int is_kvm_path(int dirfd, const char *path) {
   return strcmp(resolved, "/dev/kvm") == 0;
 }
 
+/*
+ * A KVM module parameter's sysfs file (/sys/module/{kvm,kvm_intel,kvm_amd,kvm_pvm}/parameters/NAME)
+ * becomes the file `kvmsr run` wrote under $KVMSR_RUN_SYSFS from the profile's moduleParams, so the
+ * program reads the parameters of the host kvmsr answers as (a missing one stays missing). 1 with
+ * the file's path in out, else 0.
+ */
+static inline int module_param_path(int dirfd, const char *path, char *out, size_t cap) {
+  const char *root = getenv("KVMSR_RUN_SYSFS");
+  if (!root || !*root || !path || path[0] != '/' || dirfd == -1 || strncmp(path, "/sys/", 5) != 0) return 0;
+  char resolved[PATH_MAX * 2];
+  if (resolve_path(path, resolved, sizeof resolved) != 0) return 0;
+  static const char *const mods[] = {"kvm", "kvm_intel", "kvm_amd", "kvm_pvm"};
+  for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "/sys/module/%s/parameters/", mods[i]);
+    size_t pl = strlen(prefix);
+    const char *name = resolved + pl;
+    if (strncmp(resolved, prefix, pl) != 0 || !*name || strchr(name, '/')) continue;
+    return snprintf(out, cap, "%s/%s/parameters/%s", root, mods[i], name) < (int)cap;
+  }
+  return 0;
+}
+
 /* ---- ioctl extents ---- */
 
 static inline uint32_t u32at(const unsigned char *b, size_t off) { uint32_t v; memcpy(&v, b + off, 4); return v; }
@@ -401,6 +431,16 @@ static inline long extent(uint32_t req, const unsigned char *head, size_t hlen) 
     return 8; /* loff_t * */
   case KVM_SET_SIGNAL_MASK:
     return 12; /* struct kvm_signal_mask's len, then the 8-byte sigset_t it must announce */
+  case KVM_REINJECT_CONTROL:
+    return 8; /* _IO, yet kvm_arch_vm_ioctl copies a struct kvm_reinject_control from the pointer */
+  case KVM_SET_PMU_EVENT_FILTER: {
+    /* kvm_vm_ioctl_set_pmu_event_filter: nevents (at 4) u64 events after the 32-byte header, at most 300. */
+    uint32_t ev = hlen >= 8 ? u32at(head, 4) : 0;
+    return ev > 300 ? 32 : 32 + 8 * (long)ev;
+  }
+  case KVM_GET_REG_LIST:
+    /* struct kvm_reg_list: n (u64), then n register ids the kernel may write. */
+    return 8 + 8 * (long)(n > 512 ? 512 : n);
   }
   if (((req >> 30) & 3) == 0) return -1; /* _IOC_NONE: the argument is an integer */
   return (req >> 16) & 0x3fff;             /* _IOC_SIZE */
@@ -413,6 +453,8 @@ static inline size_t header_len(uint32_t req) {
   case KVM_GET_SUPPORTED_CPUID: case KVM_GET_EMULATED_CPUID: case KVM_SET_CPUID2: case KVM_GET_CPUID2:
   case KVM_GET_SUPPORTED_HV_CPUID: return 8;
   case KVM_SET_GSI_ROUTING: return 4;
+  case KVM_SET_PMU_EVENT_FILTER: return 8;
+  case KVM_GET_REG_LIST: return 4;
   }
   return 0;
 }
@@ -436,12 +478,22 @@ static inline void note_slot(struct slots *t, int kfd, const unsigned char *a, s
   if (t->n < MAX_SLOTS) { t->s[t->n].kfd = kfd; t->s[t->n].slot = slot; t->s[t->n].size = size; t->n++; }
 }
 
+/* Forgets a VM's slots (its kvmsr fd closed, or made anew: a number kvmsr hands out again). */
+static inline void forget_slots(struct slots *t, int kfd) {
+  int o = 0;
+  for (int i = 0; i < t->n; i++) if (t->s[i].kfd != kfd) t->s[o++] = t->s[i];
+  t->n = o;
+}
+
 static inline uint32_t slot_bitmap_bytes(const struct slots *t, int kfd, uint32_t slot) {
   for (int i = 0; i < t->n; i++) {
     if (t->s[i].kfd == kfd && t->s[i].slot == slot) return (uint32_t)(((t->s[i].size / 4096) + 63) / 64 * 8);
   }
   return 0;
 }
+
+/* Whether the call set a memslot whose size note_slot must keep (either struct begins alike). */
+static inline int sets_memslot(uint32_t req) { return req == KVM_SET_USER_MEMORY_REGION || req == KVM_SET_USER_MEMORY_REGION2; }
 
 /* Memory the ioctl reaches through pointers inside its struct. */
 static inline uint32_t find_regions(const struct slots *t, uint32_t req, enum kind k, int kfd, const unsigned char *a, size_t alen, struct region *rg) {
@@ -458,8 +510,15 @@ static inline uint32_t find_regions(const struct slots *t, uint32_t req, enum ki
     if (len && len <= (1u << 24)) { rg[n].addr = u64at(a, 16); rg[n].len = len; n++; }
     return n;
   }
-  if (req == KVM_GET_DEVICE_ATTR && alen >= 24) {
-    /* kvm_x86_dev_get_attr: put_user(val, (u64 __user *)attr->addr). */
+  if ((req == KVM_GET_ONE_REG || req == KVM_SET_ONE_REG) && k == K_VCPU && alen >= 16) {
+    /* struct kvm_one_reg: the value at addr, as wide as the id's KVM_REG_SIZE field says. */
+    uint64_t id = u64at(a, 0);
+    uint32_t len = 1u << ((id >> 52) & 0xf);
+    if (len <= 256) { rg[n].addr = u64at(a, 8); rg[n].len = len; n++; }
+    return n;
+  }
+  if ((req == KVM_GET_DEVICE_ATTR || req == KVM_SET_DEVICE_ATTR) && alen >= 24) {
+    /* kvm_x86_dev_get_attr, kvm_arch_tsc_get/set_attr: the u64 at attr->addr. */
     rg[n].addr = u64at(a, 16);
     rg[n].len = 8;
     n++;

@@ -127,6 +127,22 @@ static void resolve_all(void) {
   RESOLVE(real_close_range, "close_range");
 }
 
+/*
+ * The lock, taken with the thread's cancellation off: a kernel ioctl is no cancellation point, and a
+ * thread cancelled inside the library's own calls (recv, poll) would leave the lock taken for ever
+ * (the kernel's recalc_apic_map_test cancels a thread that loops in KVM_SET_LAPIC).
+ */
+static __thread int cancel_was;
+static void take(void) {
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_was);
+  pthread_mutex_lock(&lock);
+}
+static void give(void) {
+  int was = cancel_was, unused;
+  pthread_mutex_unlock(&lock);
+  pthread_setcancelstate(was, &unused);
+}
+
 static void on_prepare(void) { pthread_mutex_lock(&lock); }
 static void on_parent(void) { pthread_mutex_unlock(&lock); }
 static void on_child(void) {
@@ -308,6 +324,7 @@ static void drop(int fd) {
     transact(OP_CLOSE, kfd, 0, 0, 0, NULL, 0, NULL, 0, NULL, &r);
     free(r.arg);
     free(r.regs);
+    forget_slots(&slots, kfd);
   }
   /* The last one: the connection and its lane go too, so a program that closes every KVM fd is
    * left with none of kvmsr's (the next open makes a new connection). */
@@ -341,7 +358,7 @@ static int open_kvm(int flags, mode_t mode) {
   if ((flags & O_DIRECTORY) == O_DIRECTORY) return fail(ENOTDIR);
   if (flags & O_PATH) return real_openat(AT_FDCWD, "/dev/null", flags, mode); /* no ioctls on O_PATH */
   if (FOREIGN()) return fail(EIO); /* a vfork child shares its parent's table: it gets no KVM fds */
-  pthread_mutex_lock(&lock);
+  take();
   struct reply r = {0};
   int fd = -1, err = EIO;
   if (transact(OP_OPEN, -1, 0, 0, 0, NULL, 0, NULL, 0, NULL, &r) == 0) {
@@ -358,7 +375,7 @@ static int open_kvm(int flags, mode_t mode) {
   }
   free(r.arg);
   free(r.regs);
-  pthread_mutex_unlock(&lock);
+  give();
   if (fd < 0) errno = err;
   return fd;
 }
@@ -371,6 +388,8 @@ int open(const char *path, int flags, ...) {
   OPEN_MODE(flags, mode);
   resolve_all();
   if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, mode);
+  char sp[PATH_MAX];
+  if (module_param_path(AT_FDCWD, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_open(path, flags, mode);
 }
 int open64(const char *path, int flags, ...) {
@@ -378,6 +397,8 @@ int open64(const char *path, int flags, ...) {
   OPEN_MODE(flags, mode);
   resolve_all();
   if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, mode);
+  char sp[PATH_MAX];
+  if (module_param_path(AT_FDCWD, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_open64(path, flags, mode);
 }
 int openat(int dirfd, const char *path, int flags, ...) {
@@ -385,6 +406,8 @@ int openat(int dirfd, const char *path, int flags, ...) {
   OPEN_MODE(flags, mode);
   resolve_all();
   if (is_kvm_path(dirfd, path)) return open_kvm(flags, mode);
+  char sp[PATH_MAX];
+  if (module_param_path(dirfd, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_openat(dirfd, path, flags, mode);
 }
 int openat64(int dirfd, const char *path, int flags, ...) {
@@ -392,27 +415,37 @@ int openat64(int dirfd, const char *path, int flags, ...) {
   OPEN_MODE(flags, mode);
   resolve_all();
   if (is_kvm_path(dirfd, path)) return open_kvm(flags, mode);
+  char sp[PATH_MAX];
+  if (module_param_path(dirfd, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_openat64(dirfd, path, flags, mode);
 }
 /* What _FORTIFY_SOURCE builds call when the flags are not a compile-time constant. */
 int __open_2(const char *path, int flags) {
   resolve_all();
   if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, 0);
+  char sp[PATH_MAX];
+  if (module_param_path(AT_FDCWD, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_open_2(path, flags);
 }
 int __open64_2(const char *path, int flags) {
   resolve_all();
   if (is_kvm_path(AT_FDCWD, path)) return open_kvm(flags, 0);
+  char sp[PATH_MAX];
+  if (module_param_path(AT_FDCWD, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_open64_2(path, flags);
 }
 int __openat_2(int dirfd, const char *path, int flags) {
   resolve_all();
   if (is_kvm_path(dirfd, path)) return open_kvm(flags, 0);
+  char sp[PATH_MAX];
+  if (module_param_path(dirfd, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_openat_2(dirfd, path, flags);
 }
 int __openat64_2(int dirfd, const char *path, int flags) {
   resolve_all();
   if (is_kvm_path(dirfd, path)) return open_kvm(flags, 0);
+  char sp[PATH_MAX];
+  if (module_param_path(dirfd, path, sp, sizeof sp)) path = sp; /* the profile's module parameter */
   return real_openat64_2(dirfd, path, flags);
 }
 
@@ -460,7 +493,7 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg, str
       off += rg[i].len;
     }
   }
-  if (ret == 0 && req == KVM_SET_USER_MEMORY_REGION && buffer) note_slot(&slots, kfd, a, alen);
+  if (ret == 0 && sets_memslot(req) && buffer) note_slot(&slots, kfd, a, alen);
   if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) {
     /* KVM_CREATE_VM / KVM_CREATE_VCPU: the new kvmsr fd gets a real fd of its own. */
     int nfd = r.new_kind == K_VM ? real_openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC)
@@ -475,6 +508,7 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg, str
       free(c.regs);
       ret = -err;
     } else {
+      if (r.new_kind == K_VM) forget_slots(&slots, ret);
       put(nfd, ret, (int)r.new_kind, getpid());
       if (r.new_kind == K_VCPU) map_vpage(ret, nfd);
       ret = nfd;
@@ -554,7 +588,7 @@ static int run_ioctl(int fd, unsigned long arg) {
   struct runio run = {{0, 0}, 0, 0};
   memcpy(&run.sig[0], &old, 8); /* glibc's sigset_t begins with the kernel's 64 bits */
   memcpy(&run.sig[1], &pending, 8);
-  pthread_mutex_lock(&lock);
+  take();
   struct ent *e = live_entry(fd);
   int ret;
   struct vpage *v = NULL;
@@ -565,13 +599,13 @@ static int run_ioctl(int fd, unsigned long arg) {
     v = vpages[e->kfd1 - 1];
     if (v) v->users++;
   }
-  pthread_mutex_unlock(&lock);
+  give();
   if (run.wait) {
     wait_for_signal(run.mask);
     if (v) __atomic_store_n((uint32_t *)(v->p + RUN_EXIT_REASON), (uint32_t)KVM_EXIT_INTR, __ATOMIC_RELEASE);
-    pthread_mutex_lock(&lock);
+    take();
     if (v && --v->users == 0 && v->dead) { munmap(v->p, v->len); free(v); }
-    pthread_mutex_unlock(&lock);
+    give();
     ret = -1;
     err = EINTR;
   }
@@ -590,7 +624,7 @@ int ioctl(int fd, unsigned long req, ...) {
   if (FOREIGN()) return fail(EIO); /* a vfork child: no requests on its parent's connection */
   /* The kernel's ioctl(2) takes an unsigned int cmd. */
   if ((uint32_t)req == KVM_RUN_REQ) return run_ioctl(fd, arg);
-  pthread_mutex_lock(&lock);
+  take();
   struct ent *e = live_entry(fd);
   int ret;
   if (e) {
@@ -599,7 +633,7 @@ int ioctl(int fd, unsigned long req, ...) {
     ret = real_ioctl(fd, req, arg);
   }
   int err = errno;
-  pthread_mutex_unlock(&lock);
+  give();
   errno = err;
   return ret;
 }
@@ -609,11 +643,11 @@ int ioctl(int fd, unsigned long req, ...) {
 int close(int fd) {
   resolve_all();
   if (!entry(fd) || FOREIGN()) return real_close(fd);
-  pthread_mutex_lock(&lock);
+  take();
   if (entry(fd)) drop(fd);
   int ret = real_close(fd);
   int err = errno;
-  pthread_mutex_unlock(&lock);
+  give();
   errno = err;
   return ret;
 }
@@ -622,14 +656,14 @@ int close_range(unsigned int first, unsigned int last, int flags) {
   resolve_all();
   if (!real_close_range) return fail(ENOSYS);
   if (FOREIGN()) return real_close_range(first, last, flags);
-  pthread_mutex_lock(&lock);
+  take();
   if (!(flags & 4 /* CLOSE_RANGE_CLOEXEC: marks, does not close */)) {
     for (unsigned int fd = first; fd <= last && fd < MAX_FDS; fd++)
       if (entry((int)fd)) drop((int)fd);
   }
   int ret = real_close_range(first, last, flags);
   int err = errno;
-  pthread_mutex_unlock(&lock);
+  give();
   errno = err;
   return ret;
 }
@@ -645,11 +679,11 @@ static void dup_entry(int old, int nfd) {
 int dup(int old) {
   resolve_all();
   if (!entry(old) || FOREIGN()) return real_dup(old);
-  pthread_mutex_lock(&lock);
+  take();
   int ret = real_dup(old);
   int err = errno;
   if (ret >= 0) dup_entry(old, ret);
-  pthread_mutex_unlock(&lock);
+  give();
   errno = err;
   return ret;
 }
@@ -657,7 +691,7 @@ int dup(int old) {
 static int dup_to(int old, int nfd, int flags, int three) {
   resolve_all();
   if ((!entry(old) && !entry(nfd)) || FOREIGN()) return three ? real_dup3(old, nfd, flags) : real_dup2(old, nfd);
-  pthread_mutex_lock(&lock);
+  take();
   int ret = three ? real_dup3(old, nfd, flags) : real_dup2(old, nfd);
   int err = errno;
   /* dup2 closes nfd first (do_dup2); dup2(fd, fd) changes nothing. */
@@ -665,7 +699,7 @@ static int dup_to(int old, int nfd, int flags, int three) {
     if (entry(nfd)) drop(nfd);
     dup_entry(old, nfd);
   }
-  pthread_mutex_unlock(&lock);
+  give();
   errno = err;
   return ret;
 }
@@ -674,7 +708,7 @@ int dup3(int old, int nfd, int flags) { return dup_to(old, nfd, flags, 1); }
 
 static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, unsigned long arg) {
   if (!entry(fd) || FOREIGN()) return real(fd, cmd, arg);
-  pthread_mutex_lock(&lock);
+  take();
   int ret = real(fd, cmd, arg);
   int err = errno;
   struct ent *e = entry(fd);
@@ -682,7 +716,7 @@ static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, unsigned long a
   /* A VM or vCPU fd is an anon inode opened O_RDWR (anon_inode_getfile keeps O_ACCMODE|O_NONBLOCK
    * only); the regular file standing for it has O_LARGEFILE, which the kernel's would not show. */
   if (ret >= 0 && e && cmd == F_GETFL && e->kind != K_SYSTEM) ret &= ~KERNEL_O_LARGEFILE;
-  pthread_mutex_unlock(&lock);
+  give();
   errno = err;
   return ret;
 }

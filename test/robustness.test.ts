@@ -12,7 +12,7 @@ import { Kvm } from '../src/kvm/kvm.js';
 
 /** Every errno a KVM ioctl path in kvmsr may give, plus ENOSYS for what it does not model. */
 // EPERM ENOENT EINTR (KVM_RUN) EIO ENXIO E2BIG EBADF ENOMEM EFAULT EBUSY EEXIST EINVAL ENOTTY ENOSYS EOPNOTSUPP
-const KERNEL_ERRNOS = new Set([1, 2, 4, 5, 6, 7, 9, 12, 14, 16, 17, 22, 25, 38, 95]);
+const KERNEL_ERRNOS = new Set([1, 2, 4, 5, 6, 7, 9, 12, 14, 16, 17, 19, 22, 25, 38, 95]);
 const REQUESTS = [...Object.values(I.KVM_IOCTLS), 0x5421, 0x5450, 0x5451, 0x5452, 0x5460, 0x2, 0x541b];
 const interesting = [0x10, 0x174, 0x277, 0x1a0, 0xce, 0x10a, 0x8b, 0x4b564d00, 0x4b564d05, 0x4b564d06, 0xc0000080, 0xc0000082, 0xc0000103, 0xc0010015, 0xc0010117, 0x12345678, 0x480, 0x800];
 

@@ -83,6 +83,24 @@ export const KVM_GET_XSAVE2 = _IOR(KVMIO, 0xcf, 4096);
 // struct kvm_nested_state is a 128-byte header; `size` (at 4) covers the data after it.
 export const KVM_GET_NESTED_STATE = _IOWR(KVMIO, 0xbe, 128);
 export const KVM_SET_NESTED_STATE = _IOW(KVMIO, 0xbf, 128);
+export const KVM_SET_NR_MMU_PAGES = _IO(KVMIO, 0x44);
+export const KVM_REINJECT_CONTROL = _IO(KVMIO, 0x71); // its argument is a pointer all the same
+export const KVM_SET_BOOT_CPU_ID = _IO(KVMIO, 0x78);
+export const KVM_INTERRUPT = _IOW(KVMIO, 0x86, 4);
+export const KVM_NMI = _IO(KVMIO, 0x9a);
+export const KVM_X86_SET_MCE = _IOW(KVMIO, 0x9e, 64);
+export const KVM_GET_ONE_REG = _IOW(KVMIO, 0xab, 16);
+export const KVM_SET_ONE_REG = _IOW(KVMIO, 0xac, 16);
+export const KVM_GET_REG_LIST = _IOWR(KVMIO, 0xb0, 8);
+export const KVM_SET_PMU_EVENT_FILTER = _IOW(KVMIO, 0xb2, 32);
+export const KVM_SMI = _IO(KVMIO, 0xb7);
+export const KVM_RESET_DIRTY_RINGS = _IO(KVMIO, 0xc7);
+export const KVM_GET_STATS_FD = _IO(KVMIO, 0xce);
+export const KVM_CREATE_DEVICE = _IOWR(KVMIO, 0xe0, 12);
+export const KVM_HYPERV_EVENTFD = _IOW(KVMIO, 0xbd, 24);
+export const KVM_SET_MEMORY_ATTRIBUTES = _IOW(KVMIO, 0xd2, 32);
+export const KVM_CREATE_GUEST_MEMFD = _IOWR(KVMIO, 0xd4, 64);
+export const KVM_PRE_FAULT_MEMORY = _IOWR(KVMIO, 0xd5, 64);
 // Linux 6.8+ (struct kvm_userspace_memory_region2, 160 bytes).
 export const KVM_SET_USER_MEMORY_REGION2 = _IOW(KVMIO, 0x49, 160);
 
@@ -163,6 +181,24 @@ export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_GET_NESTED_STATE,
   KVM_SET_NESTED_STATE,
   KVM_SET_USER_MEMORY_REGION2,
+  KVM_SET_NR_MMU_PAGES,
+  KVM_REINJECT_CONTROL,
+  KVM_SET_BOOT_CPU_ID,
+  KVM_INTERRUPT,
+  KVM_NMI,
+  KVM_X86_SET_MCE,
+  KVM_GET_ONE_REG,
+  KVM_SET_ONE_REG,
+  KVM_GET_REG_LIST,
+  KVM_SET_PMU_EVENT_FILTER,
+  KVM_SMI,
+  KVM_RESET_DIRTY_RINGS,
+  KVM_GET_STATS_FD,
+  KVM_CREATE_DEVICE,
+  KVM_HYPERV_EVENTFD,
+  KVM_SET_MEMORY_ATTRIBUTES,
+  KVM_CREATE_GUEST_MEMFD,
+  KVM_PRE_FAULT_MEMORY,
 });
 
 const namesByNumber = new Map<number, string>(Object.entries(KVM_IOCTLS).map(([k, v]) => [v, k]));
@@ -180,6 +216,22 @@ export const KVM_CAP = Object.freeze({
   GET_TSC_KHZ: 61,
   MAX_VCPUS: 66,
   SPLIT_IRQCHIP: 121,
+  ONE_REG: 70,
+  DISABLE_QUIRKS: 116,
+  X2APIC_API: 129,
+  X86_DISABLE_EXITS: 143,
+  HALT_POLL: 182,
+  DIRTY_LOG_RING: 192,
+  SGX_ATTRIBUTE: 196,
+  VM_COPY_ENC_CONTEXT_FROM: 197,
+  EXIT_HYPERCALL: 201,
+  EXIT_ON_EMULATION_FAILURE: 204,
+  VM_MOVE_ENC_CONTEXT_FROM: 206,
+  DISABLE_QUIRKS2: 213,
+  VM_DISABLE_NX_HUGE_PAGES: 220,
+  DIRTY_LOG_RING_ACQ_REL: 223,
+  PMU_EVENT_MASKED_EVENTS: 226,
+  X86_APIC_BUS_CYCLES_NS: 237,
   X86_SMM: 117,
   MULTI_ADDRESS_SPACE: 118,
   MAX_VCPU_ID: 128,

@@ -35,6 +35,8 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
       return k.msrIo(null, MSR_IO_GET_FEATURE);
     case I.KVM_GET_SUPPORTED_CPUID:
       return supportedCpuid(k, arg);
+    case I.KVM_GET_EMULATED_CPUID:
+      return emulatedCpuid(k, arg);
     case I.KVM_GET_SUPPORTED_HV_CPUID:
       if (!k.x86.hyperv) return -EINVAL;
       return supportedHvCpuid(k, arg, k.x86.hvCpuid);
@@ -53,7 +55,36 @@ export function systemIoctl(k: Kvm, req: number, arg: IoctlArg): number {
 }
 
 /** Real system ioctls kvmsr does not model; anything else gets kvm_arch_dev_ioctl's -EINVAL. */
-const SYSTEM_UNMODELED = new Set<number>([I.KVM_GET_EMULATED_CPUID]);
+const SYSTEM_UNMODELED = new Set<number>();
+
+/**
+ * kvm_dev_ioctl_get_cpuid for KVM_GET_EMULATED_CPUID (__do_cpuid_func_emulated): what KVM emulates
+ * beyond the CPU, the same on every host but for RDPID, which needs RDTSCP: leaf 0 (max leaf 7),
+ * leaf 1 (MOVBE), leaf 7 (RDPID). sanity_check_entries first wants the padding of every entry the
+ * caller offers zero (EINVAL, also where it cannot be read).
+ */
+function emulatedCpuid(k: Kvm, arg: IoctlArg): number {
+  const a = k.args;
+  const nent = cpuidRequestNent(k, arg);
+  if (nent < 0) return nent;
+  for (let i = 0; i < nent; i++) {
+    const pad = KVM_CPUID2_LAYOUT.entries + 40 * i + 28;
+    if (a.avail < pad + 12) return -EINVAL;
+    if (a.dv.getUint32(a.base + pad, true) !== 0 || a.dv.getUint32(a.base + pad + 4, true) !== 0 || a.dv.getUint32(a.base + pad + 8, true) !== 0) return -EINVAL;
+  }
+  const ext = k.profile.supportedCpuid.find((e) => e.function === 0x80000001);
+  const rdtscp = ext !== undefined && ((ext.edx >>> 27) & 1) === 1;
+  const entries: CpuidEntry2[] = [
+    { function: 0, index: 0, flags: 0, eax: 7, ebx: 0, ecx: 0, edx: 0 },
+    { function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 1 << 22, edx: 0 }, // MOVBE
+    { function: 7, index: 0, flags: 1, eax: 0, ebx: 0, ecx: rdtscp ? 1 << 22 : 0, edx: 0 }, // SIGNIFCANT_INDEX; RDPID
+  ];
+  if (nent < entries.length) return -E2BIG;
+  const bytes = encodeCpuid2(entries).subarray(KVM_CPUID2_LAYOUT.size);
+  if (!a.copyOut(KVM_CPUID2_LAYOUT.entries, bytes)) return -EFAULT;
+  a.dv.setUint32(a.base, entries.length, true);
+  return 0;
+}
 
 /** KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST; `list` holds the indices as u32 LE bytes. */
 function msrListIoctl(k: Kvm, arg: IoctlArg, list: Uint8Array): number {
@@ -67,13 +98,20 @@ function msrListIoctl(k: Kvm, arg: IoctlArg, list: Uint8Array): number {
   return a.copyOut(4, list) ? 0 : -EFAULT;
 }
 
+/** kvm_dev_ioctl_get_cpuid's start: the caller's nent, at least 1 (E2BIG), at most KVM_MAX_CPUID_ENTRIES. */
+function cpuidRequestNent(k: Kvm, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < KVM_CPUID2_LAYOUT.size) return -EFAULT;
+  const nent = a.dv.getUint32(a.base, true);
+  if (nent < 1) return -E2BIG;
+  return Math.min(nent, KVM_MAX_CPUID_ENTRIES);
+}
+
 /** kvm_dev_ioctl_get_cpuid for KVM_GET_SUPPORTED_CPUID. */
 function supportedCpuid(k: Kvm, arg: IoctlArg): number {
   const a = k.args;
-  if (!a.resolve(arg) || a.avail < KVM_CPUID2_LAYOUT.size) return -EFAULT;
-  let nent = a.dv.getUint32(a.base, true);
-  if (nent < 1) return -E2BIG;
-  if (nent > KVM_MAX_CPUID_ENTRIES) nent = KVM_MAX_CPUID_ENTRIES;
+  const nent = cpuidRequestNent(k, arg);
+  if (nent < 0) return nent;
   const entries = k.profile.supportedCpuid;
   if (entries.length > nent) return -E2BIG;
   const bytes = encodeCpuid2(entries).subarray(KVM_CPUID2_LAYOUT.size);

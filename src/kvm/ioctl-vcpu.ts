@@ -1,8 +1,12 @@
 // kvm_vcpu_ioctl (virt/kvm/kvm_main.c) and kvm_arch_vcpu_ioctl (arch/x86/kvm/x86.c): a vCPU fd.
-import { setTscKhz } from './x86/tsc.js';
+import { getTscOffset, setTscKhz, setTscOffset } from './x86/tsc.js';
+import { oneReg, regList } from './x86/one-reg.js';
+import { interrupt, nmi, setMce, smi } from './state/vcpu-inject.js';
+import { nestedStateIoctl } from './state/nested-state.js';
+import { preFaultMemory } from './state/vm-memory.js';
 import { setupMce } from './x86/mce.js';
 import { decodeCpuidEntries, decodeEnableCap } from '../abi/codecs.js';
-import { E2BIG, EFAULT, EINVAL, ENOTTY } from '../abi/errno.js';
+import { E2BIG, EFAULT, EINVAL, ENOTTY, ENXIO } from '../abi/errno.js';
 import { _IOC_TYPE } from '../abi/ioc.js';
 import * as I from '../abi/kvm-ioctls.js';
 import { KVM_CAP, KVMIO } from '../abi/kvm-ioctls.js';
@@ -45,6 +49,30 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
       return kvmRun(k, vcpu, arg);
     case I.KVM_SET_SIGNAL_MASK:
       return setSignalMask(k, vcpu, arg);
+    case I.KVM_INTERRUPT:
+      return interrupt(k, vcpu, arg);
+    case I.KVM_NMI:
+      return nmi(k, vcpu);
+    case I.KVM_SMI:
+      return smi(k, vcpu);
+    case I.KVM_X86_SET_MCE:
+      return setMce(k, vcpu, arg);
+    case I.KVM_HAS_DEVICE_ATTR:
+    case I.KVM_GET_DEVICE_ATTR:
+    case I.KVM_SET_DEVICE_ATTR:
+      return tscAttr(k, vcpu, req, arg);
+    case I.KVM_GET_NESTED_STATE:
+    case I.KVM_SET_NESTED_STATE:
+      return nestedStateIoctl(k, vcpu, req, arg);
+    case I.KVM_PRE_FAULT_MEMORY:
+      return preFaultMemory(k, vcpu, arg);
+    case I.KVM_GET_ONE_REG:
+    case I.KVM_SET_ONE_REG:
+      if ((k.profile.extensions.vm[KVM_CAP.ONE_REG] ?? k.profile.extensions.system[KVM_CAP.ONE_REG] ?? 0) === 0) return -EINVAL;
+      return oneReg(k, vcpu, req === I.KVM_SET_ONE_REG, arg);
+    case I.KVM_GET_REG_LIST:
+      if ((k.profile.extensions.vm[KVM_CAP.ONE_REG] ?? k.profile.extensions.system[KVM_CAP.ONE_REG] ?? 0) === 0) return -EINVAL;
+      return regList(k, arg);
     case I.KVM_KVMCLOCK_CTRL:
       // kvm_set_guest_paused: only once kvmclock's page is set up (its argument is not looked at).
       return vcpu.pvTimeActive ? 0 : -EINVAL;
@@ -58,8 +86,38 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
   }
 }
 
-/** Real vCPU ioctls kvmsr does not model (none left here: KVM_RUN runs no guest code, but answers). */
-const VCPU_UNMODELED = new Set<number>();
+/** Real vCPU ioctls kvmsr does not model: the binary stats fd (kvmsr has no such file). */
+const VCPU_UNMODELED = new Set<number>([I.KVM_GET_STATS_FD]);
+
+/** KVM_VCPU_TSC_CTRL and its one attribute, KVM_VCPU_TSC_OFFSET. */
+const KVM_VCPU_TSC_CTRL = 0;
+const KVM_VCPU_TSC_OFFSET = 0;
+
+/** kvm_vcpu_ioctl_device_attr: the TSC offset attribute (kvm_arch_tsc_has/get/set_attr). */
+function tscAttr(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < 24) return -EFAULT;
+  const group = a.dv.getUint32(a.base + 4, true);
+  const attr = a.dv.getBigUint64(a.base + 8, true);
+  const addr = a.dv.getBigUint64(a.base + 16, true);
+  if (group !== KVM_VCPU_TSC_CTRL) return -ENXIO;
+  if (req === I.KVM_HAS_DEVICE_ATTR) return attr === BigInt(KVM_VCPU_TSC_OFFSET) ? 0 : -ENXIO;
+  if (attr !== BigInt(KVM_VCPU_TSC_OFFSET)) return -ENXIO;
+  if (req === I.KVM_GET_DEVICE_ATTR) {
+    const v = { lo: 0, hi: 0 };
+    getTscOffset(k.x86, vcpu, v);
+    const b = new Uint8Array(8);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, v.lo >>> 0, true);
+    dv.setUint32(4, v.hi >>> 0, true);
+    return addr !== 0n && addr <= BigInt(Number.MAX_SAFE_INTEGER) && k.memory.write(Number(addr), b) ? 0 : -EFAULT;
+  }
+  const b = a.copyIn(addr, 8);
+  if (!b) return -EFAULT;
+  const dv = new DataView(b.buffer, b.byteOffset, 8);
+  setTscOffset(k.x86, vcpu, dv.getUint32(0, true), dv.getUint32(4, true));
+  return 0;
+}
 
 /**
  * KVM_SET_SIGNAL_MASK (kvm_vcpu_ioctl): NULL clears the mask; else struct kvm_signal_mask's len must

@@ -17,6 +17,10 @@ import {
 import type { Kvm } from './kvm.js';
 import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './x86/xen.js';
 import { memslotKey, updateDirtyBitmap, vmStateIoctl } from './state/vm-state.js';
+import { enableVmCap, setBootCpuId } from './state/vm-caps.js';
+import { hypervEventfd, irqfd, reinjectControl, signalMsi } from './state/vm-irq.js';
+import { setMemoryAttributes } from './state/vm-memory.js';
+import { setPmuEventFilter } from './x86/pmu-filter.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -64,6 +68,24 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     }
     case I.KVM_GET_TSC_KHZ:
       return vm.defaultTscKhz === 0 ? k.x86.tscKhz : vm.defaultTscKhz;
+    case I.KVM_SET_BOOT_CPU_ID:
+      return setBootCpuId(k, vm, a.intValue(arg));
+    case I.KVM_IRQFD:
+      return irqfd(k, vm, arg);
+    case I.KVM_SIGNAL_MSI:
+      return signalMsi(k, vm, arg);
+    case I.KVM_REINJECT_CONTROL:
+      return reinjectControl(k, vm, arg);
+    case I.KVM_HYPERV_EVENTFD:
+      // CONFIG_KVM_HYPERV, which KVM_CAP_HYPERV tells.
+      if ((k.profile.extensions.system[KVM_CAP.HYPERV] ?? 0) === 0) return -ENOTTY;
+      return hypervEventfd(k, vm, arg);
+    case I.KVM_SET_MEMORY_ATTRIBUTES:
+      // CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES, which the system-level KVM_CAP_MEMORY_ATTRIBUTES tells.
+      if ((k.profile.extensions.system[KVM_CAP_MEMORY_ATTRIBUTES] ?? 0) === 0) return -ENOTTY;
+      return setMemoryAttributes(k, arg);
+    case I.KVM_SET_PMU_EVENT_FILTER:
+      return setPmuEventFilter(k, vm, arg);
     case I.KVM_XEN_HVM_CONFIG:
       // CONFIG_KVM_XEN, which KVM_CAP_XEN_HVM tells.
       if ((k.profile.extensions.system[KVM_CAP.XEN_HVM] ?? 0) === 0) return -ENOTTY;
@@ -75,7 +97,8 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
 }
 
 /** Real VM ioctls kvmsr does not model: they need guest execution or devices kvmsr has not got. */
-const VM_UNMODELED = new Set<number>([I.KVM_IRQFD, I.KVM_SIGNAL_MSI]);
+const VM_UNMODELED = new Set<number>([I.KVM_GET_STATS_FD, I.KVM_CREATE_GUEST_MEMFD]);
+const KVM_CAP_MEMORY_ATTRIBUTES = 233;
 
 /** KVM_MAX_VCPU_IDS, as the host's KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID) reports it. */
 function maxVcpuIds(k: Kvm): number {
@@ -99,10 +122,11 @@ function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       vm.guestCanReadPlatformInfo = cap.args[0] !== 0n;
       return 0;
     case KVM_CAP.MAX_VCPU_ID: {
-      // kvm_vm_ioctl_enable_cap: set once; the same value again is fine (bsp_vcpu_id is 0 here).
+      // kvm_vm_ioctl_enable_cap: set once; the same value again is fine.
       const limit = BigInt(maxVcpuIds(k));
       const want = cap.args[0];
       if (want > limit) return -EINVAL;
+      if (k.x86.rules.bootCpuIdChecked && BigInt(vm.caps.bspVcpuId) > want) return -EINVAL;
       if (vm.maxVcpuIds !== 0 && BigInt(vm.maxVcpuIds) !== want) return -EINVAL;
       vm.maxVcpuIds = Number(want);
       return 0;
@@ -122,7 +146,7 @@ function enableCap(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
       vm.tripleFaultEvent = cap.args[0] !== 0n;
       return 0;
     default:
-      return k.unmodeledCap(req, 'vm', cap.cap);
+      return enableVmCap(k, vm, cap.cap, cap.args[0]) ?? k.unmodeledCap(req, 'vm', cap.cap);
   }
 }
 

@@ -1,5 +1,6 @@
 // The device: file descriptors for /dev/kvm, VMs and vCPUs, and ioctl() dispatch on the real
 // request numbers. ioctl returns what the kernel's handler returns: a value >= 0 or -errno.
+import { threadCapable } from './caller.js';
 import { enterGuest, tscEstimated } from './x86/tsc.js';
 import { DEFAULT_FRESH_STATE, type FreshState } from './state/fresh-state.js';
 import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
@@ -242,6 +243,14 @@ export class Kvm {
     this.unmodeled.push({ fdKind, request: req, name: ioctlName(req) });
     return -ENOSYS;
   }
+  /** The thread whose call this is (`kvmsr run` sets it per request); null: this process. */
+  callerTid: number | null = null;
+
+  /** capable(cap) for the caller (caller.ts). */
+  callerCapable(cap: number): boolean {
+    return threadCapable(this.callerTid, cap);
+  }
+
   unmodeledCap(req: number, fdKind: UnmodeledCall['fdKind'], cap: number): number {
     this.unmodeled.push({ fdKind, request: req, name: ioctlName(req), cap });
     return -ENOSYS;

@@ -1,6 +1,8 @@
 // A VM: its vCPUs and the VM-wide state that MSR answers depend on.
 import { HvVm } from './x86/hyperv.js';
 import type { IrqchipState } from './state/vm-state.js';
+import { VmCaps } from './state/vm-caps.js';
+import type { PmuEventFilter } from './x86/pmu-filter.js';
 import type { Vcpu } from './vcpu.js';
 
 /** A parsed KVM_X86_SET_MSR_FILTER range with its bitmap copied in, as kvm_add_msr_filter keeps it. */
@@ -29,7 +31,10 @@ export class Vm {
   readonly vcpus = new Map<number, Vcpu>();
   /** kvm->created_vcpus: counts creations in progress or done, and gates KVM_CREATE_IRQCHIP. */
   createdVcpus = 0;
+  /** irqchip_in_kernel: the LAPICs are the kernel's (KVM_CREATE_IRQCHIP, or a split irqchip). */
   irqchip = false;
+  /** What KVM_ENABLE_CAP and KVM_SET_BOOT_CPU_ID set that no MSR rule reads (state/vm-caps.ts). */
+  readonly caps = new VmCaps();
   /** kvm->arch.user_space_msr_mask (KVM_CAP_X86_USER_SPACE_MSR). */
   userSpaceMsrMask = 0;
   msrFilter: MsrFilterState = { defaultAllow: true, ranges: [] };
@@ -54,6 +59,8 @@ export class Vm {
   lastTscWriteAt = 0;
   lastTscKhz = 0;
   userSetTsc = false;
+  /** kvm->arch.last_tsc_offset as KVM_VCPU_TSC_OFFSET last set it (tsc.ts setTscOffset); -1: not by it. */
+  lastTscOffset = -1;
 
   /** struct kvm_hv: the partition-wide Hyper-V MSRs. */
   readonly hv = new HvVm();
@@ -82,6 +89,14 @@ export class Vm {
   /** Entries of the last KVM_SET_GSI_ROUTING (0: the default routing). */
   gsiRoutes = 0;
   readonly ioeventfds = new Set<string>();
+  /** KVM_IRQFD: the GSI each eventfd (by the caller's fd number) raises. */
+  readonly irqfds = new Map<number, number>();
+  /** KVM_HYPERV_EVENTFD: the eventfd (the caller's fd number) of each Hyper-V connection id. */
+  readonly hvEventfds = new Map<number, number>();
+  /** The PIT's reinjection (KVM_REINJECT_CONTROL); on from KVM_CREATE_PIT2. */
+  pitReinject = true;
+  /** KVM_SET_PMU_EVENT_FILTER's filter, as x86/pmu-filter.ts keeps it; null: none. */
+  pmuFilter: PmuEventFilter | null = null;
   readonly coalesced = new Set<string>();
 
   constructor(
@@ -97,6 +112,11 @@ export class Vm {
    * kvm_gfn_to_hva_cache_init succeeds only when [gpa, gpa+len) lies in one memory slot of
    * address space 0 (kvm_memslots; SMRAM's slots, address space 1, do not count).
    */
+  /** irqchip_kernel / pic_in_kernel: the PIC and IOAPIC are the kernel's too (not a split irqchip). */
+  get fullIrqchip(): boolean {
+    return this.irqchip && !this.caps.splitIrqchip;
+  }
+
   gpaRangeMapped(gpa: number, len: number): boolean {
     for (const s of this.memSlots) if (s.slot >>> 16 === 0 && gpa >= s.gpa && gpa + len <= s.gpa + s.size) return true;
     return false;

@@ -1,7 +1,7 @@
 // `kvmsr run`: starts a command with the preload library, or under the seccomp broker
 // (preload/kvmsr-seccomp.c), answers its KVM calls until it ends, and gives back its exit status.
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { HostProfile } from '../kvm/profile.js';
@@ -67,6 +67,25 @@ function scratchDir(): string {
   return mkdtempSync(join('/tmp', 'kvmsr-run-'));
 }
 
+/**
+ * The profile's KVM module parameters as sysfs files (`<module>/parameters/<name>`, the value and a
+ * newline), which the library serves for /sys/module/<module>/parameters/<name>: the command reads
+ * the parameters of the host kvmsr answers as (the kernel's selftests read force_emulation_prefix
+ * before anything else). Returns the directory.
+ */
+function writeModuleParams(root: string, profile: HostProfile): string {
+  for (const [key, value] of Object.entries(profile.host.moduleParams)) {
+    const dot = key.indexOf('.');
+    const mod = key.slice(0, dot);
+    const name = key.slice(dot + 1);
+    if (dot <= 0 || !/^kvm(_intel|_amd|_pvm)?$/.test(mod) || !/^[\w-]+$/.test(name)) continue;
+    mkdirSync(join(root, mod, 'parameters'), { recursive: true });
+    writeFileSync(join(root, mod, 'parameters', name), `${value}\n`, { mode: 0o444 });
+  }
+  mkdirSync(root, { recursive: true });
+  return root;
+}
+
 /** Signals that ask the command to end go to it; `kvmsr run` ends when it does. */
 const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
@@ -97,6 +116,7 @@ export async function runUnderKvmsr(command: string[], opts: RunOptions = {}): P
     const env = { ...(opts.env ?? process.env) };
     if (!seccomp) env['LD_PRELOAD'] = env['LD_PRELOAD'] ? `${native}:${env['LD_PRELOAD']}` : native;
     env['KVMSR_RUN_SOCKET'] = socket;
+    env['KVMSR_RUN_SYSFS'] = writeModuleParams(join(dir, 'sysfs'), session.kvm.profile);
     if (opts.spinUs !== undefined) env['KVMSR_RUN_SPIN_US'] = String(opts.spinUs);
     const pipe = opts.stdio === 'pipe';
     // The broker forks the command, and exits as it does (its code, or its signal).

@@ -82,6 +82,7 @@ export class RunSession {
   private answer(q: Request, copy: boolean): Response {
     this.requests++;
     this.tid = q.tid;
+    this.kvm.callerTid = q.tid > 0 ? q.tid : null;
     switch (q.op) {
       case OP_OPEN:
         return reply(this.kvm.open('/dev/kvm'), q);

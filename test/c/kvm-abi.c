@@ -14,6 +14,25 @@ struct kvm_userspace_memory_region2 {
 #ifndef KVM_CAP_USER_MEMORY2
 #define KVM_CAP_USER_MEMORY2 231
 #endif
+/* Linux 6.8-6.10's, for older system headers. */
+#ifndef KVM_SET_MEMORY_ATTRIBUTES
+struct kvm_memory_attributes { __u64 address; __u64 size; __u64 attributes; __u64 flags; };
+#define KVM_SET_MEMORY_ATTRIBUTES _IOW(KVMIO, 0xd2, struct kvm_memory_attributes)
+#endif
+#ifndef KVM_CREATE_GUEST_MEMFD
+struct kvm_create_guest_memfd { __u64 size; __u64 flags; __u64 reserved[6]; };
+#define KVM_CREATE_GUEST_MEMFD _IOWR(KVMIO, 0xd4, struct kvm_create_guest_memfd)
+#endif
+#ifndef KVM_PRE_FAULT_MEMORY
+struct kvm_pre_fault_memory { __u64 gpa; __u64 size; __u64 flags; __u64 padding[5]; };
+#define KVM_PRE_FAULT_MEMORY _IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory)
+#endif
+#ifndef KVM_CAP_PMU_EVENT_MASKED_EVENTS
+#define KVM_CAP_PMU_EVENT_MASKED_EVENTS 226
+#endif
+#ifndef KVM_CAP_X86_APIC_BUS_CYCLES_NS
+#define KVM_CAP_X86_APIC_BUS_CYCLES_NS 237
+#endif
 #define IOC(n) printf("ioctl %s %u\n", #n, (unsigned)(n))
 #define SZ(t) printf("size %s %zu\n", #t, sizeof(struct t))
 #define OFF(t, f) printf("offset %s.%s %zu\n", #t, #f, offsetof(struct t, f))
@@ -70,6 +89,10 @@ int main(void) {
   IOC(KVM_GET_NESTED_STATE);
   IOC(KVM_SET_NESTED_STATE);
   IOC(KVM_SET_USER_MEMORY_REGION2);
+  IOC(KVM_SET_NR_MMU_PAGES); IOC(KVM_REINJECT_CONTROL); IOC(KVM_SET_BOOT_CPU_ID); IOC(KVM_INTERRUPT); IOC(KVM_NMI);
+  IOC(KVM_X86_SET_MCE); IOC(KVM_GET_ONE_REG); IOC(KVM_SET_ONE_REG); IOC(KVM_GET_REG_LIST); IOC(KVM_SET_PMU_EVENT_FILTER);
+  IOC(KVM_SMI); IOC(KVM_RESET_DIRTY_RINGS); IOC(KVM_GET_STATS_FD); IOC(KVM_CREATE_DEVICE); IOC(KVM_HYPERV_EVENTFD);
+  IOC(KVM_SET_MEMORY_ATTRIBUTES); IOC(KVM_CREATE_GUEST_MEMFD); IOC(KVM_PRE_FAULT_MEMORY);
   SZ(kvm_regs); SZ(kvm_sregs2); SZ(kvm_fpu); SZ(kvm_xsave); SZ(kvm_xcrs); SZ(kvm_lapic_state); SZ(kvm_vcpu_events);
   SZ(kvm_debugregs); SZ(kvm_pic_state); SZ(kvm_ioapic_state); SZ(kvm_pit_state2); SZ(kvm_clock_data); SZ(kvm_irqchip);
   SZ(kvm_ioeventfd); SZ(kvm_irq_routing_entry); SZ(kvm_dirty_log); SZ(kvm_clear_dirty_log); SZ(kvm_device_attr);
@@ -101,6 +124,11 @@ int main(void) {
   CAP(KVM_CAP_EXCEPTION_PAYLOAD); CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2); CAP(KVM_CAP_X86_TRIPLE_FAULT_EVENT);
   CAP(KVM_CAP_USER_MEMORY2); CAP(KVM_CAP_XEN_HVM); CAP(KVM_CAP_HYPERV); CAP(KVM_CAP_HYPERV_SYNIC); CAP(KVM_CAP_HYPERV_SYNIC2);
   CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS); CAP(KVM_CAP_HYPERV_DIRECT_TLBFLUSH); CAP(KVM_CAP_HYPERV_ENFORCE_CPUID); CAP(KVM_CAP_XSAVE2);
+  CAP(KVM_CAP_ONE_REG); CAP(KVM_CAP_DISABLE_QUIRKS); CAP(KVM_CAP_X2APIC_API); CAP(KVM_CAP_X86_DISABLE_EXITS); CAP(KVM_CAP_HALT_POLL);
+  CAP(KVM_CAP_DIRTY_LOG_RING); CAP(KVM_CAP_SGX_ATTRIBUTE); CAP(KVM_CAP_VM_COPY_ENC_CONTEXT_FROM); CAP(KVM_CAP_EXIT_HYPERCALL);
+  CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE); CAP(KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM); CAP(KVM_CAP_DISABLE_QUIRKS2);
+  CAP(KVM_CAP_VM_DISABLE_NX_HUGE_PAGES); CAP(KVM_CAP_DIRTY_LOG_RING_ACQ_REL); CAP(KVM_CAP_PMU_EVENT_MASKED_EVENTS);
+  CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS);
   VAL(KVM_API_VERSION); VAL(KVM_MSR_FILTER_MAX_RANGES); VAL(KVM_MSR_FILTER_MAX_BITMAP_SIZE); VAL(KVM_MSR_FILTER_READ);
   VAL(KVM_MSR_FILTER_WRITE); VAL(KVM_MSR_FILTER_DEFAULT_DENY); VAL(KVM_MSR_EXIT_REASON_INVAL);
   VAL(KVM_MSR_EXIT_REASON_UNKNOWN); VAL(KVM_MSR_EXIT_REASON_FILTER);

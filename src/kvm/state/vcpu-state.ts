@@ -97,6 +97,8 @@ export class VcpuState {
   tscDeadlineHi = 0;
   vapicAddr = 0n;
   tprAccessReporting = false;
+  /** vcpu->arch.pending_external_vector: an ExtINT KVM_INTERRUPT queued with a split irqchip; -1: none. */
+  pendingExternalVector = -1;
 
   constructor(vcpu: Vcpu, fresh: FreshState, xsaveSize: number) {
     this.regs = fresh.regs.slice();
@@ -107,7 +109,7 @@ export class VcpuState {
     this.xcr0 = Number(new DataView(fresh.xcrs.buffer, fresh.xcrs.byteOffset).getBigUint64(16, true) & 0xffffffffn);
     this.events = fresh.events.slice();
     this.debugregs = fresh.debugregs.slice();
-    const bsp = vcpu.id === 0; // kvm_vcpu_is_reset_bsp: bsp_vcpu_id 0
+    const bsp = vcpu.id === vcpu.vm.caps.bspVcpuId; // kvm_vcpu_is_reset_bsp
     if (vcpu.vm.irqchip) {
       const l = fresh.lapic.slice();
       const dv = new DataView(l.buffer);
@@ -214,8 +216,14 @@ export function vcpuStateIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): 
       const b = input(k, arg, 8);
       if (!b) return -EFAULT;
       if (!vcpu.vm.irqchip) return -EINVAL;
-      // kvm_lapic_set_vapic_addr maps the page (a guest address kvmsr cannot check); 0 turns it off.
-      vcpuState(k, vcpu).vapicAddr = new DataView(b.buffer).getBigUint64(0, true);
+      // kvm_lapic_set_vapic_addr: 0 turns it off; else its u32 must be in guest memory (a memslot),
+      // within one page (kvm_gpc_activate; -EINVAL either way).
+      const addr = new DataView(b.buffer).getBigUint64(0, true);
+      if (addr !== 0n) {
+        if (addr > BigInt(Number.MAX_SAFE_INTEGER) || (addr & 0xfffn) > 4096n - 4n) return -EINVAL;
+        if (!vcpu.vm.gpaRangeMapped(Number(addr), 4)) return -EINVAL;
+      }
+      vcpuState(k, vcpu).vapicAddr = addr;
       return 0;
     }
     case I.KVM_TPR_ACCESS_REPORTING: {

@@ -3,7 +3,7 @@
 // ioeventfds, coalesced MMIO zones, dirty logs, and the TSS and identity-map addresses. Stored and
 // returned as the kernel keeps them, from the host's fresh answers (fresh-state.ts). kvmsr delivers
 // no interrupt and runs no timer: what depends on that is stated where it is answered.
-import { EEXIST, EFAULT, EINVAL, ENOENT, ENXIO } from '../../abi/errno.js';
+import { EEXIST, EFAULT, EINVAL, ENODEV, ENOENT, ENOSYS, ENXIO } from '../../abi/errno.js';
 import * as I from '../../abi/kvm-ioctls.js';
 import { STATE_SIZES } from './fresh-state.js';
 import type { Kvm } from '../kvm.js';
@@ -31,10 +31,26 @@ export interface IrqchipState {
 export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number | undefined {
   const a = k.args;
   switch (req) {
-    case I.KVM_SET_TSS_ADDR:
-      // vmx_set_tss_addr (unrestricted guests need none) and svm_set_tss_addr take any address.
-      vm.tssAddr = a.intValue(arg);
+    case I.KVM_SET_TSS_ADDR: {
+      // kvm_vm_ioctl_set_tss_addr: the three pages must fit below 4 GiB; past that, the vendor's
+      // (vmx_set_tss_addr with unrestricted guests, svm_set_tss_addr) takes any address.
+      const addr = a.intValue(arg);
+      if (addr > 0xfffff000 - 2 * 4096) return -EINVAL; // (unsigned int)(-3 * PAGE_SIZE)
+      vm.tssAddr = addr;
       return 0;
+    }
+    case I.KVM_SET_NR_MMU_PAGES: {
+      // kvm_vm_ioctl_set_nr_mmu_pages: at least KVM_MIN_ALLOC_MMU_PAGES (64).
+      const n = a.intValue(arg);
+      if (n < 64) return -EINVAL;
+      vm.caps.requestedMmuPages = n;
+      return 0;
+    }
+    case I.KVM_RESET_DIRTY_RINGS:
+      // kvm_vm_ioctl_reset_dirty_pages: no guest writes memory, so no ring has entries to reset.
+      return vm.caps.dirtyRingSize === 0 ? -EINVAL : 0;
+    case I.KVM_CREATE_DEVICE:
+      return createDevice(k, arg);
     case I.KVM_SET_IDENTITY_MAP_ADDR: {
       if (vm.createdVcpus > 0) return -EINVAL;
       const b = input(k, arg, 8);
@@ -48,7 +64,7 @@ export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number
     case I.KVM_CREATE_PIT2: {
       if (!input(k, arg, 64)) return -EFAULT;
       if (vm.pit2) return -EEXIST;
-      if (!vm.irqchip) return -ENOENT; // pic_in_kernel
+      if (!vm.fullIrqchip) return -ENOENT; // pic_in_kernel
       vm.pit2 = k.freshState.pit2.slice();
       // kvm_pit_reset -> kvm_pit_load_count: channels 1 and 2 start counting now (ktime ns).
       for (const ch of [1, 2]) new DataView(vm.pit2.buffer).setBigInt64(24 * ch + 16, monotonicNs(k), true);
@@ -97,9 +113,10 @@ export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number
       const b = input(k, arg, 8);
       if (!b) return -EFAULT;
       if (!vm.irqchip) return -ENXIO;
-      if (req === I.KVM_IRQ_LINE) return 0;
       const dv = new DataView(b.buffer);
-      dv.setInt32(0, irqLineStatus(vm, dv.getUint32(0, true), dv.getUint32(4, true)), true);
+      const status = irqLine(k, vm, dv.getUint32(0, true), dv.getUint32(4, true));
+      if (req === I.KVM_IRQ_LINE) return 0;
+      dv.setInt32(0, status, true);
       return k.args.copyOut(0, b) ? 0 : -EFAULT;
     }
     case I.KVM_SET_GSI_ROUTING: {
@@ -120,20 +137,18 @@ export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number
       // struct kvm_ioeventfd: datamatch @0, addr @8, len @16, fd @20, flags @24.
       const flags = dv.getUint32(24, true);
       const len = dv.getUint32(16, true);
-      // kvm_ioeventfd: known flags, and a length of 0, 1, 2, 4 or 8. (The eventfd itself lives in
-      // the caller's process, where kvmsr cannot look, so every fd is taken.)
-      if ((flags & ~KVM_IOEVENTFD_VALID_FLAG_MASK) !== 0) return -EINVAL;
-      if (![0, 1, 2, 4, 8].includes(len)) return -EINVAL;
       // ioeventfd_check_collision: the same bus, address and length, and the same datamatch
-      // (or none: a wildcard).
+      // (or none: a wildcard). (The eventfd itself lives in the caller's process, where kvmsr
+      // cannot look, so every fd is taken.)
       const datamatch = (flags & 1) !== 0 ? dv.getBigUint64(0, true).toString(16) : '*';
       const key = `${flags & 2}:${dv.getBigUint64(8, true)}:${len}:${datamatch}`;
-      if ((flags & 4) !== 0) {
-        if (!vm.ioeventfds.delete(key)) return -ENOENT; // kvm_deassign_ioeventfd
-      } else {
-        if (vm.ioeventfds.has(key)) return -EEXIST;
-        vm.ioeventfds.add(key);
-      }
+      // kvm_ioeventfd: a deassign only looks for its match (kvm_deassign_ioeventfd)...
+      if ((flags & 4) !== 0) return vm.ioeventfds.delete(key) ? 0 : -ENOENT;
+      // ...an assign wants known flags, and a length of 0, 1, 2, 4 or 8 (kvm_assign_ioeventfd).
+      if ((flags & ~KVM_IOEVENTFD_VALID_FLAG_MASK) !== 0) return -EINVAL;
+      if (![0, 1, 2, 4, 8].includes(len)) return -EINVAL;
+      if (vm.ioeventfds.has(key)) return -EEXIST;
+      vm.ioeventfds.add(key);
       return 0;
     }
     case I.KVM_REGISTER_COALESCED_MMIO:
@@ -178,16 +193,40 @@ function monotonicNs(k: Kvm): bigint {
   return BigInt(Math.round(k.x86.now() * 1e6));
 }
 
+/** KVM_DEV_TYPE_VFIO: the one device type x86 KVM has (CONFIG_KVM_VFIO). */
+const KVM_DEV_TYPE_VFIO = 4;
+const KVM_CREATE_DEVICE_TEST = 1;
+
+/**
+ * KVM_CREATE_DEVICE (kvm_ioctl_create_device): with KVM_CREATE_DEVICE_TEST, whether the type
+ * exists (x86 has VFIO's only: ENODEV for the rest). Making one is not modelled: kvmsr has no
+ * device fds, so that is ENOSYS with a line naming the call.
+ */
+function createDevice(k: Kvm, arg: IoctlArg): number {
+  const b = input(k, arg, 12);
+  if (!b) return -EFAULT;
+  const dv = new DataView(b.buffer);
+  const type = dv.getUint32(0, true);
+  if (type !== KVM_DEV_TYPE_VFIO) return -ENODEV;
+  if ((dv.getUint32(8, true) & KVM_CREATE_DEVICE_TEST) !== 0) return 0;
+  return k.unmodeledOr(I.KVM_CREATE_DEVICE, 'vm', -ENOSYS, new Set([I.KVM_CREATE_DEVICE]));
+}
+
 /** get_kvmclock_ns: nanoseconds since the VM's kvmclock started (its creation, or KVM_SET_CLOCK). */
 export function kvmclockNs(k: Kvm, vm: Vm): bigint {
   return BigInt(Math.max(0, Math.round((k.x86.now() - vm.createdAt) * 1e6)));
 }
 
+/** The in-kernel PIC and IOAPIC, from the host's fresh answers on first use. */
+function chipsOf(k: Kvm, vm: Vm): IrqchipState {
+  return vm.chips ?? (vm.chips = { picMaster: k.freshState.picMaster.slice(), picSlave: k.freshState.picSlave.slice(), ioapic: k.freshState.ioapic.slice() });
+}
+
 function irqchip(k: Kvm, vm: Vm, arg: IoctlArg, get: boolean): number {
   const b = input(k, arg, 520);
   if (!b) return -EFAULT;
-  if (!vm.irqchip) return -ENXIO; // irqchip_kernel
-  const chips = vm.chips ?? (vm.chips = { picMaster: k.freshState.picMaster.slice(), picSlave: k.freshState.picSlave.slice(), ioapic: k.freshState.ioapic.slice() });
+  if (!vm.fullIrqchip) return -ENXIO; // irqchip_kernel
+  const chips = chipsOf(k, vm);
   const id = new DataView(b.buffer).getUint32(0, true);
   const chip = id === 0 ? chips.picMaster : id === 1 ? chips.picSlave : id === 2 ? chips.ioapic : null;
   if (!chip) return -EINVAL;
@@ -207,12 +246,69 @@ function irqchip(k: Kvm, vm: Vm, arg: IoctlArg, get: boolean): number {
  * each route's answer summed, 1 for a lowered line, and, since kvmsr delivers no interrupt, a raised
  * line counts as coalesced (0) on the PIC and masked (-1) on the IOAPIC, as on a fresh VM.
  */
-function irqLineStatus(vm: Vm, irq: number, level: number): number {
+/**
+ * kvm_set_irq for KVM_IRQ_LINE(_STATUS) on the default routing: a GSI below 16 goes to the PIC
+ * (pic_set_irq1) and the IOAPIC (ioapic_set_irq), one up to 23 to the IOAPIC; the answer is the
+ * sum of the chips' non-negative answers, -1 when none took it. The chips' IRR bits move as the
+ * kernel moves them (KVM_GET_IRQCHIP shows them). An unmasked IOAPIC pin would deliver to a LAPIC:
+ * kvmsr answers 0 for it (delivered to none) and delivers nothing.
+ */
+function irqLine(k: Kvm, vm: Vm, irq: number, level: number): number {
   const routes = vm.gsiRoutes === 0 ? 24 : vm.gsiRoutes;
-  if (irq >= routes) return -1;
-  const onPic = irq < 16;
-  if (level === 0) return onPic ? 2 : 1;
-  return onPic ? 0 : -1;
+  if (irq >= routes || irq >= 24) return -1;
+  const chips = chipsOf(k, vm);
+  let ret = -1;
+  const add = (r: number): void => {
+    if (r >= 0) ret = r + (ret < 0 ? 0 : ret);
+  };
+  if (irq < 16) add(picSetIrq(irq < 8 ? chips.picMaster : chips.picSlave, irq & 7, level !== 0));
+  add(ioapicSetIrq(chips.ioapic, irq, level !== 0));
+  return ret;
+}
+
+/** pic_set_irq1 on struct kvm_pic_state: last_irr @0, irr @1, imr @2, elcr @14. */
+function picSetIrq(p: Uint8Array, pin: number, level: boolean): number {
+  const mask = 1 << pin;
+  let ret = 1;
+  if ((p[14]! & mask) !== 0) {
+    // level triggered
+    if (level) {
+      ret = (p[1]! & mask) === 0 ? 1 : 0;
+      p[1]! |= mask;
+      p[0]! |= mask;
+    } else {
+      p[1]! &= ~mask;
+      p[0]! &= ~mask;
+    }
+  } else if (level) {
+    // edge triggered: a new edge only
+    if ((p[0]! & mask) === 0) {
+      ret = (p[1]! & mask) === 0 ? 1 : 0;
+      p[1]! |= mask;
+    }
+    p[0]! |= mask;
+  } else {
+    p[0]! &= ~mask;
+  }
+  return (p[2]! & mask) !== 0 ? -1 : ret;
+}
+
+/** ioapic_set_irq on struct kvm_ioapic_state: irr @16, redirtbl[24] (u64) @24. */
+function ioapicSetIrq(io: Uint8Array, pin: number, level: boolean): number {
+  const dv = new DataView(io.buffer, io.byteOffset, io.byteLength);
+  const entry = dv.getUint32(24 + 8 * pin, true);
+  const edge = (entry & (1 << 15)) === 0;
+  const mask = 1 << pin;
+  const irr = dv.getUint32(16, true);
+  if (!level) {
+    dv.setUint32(16, (irr & ~mask) >>> 0, true);
+    return 1;
+  }
+  dv.setUint32(16, (irr | mask) >>> 0, true);
+  if (edge && (irr & mask) !== 0) return 0; // coalesced
+  // ioapic_service: a masked pin, or a level pin still awaiting its EOI, delivers nothing.
+  if ((entry & (1 << 16)) !== 0 || (!edge && (entry & (1 << 14)) !== 0)) return -1;
+  return 0;
 }
 
 /** A memslot's dirty bitmap: ALIGN(npages, 64) / 8 bytes (kvm_dirty_bitmap_bytes). */

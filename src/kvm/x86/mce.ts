@@ -88,3 +88,78 @@ export function setMcgCtl(x: X86, vcpu: Vcpu, host: boolean, lo: number, hi: num
   if ((lo | hi) !== 0 && (lo & hi) !== -1) return MSR_ERR;
   return x.store(vcpu, M.MSR_IA32_MCG_CTL, lo, hi);
 }
+
+const MCI_STATUS_VAL_HI = 1 << 31; // bit 63
+const MCI_STATUS_OVER_HI = 1 << 30; // bit 62
+const MCI_STATUS_UC_HI = 1 << 29; // bit 61
+const MCI_STATUS_PCC_HI = 1 << 25; // bit 57
+const MCI_STATUS_S_HI = 1 << 24; // bit 56
+const MCI_STATUS_AR_HI = 1 << 23; // bit 55
+const X86_CR4_MCE = 1 << 6;
+
+/** struct kvm_x86_mce, as KVM_X86_SET_MCE reads it (each u64 as two u32 halves). */
+export interface InjectedMce {
+  statusLo: number;
+  statusHi: number;
+  addrLo: number;
+  addrHi: number;
+  miscLo: number;
+  miscHi: number;
+  mcgStatusLo: number;
+  mcgStatusHi: number;
+  bank: number;
+}
+
+/** What an injected #MC leaves besides the bank: the exception queued, or a triple fault requested. */
+export type MceEffect = 'none' | 'machine-check' | 'triple-fault';
+
+/**
+ * kvm_vcpu_ioctl_x86_set_mce (and kvm_vcpu_x86_set_ucna): logs an error in bank `m.bank` the way a
+ * CPU would. Returns -EINVAL, or 0 with what else the vCPU must show (the caller queues #MC or the
+ * triple fault in the vCPU's events). `cr4` is the vCPU's CR4 (low half).
+ */
+export function injectMce(x: X86, vcpu: Vcpu, m: InjectedMce, cr4: number): { ret: number; effect: MceEffect } {
+  const cap = mcgCap(vcpu);
+  const banks = cap & 0xff;
+  if (m.bank >= banks || (m.statusHi & MCI_STATUS_VAL_HI) === 0) return { ret: -EINVAL, effect: 'none' };
+  const base = M.MSR_IA32_MC0_CTL + 4 * m.bank;
+  const uc = (m.statusHi & MCI_STATUS_UC_HI) !== 0;
+  const put = (statusHi: number): void => {
+    x.store(vcpu, base + 2, m.addrLo, m.addrHi);
+    x.store(vcpu, base + 3, m.miscLo, m.miscHi);
+    x.store(vcpu, base + 1, m.statusLo, statusHi);
+  };
+  // is_ucna: an uncorrected error with no action required, the guest told by CMCI at most.
+  const ucna = m.mcgStatusLo === 0 && m.mcgStatusHi === 0 && uc && (m.statusHi & (MCI_STATUS_PCC_HI | MCI_STATUS_S_HI | MCI_STATUS_AR_HI)) === 0;
+  if (ucna) {
+    put(m.statusHi);
+    x.store(vcpu, M.MSR_IA32_MCG_STATUS, m.mcgStatusLo, m.mcgStatusHi);
+    return { ret: 0, effect: 'none' };
+  }
+  const scratch: MsrValue = { lo: 0, hi: 0 };
+  const allOnes = (index: number): boolean => {
+    x.load(vcpu, index, scratch);
+    return (scratch.lo & scratch.hi) === -1;
+  };
+  // Uncorrected error reporting off (MCG_CTL, or the bank's MCi_CTL, not all ones): dropped.
+  if (uc && (cap & MCG_CTL_P) !== 0 && !allOnes(M.MSR_IA32_MCG_CTL)) return { ret: 0, effect: 'none' };
+  if (uc && !allOnes(base)) return { ret: 0, effect: 'none' };
+  x.load(vcpu, base + 1, scratch);
+  const oldValid = (scratch.hi & MCI_STATUS_VAL_HI) !== 0;
+  const oldUc = (scratch.hi & MCI_STATUS_UC_HI) !== 0;
+  if (uc) {
+    x.load(vcpu, M.MSR_IA32_MCG_STATUS, scratch);
+    // A #MC inside a #MC (MCG_STATUS.MCIP), or with CR4.MCE clear, shuts the vCPU down.
+    if ((scratch.lo & 4) !== 0 || (cr4 & X86_CR4_MCE) === 0) return { ret: 0, effect: 'triple-fault' };
+    x.store(vcpu, M.MSR_IA32_MCG_STATUS, m.mcgStatusLo, m.mcgStatusHi);
+    put(oldValid ? m.statusHi | MCI_STATUS_OVER_HI : m.statusHi);
+    return { ret: 0, effect: 'machine-check' };
+  }
+  if (!oldValid || !oldUc) {
+    put(oldValid ? m.statusHi | MCI_STATUS_OVER_HI : m.statusHi);
+  } else {
+    x.load(vcpu, base + 1, scratch);
+    x.store(vcpu, base + 1, scratch.lo, scratch.hi | MCI_STATUS_OVER_HI); // an uncorrected one stays
+  }
+  return { ret: 0, effect: 'none' };
+}

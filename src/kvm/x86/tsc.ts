@@ -214,12 +214,23 @@ export function synchronizeTsc(x: X86, vcpu: Vcpu, lo: number, hi: number, user:
     vcpu.tscBaseHi = hi >>> 0;
     vcpu.tscBaseAt = now;
     vcpu.tscEstimated = false;
-    vm.tscGenerationLo = vcpu.tscBaseLo;
-    vm.tscGenerationHi = vcpu.tscBaseHi;
-    vm.tscGenerationAt = now;
-    vm.tscGenerationRate = vcpu.tscKhz;
+    startGeneration(vcpu, now);
   }
-  // __kvm_synchronize_tsc: the vCPU records the generation it joined (this_tsc_write/_nsec).
+  recordSync(vcpu, written, now, khz);
+}
+
+/** A new TSC generation (cur_tsc_generation++): the vCPU's TSC as it is now. */
+function startGeneration(vcpu: Vcpu, now: number): void {
+  const vm = vcpu.vm;
+  vm.tscGenerationLo = vcpu.tscBaseLo;
+  vm.tscGenerationHi = vcpu.tscBaseHi;
+  vm.tscGenerationAt = now;
+  vm.tscGenerationRate = vcpu.tscKhz;
+}
+
+/** The end of __kvm_synchronize_tsc: the vCPU records the generation it joined, the VM the write. */
+function recordSync(vcpu: Vcpu, written: number, now: number, khz: number): void {
+  const vm = vcpu.vm;
   vcpu.thisTscLo = vm.tscGenerationLo;
   vcpu.thisTscHi = vm.tscGenerationHi;
   vcpu.thisTscAt = vm.tscGenerationAt;
@@ -334,4 +345,44 @@ export function setTscDeadline(x: X86, vcpu: Vcpu, lo: number, hi: number): numb
     vcpu.state!.tscDeadlineHi = hi;
   }
   return MSR_OK;
+}
+
+/**
+ * KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET): vcpu->arch.l1_tsc_offset, the guest
+ * TSC less the host's scaled to the vCPU's rate (kvmsr's estimate of the host TSC; 0 where the
+ * vendor cannot offset the TSC, as on PVM, measured). Into out as two u32 halves.
+ */
+export function getTscOffset(x: X86, vcpu: Vcpu, out: MsrValue): void {
+  if (!x.vendor.tscOffsetHonored) {
+    out.lo = 0;
+    out.hi = 0;
+    return;
+  }
+  readTsc(x, vcpu, out);
+  addCycles(out.lo, out.hi, -hostTscShare(x, x.clock(), vcpu.tscKhz), out);
+}
+
+/**
+ * KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET) (kvm_arch_tsc_set_attr): the guest TSC
+ * becomes the host's plus the offset, as __kvm_synchronize_tsc sets it, a user write: it joins the
+ * VM's generation when the VM's last write set this very offset at this rate, else starts one.
+ * Ignored where the vendor cannot offset the TSC (PVM: taken, and GET still reads 0, measured).
+ */
+export function setTscOffset(x: X86, vcpu: Vcpu, lo: number, hi: number): void {
+  if (!x.vendor.tscOffsetHonored) return;
+  const vm = vcpu.vm;
+  const now = x.clock();
+  const khz = vcpu.virtualTscKhz;
+  const offset = (hi >>> 0) * TWO32 + (lo >>> 0);
+  const matched = khz !== 0 && vm.lastTscKhz === khz && vm.lastTscOffset === offset;
+  const tsc = x.scratch;
+  addCycles(lo >>> 0, hi >>> 0, hostTscShare(x, now, vcpu.tscKhz), tsc);
+  vcpu.tscBaseLo = tsc.lo;
+  vcpu.tscBaseHi = tsc.hi;
+  vcpu.tscBaseAt = now;
+  vcpu.tscEstimated = true; // it rests on kvmsr's estimate of the host TSC
+  vm.userSetTsc = true;
+  if (!matched) startGeneration(vcpu, now);
+  recordSync(vcpu, tsc.hi * TWO32 + tsc.lo, now, khz);
+  vm.lastTscOffset = offset;
 }

@@ -240,8 +240,9 @@ export class X86 {
   initVcpu(vcpu: Vcpu): void {
     this.clockMs = NaN;
     vcpu.msrs.set(this.resetValues);
-    // kvm_lapic_reset: the APIC is enabled at its default base; vCPU 0 is the BSP (bsp_vcpu_id 0).
-    this.store(vcpu, M.MSR_IA32_APICBASE, APIC_DEFAULT_PHYS_BASE | APICBASE_ENABLE | (vcpu.id === 0 ? APICBASE_BSP : 0), 0);
+    // kvm_lapic_reset: the APIC is enabled at its default base; the BSP (kvm_vcpu_is_reset_bsp:
+    // bsp_vcpu_id, 0 unless KVM_SET_BOOT_CPU_ID) has the BSP flag.
+    this.store(vcpu, M.MSR_IA32_APICBASE, APIC_DEFAULT_PHYS_BASE | APICBASE_ENABLE | (vcpu.id === vcpu.vm.caps.bspVcpuId ? APICBASE_BSP : 0), 0);
     // kvm_arch_vcpu_create: kvm_set_tsc_khz(vcpu, kvm->arch.default_tsc_khz), result ignored. The
     // vCPU starts with l1_tsc_scaling_ratio 0 and keeps it if that call writes no multiplier: on a
     // host without TSC scaling whose max_tsc_khz lies outside the tolerance band of the refined
