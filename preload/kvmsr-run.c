@@ -494,7 +494,13 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg, str
     }
   }
   if (ret == 0 && sets_memslot(req) && buffer) note_slot(&slots, kfd, a, alen);
-  if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) {
+  if (ret >= 0 && r.new_kind == K_FILE) {
+    /* KVM_GET_STATS_FD: a read-only file of the program's own (kvmsr keeps no fd for it). */
+    int nfd = real_openat(AT_FDCWD, r.path, O_RDONLY | O_CLOEXEC);
+    err = errno;
+    if (r.path[0]) unlink(r.path);
+    ret = nfd >= 0 ? nfd : -err;
+  } else if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) {
     /* KVM_CREATE_VM / KVM_CREATE_VCPU: the new kvmsr fd gets a real fd of its own. */
     int nfd = r.new_kind == K_VM ? real_openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC)
                                  : real_openat(AT_FDCWD, r.path, O_RDWR | O_CLOEXEC);

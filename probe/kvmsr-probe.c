@@ -15,6 +15,7 @@
  *   wr <vcpu> <index> <value>            the guest executes WRMSR (guest=1, vcpu 0 only)
  *   sleep <ms>
  *   tsckhz-floor <target> <lo> <hi>      bisects KVM_SET_TSC_KHZ for the lowest accepted rate
+ *   stats <target>                       KVM_GET_STATS_FD on the VM or a vCPU, and the file's bytes
  *   end
  *
  * answers.txt: a header (kvmsr-answers 1, info lines), then one block per case, written whole
@@ -55,7 +56,7 @@
 #define TARGET_VM (-1)
 #define MAX_VCPUS 4096
 
-enum { ST_IO, ST_RD, ST_WR, ST_SLEEP, ST_TSC };
+enum { ST_IO, ST_RD, ST_WR, ST_SLEEP, ST_TSC, ST_STATS };
 enum { ARG_INT, ARG_BUF, ARG_WB };
 
 struct step {
@@ -351,6 +352,11 @@ static void parse_plan(const char *path) {
       st->kind = ST_SLEEP;
       st->a = need_u64(lineno, "milliseconds", tok[1]);
       if (st->a > 3600000) plan_error(lineno, "sleep of more than an hour");
+    } else if (!strcmp(kw, "stats")) {
+      if (nt != 2) plan_error(lineno, "expected 'stats <target>'");
+      struct step *st = new_step(cur);
+      st->kind = ST_STATS;
+      st->target = parse_target(lineno, cur, tok[1]);
     } else if (!strcmp(kw, "tsckhz-floor")) {
       if (nt != 4) plan_error(lineno, "expected 'tsckhz-floor <target> <lo> <hi>'");
       struct step *st = new_step(cur);
@@ -651,6 +657,31 @@ static void run_case(const struct kcase *c, struct sbuf *out) {
         us -= chunk;
       }
       sb_printf(out, "sleep %zu\n", si);
+    } else if (st->kind == ST_STATS) {
+      /* The binary stats file (KVM_GET_STATS_FD): header, id, descriptors and data, read whole. */
+#ifdef KVM_GET_STATS_FD
+      int sfd = ioctl(target_fd(&x, st->target), KVM_GET_STATS_FD, 0);
+#else
+      int sfd = -1;
+      errno = ENOTTY;
+#endif
+      if (sfd < 0) {
+        sb_printf(out, "stats %zu -1 %d -\n", si, errno);
+      } else {
+        size_t cap = 1 << 16, len = 0;
+        unsigned char *b = xmalloc(cap);
+        for (;;) {
+          if (len == cap) { cap *= 2; b = realloc(b, cap); if (!b) { perror("realloc"); exit(1); } }
+          ssize_t n = pread(sfd, b + len, cap - len, (off_t)len);
+          if (n <= 0 || cap > (1u << 24)) break;
+          len += (size_t)n;
+        }
+        sb_printf(out, "stats %zu 0 0 ", si);
+        sb_hex(out, b, len);
+        sb_printf(out, "\n");
+        free(b);
+        close(sfd);
+      }
     } else if (st->kind == ST_TSC) {
       int fd = target_fd(&x, st->target);
       unsigned long long lo = st->a, hi = st->b;

@@ -11,6 +11,8 @@ import { parseAnswers, parsePlan, type Answers, type PlanCase } from '../src/har
 import { judgeAnswers, judgeDir, readHarvestFile, type JudgeDisagreement } from '../src/harvest/judge.js';
 import { measureFromAnswers } from '../src/profile/from-answers.js';
 import { expect } from 'vitest';
+import { statsFileWithId } from '../src/kvm/state/binary-stats.js';
+const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 export interface Machine {
   kvm: Kvm;
@@ -53,7 +55,9 @@ export const getFeatureMsr = (m: Machine, index: number): bigint | null => {
 /** A profile's JSON without what differs between two captures of one host: when, and the moving TSC. */
 export function comparable(p: HostProfile): Record<string, unknown> {
   const j = profileToJson(p) as Record<string, unknown> & { host: Record<string, unknown>; vcpuReset: { index: string; value: string | null }[] };
-  return { ...j, notes: '', host: { ...j.host, capturedAt: '' }, vcpuReset: j.vcpuReset.map((m) => (MOVING_MSRS.has(Number(m.index)) ? { ...m, value: 'moves' } : m)) };
+  // The binary stats files name the thread that made the VM ("kvm-<tid>"): not compared.
+  const stats = p.binaryStats ? { binaryStats: { vm: hexOf(statsFileWithId(p.binaryStats.vm, '')), vcpu: hexOf(statsFileWithId(p.binaryStats.vcpu, '')) } } : {};
+  return { ...j, ...stats, notes: '', host: { ...j.host, capturedAt: '' }, vcpuReset: j.vcpuReset.map((m) => (MOVING_MSRS.has(Number(m.index)) ? { ...m, value: 'moves' } : m)) };
 }
 
 

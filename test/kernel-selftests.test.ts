@@ -1,8 +1,8 @@
 // The kernel's own KVM selftests (Linux 6.12, tools/testing/selftests/kvm), built from Debian's
 // linux-source-6.12 by scripts/build-kvm-selftests.sh, under `kvmsr run` as this project's PVM host
 // answers. These are the ones that need no guest code: every other x86 selftest waits for its guest
-// to run (a kvmsr vCPU is halted and never wakes) or skips on this host. kvm_binary_stats_test needs
-// KVM_GET_STATS_FD, which kvmsr does not model, and is left out for that. The selftest library
+// to run (a kvmsr vCPU is halted and never wakes) or skips on this host. kvm_binary_stats_test reads
+// the binary stats files this host's profile captured. The selftest library
 // reads /sys/module/kvm/parameters/force_emulation_prefix first of all: `kvmsr run` serves the
 // profile's module parameters there. Where /dev/kvm exists each also runs on the real kernel.
 import { spawn, spawnSync } from 'node:child_process';
@@ -26,7 +26,7 @@ if (why) console.warn(`kernel KVM selftests: skipped: ${why}`);
 const haveKvm = existsSync('/dev/kvm');
 const OUT = join(tmpdir(), 'kvmsr-kvm-selftests');
 
-const SELFTESTS = ['get_msr_index_features', 'hwcr_msr_test', 'kvm_create_max_vcpus', 'max_vcpuid_cap_test', 'recalc_apic_map_test'];
+const SELFTESTS = ['get_msr_index_features', 'hwcr_msr_test', 'kvm_binary_stats_test', 'kvm_create_max_vcpus', 'max_vcpuid_cap_test', 'recalc_apic_map_test'];
 /** x86 tests are built in build/x86_64, the generic ones (kvm_create_max_vcpus) in build. */
 const bin = (name: string): string => (existsSync(join(OUT, 'build', 'x86_64', name)) ? join(OUT, 'build', 'x86_64', name) : join(OUT, 'build', name));
 

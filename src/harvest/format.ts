@@ -12,7 +12,9 @@ export type PlanStep =
   | { op: 'rd'; vcpu: number; index: number }
   | { op: 'wr'; vcpu: number; index: number; value: bigint }
   | { op: 'sleep'; ms: number }
-  | { op: 'tsckhz-floor'; on: number; lo: number; hi: number };
+  | { op: 'tsckhz-floor'; on: number; lo: number; hi: number }
+  /** KVM_GET_STATS_FD on the VM or a vCPU, and the whole binary stats file it gives. */
+  | { op: 'stats'; on: 'vm' | number };
 
 export interface CaseSetup {
   vcpus: number;
@@ -42,7 +44,8 @@ export type StepAnswer =
   | { op: 'g'; kind: 'exit'; exitReason: number; reason: number; index: number; data: bigint }
   | { op: 'g'; kind: 'fail'; what: string; errno: number }
   | { op: 'sleep' }
-  | { op: 'tsckhz'; value: number };
+  | { op: 'tsckhz'; value: number }
+  | { op: 'stats'; ret: number; errno: number; bytes: Uint8Array | null };
 
 export interface CaseAnswer {
   id: string;
@@ -99,6 +102,9 @@ export function writePlan(cases: readonly PlanCase[], comment: string[] = []): s
           break;
         case 'tsckhz-floor':
           out.push(`tsckhz-floor v${st.on} ${st.lo} ${st.hi}`);
+          break;
+        case 'stats':
+          out.push(`stats ${target(st.on)}`);
           break;
       }
     }
@@ -216,6 +222,12 @@ export function parsePlan(text: string, file = 'plan.txt'): PlanCase[] {
         c.steps.push({ op: 'tsckhz-floor', on, lo: r.num(t[2], 'tsckhz-floor.lo', 0xffffffff), hi: r.num(t[3], 'tsckhz-floor.hi', 0xffffffff) });
         break;
       }
+      case 'stats': {
+        const on = r.target(t[1], 'stats.target', c.setup.vcpus);
+        if (on === 'sys') r.fail('stats.target', 'expected the VM or a vCPU');
+        c.steps.push({ op: 'stats', on });
+        break;
+      }
       default:
         r.fail('op', `unknown step '${t[0] ?? ''}'`);
     }
@@ -302,6 +314,10 @@ export function parseAnswers(text: string, file = 'answers.txt'): Answers {
         step(t[1]);
         c.steps.push({ op: 'tsckhz', value: r.num(t[2], 'tsckhz.value', 0xffffffff, -1) });
         break;
+      case 'stats':
+        step(t[1]);
+        c.steps.push({ op: 'stats', ret: r.num(t[2], 'stats.ret', 0, -1), errno: r.num(t[3], 'stats.errno', 4095), bytes: t[4] === '-' ? null : r.bytes(t[4], 'stats.bytes') });
+        break;
       default:
         r.fail(t[0] ?? 'line', `unknown answer in case ${c.id}`);
     }
@@ -342,6 +358,9 @@ export function writeAnswers(a: Answers): string {
           break;
         case 'tsckhz':
           out.push(`tsckhz ${n} ${s.value}`);
+          break;
+        case 'stats':
+          out.push(`stats ${n} ${s.ret} ${s.errno} ${s.bytes ? hex(s.bytes) : '-'}`);
           break;
       }
     });

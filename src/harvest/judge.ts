@@ -2,6 +2,7 @@
 // case of the plan on kvmsr with it, and compares each step with what the host answered: the
 // return value, the errno and every byte; the guest's value, #GP or userspace exit. Runs anywhere:
 // the host's answers are in DIR. What moves with time (IA32_TSC) is compared by a stated rule.
+import { statsFileId, statsFileWithId } from '../kvm/state/binary-stats.js';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -81,6 +82,8 @@ const ans = (s: StepAnswer | undefined): string => {
       return s.kind === 'ok' ? `ok 0x${s.value.toString(16)}` : s.kind === 'exit' ? `exit ${s.exitReason} reason ${s.reason} index 0x${s.index.toString(16)} data 0x${s.data.toString(16)}` : s.kind === 'fail' ? `fail ${s.what} errno ${s.errno}` : 'gp';
     case 'tsckhz':
       return `tsc_khz floor ${s.value}`;
+    case 'stats':
+      return s.bytes ? `stats file of ${s.bytes.length} bytes, ${Buffer.from(s.bytes).toString('hex')}` : `ret ${s.ret} errno ${s.errno}`;
     default:
       return s.op;
   }
@@ -96,6 +99,18 @@ function byRule(step: PlanStep, host: StepAnswer, emu: StepAnswer, rules: Set<st
   }
   tscByRule(step, host, emu, rules);
   clockByRule(step, host, emu, rules);
+  statsByRule(host, emu, rules);
+}
+
+export const STATS_ID_RULE = "the binary stats file's id string (kvm-<the creating thread's id>) not compared";
+
+/** The stats files name the thread that made the VM: take the host's id where the rest agrees. */
+function statsByRule(host: StepAnswer, emu: StepAnswer, rules: Set<string>): void {
+  if (host.op !== 'stats' || emu.op !== 'stats' || !host.bytes || !emu.bytes || host.bytes.length !== emu.bytes.length) return;
+  const id = statsFileId(host.bytes);
+  if (id === statsFileId(emu.bytes)) return;
+  emu.bytes = statsFileWithId(emu.bytes, id);
+  rules.add(STATS_ID_RULE);
 }
 
 export const CLOCK_RULE = 'KVM_GET_CLOCK compared by rule, since the host and kvmsr read kvmclock at different times: both non-zero';

@@ -103,6 +103,13 @@ export function runOnKvmsr(profile: HostProfile, c: PlanCase, opts: Omit<KvmOpti
         if (st.ms <= 1000) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, st.ms);
         steps.push({ op: 'sleep' });
         break;
+      case 'stats': {
+        const fd = kvm.ioctl(st.on === 'vm' ? vm : vcpus[st.on]!, I.KVM_GET_STATS_FD, 0);
+        const bytes = fd >= 0 ? (kvm.statsFile(fd) ?? null) : null;
+        if (fd >= 0) kvm.close(fd);
+        steps.push(fd >= 0 ? { op: 'stats', ret: 0, errno: 0, bytes } : { op: 'stats', ret: -1, errno: -fd, bytes: null });
+        break;
+      }
       case 'tsckhz-floor': {
         const v = vcpus[st.on]!;
         let { lo, hi } = st;

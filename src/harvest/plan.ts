@@ -70,6 +70,8 @@ export function profileCases(): PlanCase[] {
     // hostTscKhz: the lowest rate KVM_SET_TSC_KHZ takes without TSC scaling (kvm_set_tsc_khz).
     { id: 'profile.tsckhz', setup: plain(1), steps: [{ op: 'tsckhz-floor', on: 0, lo: 1, hi: 0x7fffffff }] },
     stateCase(),
+    // binaryStats: the binary stats files of a fresh VM and vCPU (their layout is the build's).
+    { id: 'profile.stats', setup: plain(1), steps: [{ op: 'stats', on: 'vm' }, { op: 'stats', on: 0 }] },
   ];
 }
 

@@ -21,6 +21,7 @@ import { enableVmCap, setBootCpuId } from './state/vm-caps.js';
 import { hypervEventfd, irqfd, reinjectControl, signalMsi } from './state/vm-irq.js';
 import { setMemoryAttributes } from './state/vm-memory.js';
 import { setPmuEventFilter } from './x86/pmu-filter.js';
+import { statsFileWithId } from './state/binary-stats.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -68,6 +69,11 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     }
     case I.KVM_GET_TSC_KHZ:
       return vm.defaultTscKhz === 0 ? k.x86.tscKhz : vm.defaultTscKhz;
+    case I.KVM_GET_STATS_FD: {
+      const stats = k.profile.binaryStats;
+      if (!stats) return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
+      return k.createStatsFile(statsFileWithId(stats.vm, vm.statsId));
+    }
     case I.KVM_SET_BOOT_CPU_ID:
       return setBootCpuId(k, vm, a.intValue(arg));
     case I.KVM_IRQFD:

@@ -3,7 +3,7 @@
 import { threadCapable } from './caller.js';
 import { enterGuest, tscEstimated } from './x86/tsc.js';
 import { DEFAULT_FRESH_STATE, type FreshState } from './state/fresh-state.js';
-import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName } from '../abi/errno.js';
+import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName, ENOTTY } from '../abi/errno.js';
 import { ioctlName, KVM_GET_MSRS, KVM_SET_MSRS } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
@@ -28,10 +28,11 @@ import { X86, type X86Options } from './x86/x86.js';
 
 // Module-local copies of what every ioctl uses: V8 reloads and hole-checks an imported binding at
 // each use, even in optimized code, and folds a const of this module (see msr-io.ts).
-const { FD_VCPU, FD_VM } = Files;
+const { FD_VCPU, FD_VM, FD_STATS } = Files;
 const { vcpuIoctl } = VcpuIoctl;
 const EBADF_ = EBADF;
 const EFAULT_ = EFAULT;
+const ENOTTY_ = ENOTTY;
 const GET_MSRS = KVM_GET_MSRS;
 const SET_MSRS = KVM_SET_MSRS;
 const MSR_IO_GET_ = MSR_IO_GET;
@@ -143,6 +144,8 @@ export class Kvm {
         return vcpuIoctl(this, f.vcpu, req, arg);
       case FD_VM:
         return vmIoctl(this, f.vm, req, arg);
+      case FD_STATS:
+        return -ENOTTY_; // kvm_vm_stats_fops and kvm_vcpu_stats_fops have no ioctl
       default:
         return systemIoctl(this, req, arg);
     }
@@ -213,19 +216,33 @@ export class Kvm {
   }
 
   /** What kind of file an fd is, or undefined when it is not open. */
-  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | undefined {
+  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | 'stats' | undefined {
     const f = this.fileOf(fd);
     if (f === undefined) return undefined;
-    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : 'vcpu';
+    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : f.kind === FD_VCPU ? 'vcpu' : 'stats';
+  }
+
+  /** A binary stats fd's file (KVM_GET_STATS_FD, state/binary-stats.ts), or undefined. */
+  statsFile(fd: number): Uint8Array | undefined {
+    const f = this.fileOf(fd);
+    return f?.kind === FD_STATS ? f.bytes : undefined;
+  }
+
+  /** Opens a binary stats file: the fd KVM_GET_STATS_FD returns. */
+  createStatsFile(bytes: Uint8Array): number {
+    return this.install({ kind: FD_STATS, bytes });
   }
 
   // ---- used by the dispatchers ----
   createVm(type: number): number {
-    return this.install({ kind: FD_VM, vm: new Vm(type, this.x86.now()) });
+    const vm = new Vm(type, this.x86.now());
+    vm.statsId = `kvm-${this.callerTid ?? process.pid}`; // kvm_create_vm: task_pid_nr(current)
+    return this.install({ kind: FD_VM, vm });
   }
 
   createVcpu(vm: Vm, id: number): number {
     const vcpu = new Vcpu(id, vm, vm.createdVcpus);
+    vcpu.statsId = `kvm-${this.callerTid ?? process.pid}/vcpu-${id}`; // kvm_vm_ioctl_create_vcpu
     this.x86.initVcpu(vcpu);
     vm.vcpus.set(id, vcpu);
     vm.createdVcpus++;

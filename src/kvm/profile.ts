@@ -1,6 +1,7 @@
 // Host profiles are data: what one host's KVM lists, reports and resets to. `kvmsr profile capture`
 // writes one from a real /dev/kvm; the built-in default is such a file, checked in.
 import { freshStateFromJson, freshStateToJson, type FreshState } from './state/fresh-state.js';
+import { validStatsFile, type StatsLayout } from './state/binary-stats.js';
 import type { CpuidEntry2 } from '../abi/codecs.js';
 import { READ_KINDS, RULE_FIELDS, WRITE_KINDS, type MsrRule } from './x86/measured-rules.js';
 import { slotOf } from './x86/msr-slots.js';
@@ -77,6 +78,12 @@ export interface HostProfile {
    * KVM_GET_IRQCHIP, ...), captured by the `profile.state` case; absent: fresh-state.ts's defaults.
    */
   freshState?: FreshState;
+  /**
+   * The binary stats files (KVM_GET_STATS_FD) of a fresh VM and vCPU, as the host's build lays them
+   * out (state/binary-stats.ts), captured by the `profile.stats` case; absent: KVM_GET_STATS_FD is
+   * not modelled.
+   */
+  binaryStats?: StatsLayout;
 }
 
 /** An error in a profile, naming the file (when known) and the field. */
@@ -215,6 +222,17 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
   if (top['specCtrlAccepted'] !== undefined) p.specCtrlAccepted = r.u64(top['specCtrlAccepted'], 'specCtrlAccepted');
   if (top['eferAccepted'] !== undefined) p.eferAccepted = r.u64(top['eferAccepted'], 'eferAccepted');
   if (top['hostTscKhz'] !== undefined) p.hostTscKhz = r.int(top['hostTscKhz'], 'hostTscKhz');
+  if (top['binaryStats'] !== undefined) {
+    const b = r.obj(top['binaryStats'], 'binaryStats');
+    const file = (k: 'vm' | 'vcpu'): Uint8Array => {
+      const h = r.str(b[k], `binaryStats.${k}`);
+      if (!/^([0-9a-f]{2})+$/i.test(h)) r.fail(`binaryStats.${k}`, 'expected the file as hex');
+      const bytes = Uint8Array.from(Buffer.from(h, 'hex'));
+      if (!validStatsFile(bytes)) r.fail(`binaryStats.${k}`, 'not a binary stats file (header, id, descriptors, data)');
+      return bytes;
+    };
+    p.binaryStats = { vm: file('vm'), vcpu: file('vcpu') };
+  }
   if (top['freshState'] !== undefined) {
     try {
       p.freshState = freshStateFromJson(top['freshState'], 'freshState');
@@ -282,6 +300,7 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     ...(p.eferAccepted !== undefined ? { eferAccepted: hex(p.eferAccepted) } : {}),
     ...(p.hostTscKhz !== undefined ? { hostTscKhz: p.hostTscKhz } : {}),
     ...(p.freshState !== undefined ? { freshState: freshStateToJson(p.freshState) } : {}),
+    ...(p.binaryStats !== undefined ? { binaryStats: { vm: Buffer.from(p.binaryStats.vm).toString('hex'), vcpu: Buffer.from(p.binaryStats.vcpu).toString('hex') } } : {}),
     ...(p.msrRules !== undefined
       ? {
           msrRules: Object.fromEntries(

@@ -47,6 +47,8 @@ export class Vcpu {
   tscCatchup = false;
   /** The vendor module's own per-vCPU state (not MSR values), set by its vcpuCreate. */
   vendorState: unknown = undefined;
+  /** vcpu->stats_id: "kvm-<the creating thread's id>/vcpu-<id>". */
+  statsId = '';
   /** The kvm_run page userspace would mmap from the vCPU fd (the MSR exit fields live here). */
   readonly run = new Uint8Array(4096);
   /** KVM_EXIT_X86_RDMSR/WRMSR while an MSR exit waits for userspace to complete it; else 0. */

@@ -32,6 +32,10 @@ export function sameAnswer(a: StepAnswer | undefined, b: StepAnswer | undefined)
     if (a.kind === 'fail' && b.kind === 'fail') return a.what === b.what && a.errno === b.errno;
     return true;
   }
+  if (a.op === 'stats' && b.op === 'stats') {
+    if (a.ret !== b.ret || a.errno !== b.errno) return false;
+    return !a.bytes || !b.bytes ? a.bytes === b.bytes : Buffer.from(a.bytes).equals(Buffer.from(b.bytes));
+  }
   return JSON.stringify(a) === JSON.stringify(b);
 }
 

@@ -1,6 +1,7 @@
 // A host profile from a harvest's answers: what the `profile.*` cases of the plan (harvest/plan.ts)
 // read on the host, then the measured MSR rules from its `rule.*` cases (classify-rules.ts).
 // `kvmsr profile capture` and `kvmsr harvest judge` both build the profile here.
+import { validStatsFile } from '../kvm/state/binary-stats.js';
 import { decodeCpuid2, decodeMsrList, decodeMsrs, type CpuidEntry2 } from '../abi/codecs.js';
 import { E2BIG } from '../abi/errno.js';
 import * as I from '../abi/kvm-ioctls.js';
@@ -220,6 +221,11 @@ export function baseProfileFromAnswers(plan: readonly PlanCase[], a: Answers): H
   };
   const fresh = freshStateFromAnswers(plan, a);
   if (fresh) profile.freshState = fresh;
+  const stats = a.cases.get('profile.stats');
+  const [vmStats, vcpuStats] = [stats?.steps[0], stats?.steps[1]];
+  if (vmStats?.op === 'stats' && vcpuStats?.op === 'stats' && vmStats.bytes && vcpuStats.bytes && validStatsFile(vmStats.bytes) && validStatsFile(vcpuStats.bytes)) {
+    profile.binaryStats = { vm: vmStats.bytes, vcpu: vcpuStats.bytes };
+  }
   // Round-trip through the JSON form so a build is exactly what a saved file loads as.
   return parseProfile(JSON.parse(JSON.stringify(profileToJson(profile))), 'capture');
 }

@@ -49,6 +49,8 @@ export const MAX_REGIONS = 16;
 export const NEW_NONE = 0;
 export const NEW_VM = 2;
 export const NEW_VCPU = 3;
+/** A plain file (KVM_GET_STATS_FD's): the path names it; the library opens it read-only as the program's. */
+export const NEW_FILE = 4;
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';

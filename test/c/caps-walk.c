@@ -533,10 +533,21 @@ static void walk(int cap, long sys, long vmv) {
   case KVM_CAP_BINARY_STATS_FD: {
     vm = new_vm();
     vcpu = vcpu_of(vm, 0);
-    int s1 = R(ioctl(vm, KVM_GET_STATS_FD, 0) >= 0);
-    int s2 = R(ioctl(vcpu, KVM_GET_STATS_FD, 0) >= 0);
-    (void)s1;
-    (void)s2;
+    for (int which = 0; which < 2; which++) {
+      int sfd = which ? ioctl(vcpu, KVM_GET_STATS_FD, 0) : ioctl(vm, KVM_GET_STATS_FD, 0);
+      printf("  KVM_GET_STATS_FD on the %s: %s\n", which ? "vCPU" : "VM", sfd >= 0 ? "an fd" : strerror(errno));
+      if (sfd < 0) continue;
+      struct kvm_stats_header h;
+      char id[256] = {0};
+      ssize_t n = pread(sfd, &h, sizeof h, 0);
+      if (n == (ssize_t)sizeof h && h.name_size < sizeof id) pread(sfd, id, h.name_size, h.id_offset);
+      /* the id names the creating thread: only its shape is printed */
+      printf("  header %zd bytes: flags %u name_size %u num_desc %u; id %s\n", n, h.flags, h.name_size, h.num_desc,
+             !strncmp(id, "kvm-", 4) ? (strstr(id, "/vcpu-0") ? "kvm-<tid>/vcpu-0" : "kvm-<tid>") : id);
+      ssize_t w = write(sfd, &h, 1);
+      printf("  write: %zd %s\n", w, w < 0 ? strerrorname_np(errno) : "");
+      close(sfd);
+    }
     break;
   }
   case KVM_CAP_EXIT_ON_EMULATION_FAILURE:
