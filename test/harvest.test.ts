@@ -119,9 +119,10 @@ describe('judge', () => {
     test(`the stored harvest of ${host}: every case agrees, and its profile is the built-in one`, () => {
       const dir = join(import.meta.dirname, 'hosts', host, 'harvest');
       const { profile } = judgeStoredHarvest(dir, cases);
-      // The stored harvests predate the profile.stats case; v1272's binaryStats were captured on the
-      // same host afterwards (`kvmsr profile capture`, 2026-12-07) and are compared in caps-walk.
-      const { binaryStats: _stats, ...builtin } = comparable(builtinProfile(host));
+      // The stored harvests predate the profile.stats and profile.cr4 cases; v1272's binaryStats and
+      // cr4Accepted were captured on the same host afterwards (`kvmsr profile capture`,
+      // 2026-12-07) and are compared in caps-walk and vm-vcpu-calls.
+      const { binaryStats: _stats, cr4Accepted: _cr4, ...builtin } = comparable(builtinProfile(host));
       expect(comparable(profile)).toEqual(builtin);
       // Both keep MISC_FEATURES_ENABLES in the vendor's own field: measured as stored, not coupled.
       expect(profile.msrRules?.[0x140]).toMatchObject({ hostWrite: 'store' });

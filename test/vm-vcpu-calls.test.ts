@@ -2,7 +2,7 @@
 // caps-walk.test.ts checks them against the real kernel): each kept where the kernel keeps it, so
 // the calls that read it answer as the kernel's do, and the release rule that belongs to 6.4.
 import { describe, expect, test } from 'vitest';
-import { encodeEnableCap } from '../src/abi/codecs.js';
+import { encodeCpuid2, encodeEnableCap, type CpuidEntry2 } from '../src/abi/codecs.js';
 import { EBUSY, EEXIST, EINVAL, ENOENT, ENOTTY, ENXIO } from '../src/abi/errno.js';
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
@@ -257,3 +257,39 @@ describe('the TSC offset attribute and nested state', () => {
     expect(vmOn(PVM()).kvm.ioctl(3, I.KVM_GET_NESTED_STATE, h)).toBeLessThan(0); // no such vCPU fd here
   });
 });
+
+describe('the CR4 bits KVM_SET_SREGS takes', () => {
+  /** Which of CR4's 32 bits a fresh vCPU's SET_SREGS refuses, each set alone. */
+  function refused(profile: HostProfile, cpuid?: (k: Kvm, v: number) => void): number[] {
+    const out: number[] = [];
+    for (let bit = 0; bit < 32; bit++) {
+      const { kvm, vm } = vmOn(profile);
+      const v = kvm.ioctlOrThrow(vm, I.KVM_CREATE_VCPU, 0);
+      cpuid?.(kvm, v);
+      const s = new Uint8Array(312);
+      kvm.ioctlOrThrow(v, I.KVM_GET_SREGS, s);
+      new DataView(s.buffer).setUint32(248, (1 << bit) >>> 0, true);
+      if (kvm.ioctl(v, I.KVM_SET_SREGS, s) !== 0) out.push(bit);
+    }
+    return out;
+  }
+  const withCpuid = (edit: (e: CpuidEntry2[]) => CpuidEntry2[]) => (k: Kvm, v: number): void => {
+    k.ioctlOrThrow(v, I.KVM_SET_CPUID2, encodeCpuid2(edit(k.profile.supportedCpuid.map((e) => ({ ...e })))));
+  };
+
+  test('kvm_pvm v1272: what the host refuses, measured (LA57, VMXE, SMXE, PCIDE among them), with or without CPUID', () => {
+    const measured = [12, 13, 14, 15, 17, 19, 23, 24, 25, 26, 27, 28, 29, 30, 31];
+    expect(refused(PVM())).toEqual(measured);
+    expect(refused(PVM(), withCpuid((e) => e))).toEqual(measured);
+  });
+
+  test('kvm_intel: the supported CPUID decides, then the guest CPUID once set (SMEP refused where the guest lacks it)', () => {
+    const vmx = builtinProfile('kvm-intel-6.12-distro-bochs-skx');
+    const fresh = refused(vmx);
+    expect(fresh).toContain(14); // SMXE: never the guest's
+    expect(fresh).not.toContain(20); // SMEP: this host has it
+    const noSmep = withCpuid((e) => e.map((x) => (x.function === 7 && x.index === 0 ? { ...x, ebx: x.ebx & ~(1 << 7) } : x)));
+    expect(refused(vmx, noSmep)).toEqual([...fresh, 20].sort((a, b) => a - b));
+  });
+});
+

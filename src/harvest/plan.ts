@@ -14,7 +14,7 @@ import { KVM_CPUID2_LAYOUT, KVM_CPUID_ENTRY2_LAYOUT, KVM_MAX_CPUID_ENTRIES } fro
 import { prng } from '../util/prng.js';
 import { HV_MSRS } from '../kvm/x86/hyperv.js';
 import { MOVING_MSRS } from '../kvm/x86/moving-msrs.js';
-import { STATE_SIZES } from '../kvm/state/fresh-state.js';
+import { DEFAULT_FRESH_STATE, STATE_SIZES } from '../kvm/state/fresh-state.js';
 import { CANDIDATE_MSRS, NOT_RULE_MEASURED, UNKNOWN_MSRS } from './candidates.js';
 import type { CaseSetup, PlanCase, PlanStep } from './format.js';
 
@@ -72,7 +72,24 @@ export function profileCases(): PlanCase[] {
     stateCase(),
     // binaryStats: the binary stats files of a fresh VM and vCPU (their layout is the build's).
     { id: 'profile.stats', setup: plain(1), steps: [{ op: 'stats', on: 'vm' }, { op: 'stats', on: 0 }] },
+    cr4Case(),
   ];
+}
+
+/**
+ * cr4Accepted (x86/cr4.ts): KVM_SET_SREGS of a fresh vCPU's registers (real mode, the reset state
+ * every x86 host gives) with one CR4 bit set, for each of the 32; no CPUID set, so only the host's
+ * own reserved bits refuse one (kvm_is_valid_cr4's cr4_reserved_bits and the vendor's check).
+ */
+export function cr4Case(): PlanCase {
+  const steps: PlanStep[] = [];
+  for (let bit = 0; bit < 32; bit++) {
+    const s = new Uint8Array(STATE_SIZES.sregs);
+    s.set(DEFAULT_FRESH_STATE.sregs2.subarray(0, 280));
+    new DataView(s.buffer).setUint32(248, (1 << bit) >>> 0, true); // struct kvm_sregs.cr4
+    steps.push({ op: 'io', on: 0, request: I.KVM_SET_SREGS, arg: s });
+  }
+  return { id: 'profile.cr4', setup: plain(1), steps };
 }
 
 /**

@@ -160,6 +160,7 @@ function setCpuid2(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   vcpu.cpuidBytes = raw;
   vcpu.cpuid = entries;
   vcpu.cpuidNent = nent;
+  vcpu.cpuidSet = true;
   vcpu.capBits = capBitsOf(entries) & k.x86.supportedCapBits;
   vcpu.amdCompatible = isAmdCompatibleVendor(cpuidVendor(entries));
   vcpu.intelVendor = cpuidVendor(entries) === 'GenuineIntel';

@@ -84,6 +84,12 @@ export interface HostProfile {
    * not modelled.
    */
   binaryStats?: StatsLayout;
+  /**
+   * The CR4 bits KVM_SET_SREGS takes on a fresh vCPU with no CPUID set, each set alone (the
+   * `profile.cr4` case): what the host refuses of itself. Absent: derived from the supported CPUID
+   * as __cr4_reserved_bits does (kvm_intel, kvm_amd); kvm_pvm's answer is only a measurement.
+   */
+  cr4Accepted?: number;
 }
 
 /** An error in a profile, naming the file (when known) and the field. */
@@ -222,6 +228,7 @@ function parseProfileFields(json: unknown, file: string): HostProfile {
   if (top['specCtrlAccepted'] !== undefined) p.specCtrlAccepted = r.u64(top['specCtrlAccepted'], 'specCtrlAccepted');
   if (top['eferAccepted'] !== undefined) p.eferAccepted = r.u64(top['eferAccepted'], 'eferAccepted');
   if (top['hostTscKhz'] !== undefined) p.hostTscKhz = r.int(top['hostTscKhz'], 'hostTscKhz');
+  if (top['cr4Accepted'] !== undefined) p.cr4Accepted = Number(r.u64(top['cr4Accepted'], 'cr4Accepted') & 0xffffffffn);
   if (top['binaryStats'] !== undefined) {
     const b = r.obj(top['binaryStats'], 'binaryStats');
     const file = (k: 'vm' | 'vcpu'): Uint8Array => {
@@ -300,6 +307,7 @@ export function profileToJson(p: HostProfile): Record<string, unknown> {
     ...(p.eferAccepted !== undefined ? { eferAccepted: hex(p.eferAccepted) } : {}),
     ...(p.hostTscKhz !== undefined ? { hostTscKhz: p.hostTscKhz } : {}),
     ...(p.freshState !== undefined ? { freshState: freshStateToJson(p.freshState) } : {}),
+    ...(p.cr4Accepted !== undefined ? { cr4Accepted: hex(p.cr4Accepted) } : {}),
     ...(p.binaryStats !== undefined ? { binaryStats: { vm: Buffer.from(p.binaryStats.vm).toString('hex'), vcpu: Buffer.from(p.binaryStats.vcpu).toString('hex') } } : {}),
     ...(p.msrRules !== undefined
       ? {

@@ -12,6 +12,8 @@ export class Vcpu {
   /** Raw kvm_cpuid_entry2 bytes as KVM_SET_CPUID2 copied them in (KVM_GET_CPUID2 returns them). */
   cpuidBytes = new Uint8Array(0);
   cpuidNent = 0;
+  /** KVM_SET_CPUID2 has run (kvm_vcpu_after_set_cpuid: the guest's reserved CR4 bits are set). */
+  cpuidSet = false;
   /** The same entries decoded once at KVM_SET_CPUID2, for kvm_find_cpuid_entry. */
   cpuid: readonly CpuidEntry2[] = [];
   /** kvm_vcpu_has_run(): set by a KVM_RUN that entered the guest (vcpu-run.ts), or by Kvm.markRan(). */

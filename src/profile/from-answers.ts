@@ -221,6 +221,14 @@ export function baseProfileFromAnswers(plan: readonly PlanCase[], a: Answers): H
   };
   const fresh = freshStateFromAnswers(plan, a);
   if (fresh) profile.freshState = fresh;
+  const cr4 = a.cases.get('profile.cr4');
+  if (cr4 && !cr4.setupFail && cr4.steps.length === 32) {
+    let accepted = 0;
+    cr4.steps.forEach((st, bit) => {
+      if (st.op === 'io' && st.ret === 0) accepted |= 1 << bit;
+    });
+    profile.cr4Accepted = accepted >>> 0;
+  }
   const stats = a.cases.get('profile.stats');
   const [vmStats, vcpuStats] = [stats?.steps[0], stats?.steps[1]];
   if (vmStats?.op === 'stats' && vcpuStats?.op === 'stats' && vmStats.bytes && vcpuStats.bytes && validStatsFile(vmStats.bytes) && validStatsFile(vcpuStats.bytes)) {

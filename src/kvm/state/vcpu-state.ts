@@ -26,6 +26,7 @@ import type { IoctlArg } from '../user-arg.js';
 import type { Vcpu } from '../vcpu.js';
 import type { X86 } from '../x86/x86.js';
 import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME } from '../x86/control-bits.js';
+import { validCr4 } from '../x86/cr4.js';
 
 // struct kvm_sregs / kvm_sregs2 offsets (linux/kvm.h).
 const SR_CS = 0;
@@ -404,9 +405,6 @@ function getSregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg, two: boolean): number {
   return out(k, arg, b);
 }
 
-/** CR4 bits no x86 CPU defines (__cr4_reserved_bits before the CPUID-dependent ones). */
-const CR4_KNOWN = 0x1ffffff & ~(1 << 15); // VME..PKS, bit 15 reserved
-
 function setSregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg, two: boolean): number {
   const b = input(k, arg, two ? STATE_SIZES.sregs2 : STATE_SIZES.sregs);
   if (!b) return -EFAULT;
@@ -462,7 +460,7 @@ function setSregs(k: Kvm, vcpu: Vcpu, arg: IoctlArg, two: boolean): number {
   return 0;
 }
 
-/** kvm_is_valid_sregs, with kvm_is_valid_cr0, the host part of kvm_is_valid_cr4, and kvm_valid_efer. */
+/** kvm_is_valid_sregs, with kvm_is_valid_cr0, kvm_is_valid_cr4 (x86/cr4.ts) and kvm_valid_efer. */
 function validSregs(k: Kvm, vcpu: Vcpu, b: Uint8Array, cr0: bigint, cr4: bigint, efer: bigint): boolean {
   const lme = (efer & BigInt(EFER_LME)) !== 0n;
   const lma = (efer & BigInt(EFER_LMA)) !== 0n;
@@ -477,7 +475,7 @@ function validSregs(k: Kvm, vcpu: Vcpu, b: Uint8Array, cr0: bigint, cr4: bigint,
   if (cr0 >> 32n !== 0n) return false;
   if ((cr0 & BigInt(CR0_NW)) !== 0n && (cr0 & BigInt(CR0_CD)) === 0n) return false;
   if ((cr0 & BigInt(CR0_PG)) !== 0n && (cr0 & BigInt(CR0_PE)) === 0n) return false;
-  if ((cr4 & ~BigInt(CR4_KNOWN)) !== 0n) return false;
+  if (!validCr4(k.x86, k.profile, vcpu, cr4)) return false;
   // kvm_valid_efer: efer_reserved_bits, then __kvm_valid_efer's guest-CPUID checks.
   if (efer >> 32n !== 0n) return false;
   const lo = Number(efer) | 0;
