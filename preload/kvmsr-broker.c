@@ -376,12 +376,13 @@ static void on_ioctl(const struct seccomp_notif *n, struct conn *c) {
   }
   if (ret >= 0 && r.new_kind == K_VM) {
     hand_out(n, c, kvmsr_memfd("vm", ret, -1), K_VM, ret, O_CLOEXEC); /* anon_inode_getfd(..., O_RDWR | O_CLOEXEC) */
-  } else if (ret >= 0 && r.new_kind == K_FILE) {
-    /* KVM_GET_STATS_FD: the file itself, the target's own (the broker keeps nothing of it). */
-    int fd = open(r.path, O_RDONLY | O_CLOEXEC);
+  } else if (ret >= 0 && (r.new_kind == K_FILE || r.new_kind == K_FILE_RW)) {
+    /* KVM_GET_STATS_FD, KVM_CREATE_GUEST_MEMFD: the file itself, the target's own (the broker keeps nothing of it). */
+    int ro = r.new_kind == K_FILE;
+    int fd = open(r.path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     int e = errno;
     if (r.path[0]) unlink(r.path);
-    int s = fd < 0 ? -e : valid(n) ? addfd_send(n, fd, O_CLOEXEC) : -ENOENT;
+    int s = fd < 0 ? -e : valid(n) ? addfd_send(n, fd, ro ? O_CLOEXEC : 0) : -ENOENT;
     if (fd >= 0) close(fd);
     if (s < 0) answer(n, 0, s, 0);
   } else if (ret >= 0 && r.new_kind == K_VCPU) {

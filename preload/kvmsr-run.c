@@ -494,9 +494,9 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg, str
     }
   }
   if (ret == 0 && sets_memslot(req) && buffer) note_slot(&slots, kfd, a, alen);
-  if (ret >= 0 && r.new_kind == K_FILE) {
-    /* KVM_GET_STATS_FD: a read-only file of the program's own (kvmsr keeps no fd for it). */
-    int nfd = real_openat(AT_FDCWD, r.path, O_RDONLY | O_CLOEXEC);
+  if (ret >= 0 && (r.new_kind == K_FILE || r.new_kind == K_FILE_RW)) {
+    /* KVM_GET_STATS_FD, KVM_CREATE_GUEST_MEMFD: a file of the program's own (kvmsr keeps no fd for it). */
+    int nfd = real_openat(AT_FDCWD, r.path, r.new_kind == K_FILE ? O_RDONLY | O_CLOEXEC : O_RDWR);
     err = errno;
     if (r.path[0]) unlink(r.path);
     ret = nfd >= 0 ? nfd : -err;

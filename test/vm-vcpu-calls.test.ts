@@ -293,3 +293,24 @@ describe('the CR4 bits KVM_SET_SREGS takes', () => {
   });
 });
 
+describe('KVM_CREATE_GUEST_MEMFD', () => {
+  test('where the host builds it (KVM_CAP_GUEST_MEMFD): a read-write file of whole pages, not close-on-exec; else ENOTTY', () => {
+    const { kvm, vm } = vmOn(builtinProfile('kvm-amd-6.12-distro-qemu-tcg'));
+    const req = (size: bigint, flags = 0n): Uint8Array => {
+      const b = new Uint8Array(64);
+      new DataView(b.buffer).setBigInt64(0, size, true);
+      new DataView(b.buffer).setBigUint64(8, flags, true);
+      return b;
+    };
+    const fd = kvm.ioctl(vm, I.KVM_CREATE_GUEST_MEMFD, req(0x200000n));
+    expect(fd).toBeGreaterThan(0);
+    expect(kvm.plainFile(fd)).toMatchObject({ bytes: null, size: 0x200000, writable: true, cloexec: false });
+    expect(kvm.ioctl(fd, I.KVM_GET_MSRS, new Uint8Array(8))).toBe(-ENOTTY); // no ioctls on it
+    expect(kvm.ioctl(vm, I.KVM_CREATE_GUEST_MEMFD, req(0x1001n))).toBe(-EINVAL);
+    expect(kvm.ioctl(vm, I.KVM_CREATE_GUEST_MEMFD, req(0n))).toBe(-EINVAL);
+    expect(kvm.ioctl(vm, I.KVM_CREATE_GUEST_MEMFD, req(0x1000n, 1n))).toBe(-EINVAL); // no flags before 6.18
+    const pvm = vmOn(PVM());
+    expect(pvm.kvm.ioctl(pvm.vm, I.KVM_CREATE_GUEST_MEMFD, req(0x1000n))).toBe(-ENOTTY);
+  });
+});
+

@@ -5,9 +5,9 @@ import type { Vm } from './vm.js';
 export const FD_SYSTEM = 0;
 export const FD_VM = 1;
 export const FD_VCPU = 2;
-/** A binary stats file (KVM_GET_STATS_FD): bytes to read, no ioctls. */
-export const FD_STATS = 3;
-export type FdKind = typeof FD_SYSTEM | typeof FD_VM | typeof FD_VCPU | typeof FD_STATS;
+/** A plain file a KVM call hands out (KVM_GET_STATS_FD's stats, KVM_CREATE_GUEST_MEMFD's memory): no ioctls. */
+export const FD_FILE = 3;
+export type FdKind = typeof FD_SYSTEM | typeof FD_VM | typeof FD_VCPU | typeof FD_FILE;
 
 export interface SystemFile {
   readonly kind: typeof FD_SYSTEM;
@@ -21,9 +21,14 @@ export interface VcpuFile {
   readonly vm: Vm;
   readonly vcpu: Vcpu;
 }
-export interface StatsFile {
-  readonly kind: typeof FD_STATS;
-  readonly bytes: Uint8Array;
+export interface PlainFile {
+  readonly kind: typeof FD_FILE;
+  /** What it holds: bytes (a stats file, read-only), or a size of zeros (guest memory, read-write). */
+  readonly bytes: Uint8Array | null;
+  readonly size: number;
+  readonly writable: boolean;
+  /** Whether the fd is close-on-exec (anon_inode_getfd's O_CLOEXEC, or get_unused_fd_flags(0)). */
+  readonly cloexec: boolean;
 }
-export type KvmFile = SystemFile | VmFile | VcpuFile | StatsFile;
+export type KvmFile = SystemFile | VmFile | VcpuFile | PlainFile;
 

@@ -3,7 +3,7 @@ import { getTscOffset, setTscKhz, setTscOffset } from './x86/tsc.js';
 import { oneReg, regList } from './x86/one-reg.js';
 import { interrupt, nmi, setMce, smi } from './state/vcpu-inject.js';
 import { nestedStateIoctl } from './state/nested-state.js';
-import { statsFileWithId } from './state/binary-stats.js';
+import { statsFile, statsFileWithId } from './state/binary-stats.js';
 import { preFaultMemory } from './state/vm-memory.js';
 import { setupMce } from './x86/mce.js';
 import { decodeCpuidEntries, decodeEnableCap } from '../abi/codecs.js';
@@ -53,7 +53,7 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
     case I.KVM_GET_STATS_FD: {
       const stats = k.profile.binaryStats;
       if (!stats) return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
-      return k.createStatsFile(statsFileWithId(stats.vcpu, vcpu.statsId));
+      return k.createPlainFile(statsFile(statsFileWithId(stats.vcpu, vcpu.statsId)));
     }
     case I.KVM_INTERRUPT:
       return interrupt(k, vcpu, arg);

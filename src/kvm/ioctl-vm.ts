@@ -19,9 +19,9 @@ import { KVM_XEN_HVM_CONFIG_SIZE, xenHvmConfig } from './x86/xen.js';
 import { memslotKey, updateDirtyBitmap, vmStateIoctl } from './state/vm-state.js';
 import { enableVmCap, setBootCpuId } from './state/vm-caps.js';
 import { hypervEventfd, irqfd, reinjectControl, signalMsi } from './state/vm-irq.js';
-import { setMemoryAttributes } from './state/vm-memory.js';
+import { createGuestMemfd, setMemoryAttributes } from './state/vm-memory.js';
 import { setPmuEventFilter } from './x86/pmu-filter.js';
-import { statsFileWithId } from './state/binary-stats.js';
+import { statsFile, statsFileWithId } from './state/binary-stats.js';
 import type { IoctlArg } from './user-arg.js';
 import type { FilterRange, Vm } from './vm.js';
 
@@ -72,8 +72,12 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     case I.KVM_GET_STATS_FD: {
       const stats = k.profile.binaryStats;
       if (!stats) return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
-      return k.createStatsFile(statsFileWithId(stats.vm, vm.statsId));
+      return k.createPlainFile(statsFile(statsFileWithId(stats.vm, vm.statsId)));
     }
+    case I.KVM_CREATE_GUEST_MEMFD:
+      // CONFIG_KVM_PRIVATE_MEM, which the system-level KVM_CAP_GUEST_MEMFD tells.
+      if ((k.profile.extensions.system[KVM_CAP_GUEST_MEMFD] ?? 0) === 0) return -ENOTTY;
+      return createGuestMemfd(k, arg);
     case I.KVM_SET_BOOT_CPU_ID:
       return setBootCpuId(k, vm, a.intValue(arg));
     case I.KVM_IRQFD:
@@ -103,8 +107,9 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
 }
 
 /** Real VM ioctls kvmsr does not model: they need guest execution or devices kvmsr has not got. */
-const VM_UNMODELED = new Set<number>([I.KVM_GET_STATS_FD, I.KVM_CREATE_GUEST_MEMFD]);
+const VM_UNMODELED = new Set<number>([I.KVM_GET_STATS_FD]);
 const KVM_CAP_MEMORY_ATTRIBUTES = 233;
+const KVM_CAP_GUEST_MEMFD = 234;
 
 /** KVM_MAX_VCPU_IDS, as the host's KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID) reports it. */
 function maxVcpuIds(k: Kvm): number {

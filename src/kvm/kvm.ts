@@ -8,7 +8,7 @@ import { ioctlName, KVM_GET_MSRS, KVM_SET_MSRS } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
 import { defaultProfile } from '../profiles.js';
 import * as Files from './files.js';
-import { FD_SYSTEM, type KvmFile } from './files.js';
+import { FD_SYSTEM, type KvmFile, type PlainFile } from './files.js';
 import { completeMsrExit, guestRdmsr, guestWrmsr, type GuestMsrResult } from './x86/guest-msr.js';
 import { systemIoctl } from './ioctl-system.js';
 import { vfsIoctl } from './ioctl-vfs.js';
@@ -28,7 +28,7 @@ import { X86, type X86Options } from './x86/x86.js';
 
 // Module-local copies of what every ioctl uses: V8 reloads and hole-checks an imported binding at
 // each use, even in optimized code, and folds a const of this module (see msr-io.ts).
-const { FD_VCPU, FD_VM, FD_STATS } = Files;
+const { FD_VCPU, FD_VM, FD_FILE } = Files;
 const { vcpuIoctl } = VcpuIoctl;
 const EBADF_ = EBADF;
 const EFAULT_ = EFAULT;
@@ -144,8 +144,8 @@ export class Kvm {
         return vcpuIoctl(this, f.vcpu, req, arg);
       case FD_VM:
         return vmIoctl(this, f.vm, req, arg);
-      case FD_STATS:
-        return -ENOTTY_; // kvm_vm_stats_fops and kvm_vcpu_stats_fops have no ioctl
+      case FD_FILE:
+        return -ENOTTY_; // the stats and guest_memfd files have no ioctl
       default:
         return systemIoctl(this, req, arg);
     }
@@ -216,21 +216,27 @@ export class Kvm {
   }
 
   /** What kind of file an fd is, or undefined when it is not open. */
-  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | 'stats' | undefined {
+  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | 'file' | undefined {
     const f = this.fileOf(fd);
     if (f === undefined) return undefined;
-    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : f.kind === FD_VCPU ? 'vcpu' : 'stats';
+    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : f.kind === FD_VCPU ? 'vcpu' : 'file';
   }
 
-  /** A binary stats fd's file (KVM_GET_STATS_FD, state/binary-stats.ts), or undefined. */
-  statsFile(fd: number): Uint8Array | undefined {
+  /** A plain file a call handed out (a binary stats file, guest memory), or undefined. */
+  plainFile(fd: number): PlainFile | undefined {
     const f = this.fileOf(fd);
-    return f?.kind === FD_STATS ? f.bytes : undefined;
+    return f?.kind === FD_FILE ? f : undefined;
   }
 
-  /** Opens a binary stats file: the fd KVM_GET_STATS_FD returns. */
-  createStatsFile(bytes: Uint8Array): number {
-    return this.install({ kind: FD_STATS, bytes });
+  /** A binary stats fd's bytes (KVM_GET_STATS_FD, state/binary-stats.ts), or undefined. */
+  statsFile(fd: number): Uint8Array | undefined {
+    const f = this.plainFile(fd);
+    return f && !f.writable ? (f.bytes ?? undefined) : undefined;
+  }
+
+  /** Opens a plain file: the fd KVM_GET_STATS_FD or KVM_CREATE_GUEST_MEMFD returns. */
+  createPlainFile(file: Omit<PlainFile, 'kind'>): number {
+    return this.install({ kind: FD_FILE, ...file });
   }
 
   // ---- used by the dispatchers ----

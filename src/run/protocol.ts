@@ -51,6 +51,8 @@ export const NEW_VM = 2;
 export const NEW_VCPU = 3;
 /** A plain file (KVM_GET_STATS_FD's): the path names it; the library opens it read-only as the program's. */
 export const NEW_FILE = 4;
+/** The same, opened read-write and not close-on-exec (KVM_CREATE_GUEST_MEMFD's). */
+export const NEW_FILE_RW = 5;
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';

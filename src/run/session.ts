@@ -2,7 +2,7 @@
 // Pointer arguments arrive as the bytes the kernel would read, and are mapped into the Kvm's
 // emulated user memory at the program's own addresses (with what pointers inside the struct reach),
 // so kvmsr reads, faults and writes exactly where the kernel would; the bytes are sent back after.
-import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { release } from 'node:os';
 import { EBADF, EINVAL, errnoName } from '../abi/errno.js';
@@ -12,7 +12,7 @@ import { Kvm } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
 import type { IoctlArg } from '../kvm/user-arg.js';
 import { KVMSR_VERSION } from '../version.js';
-import { encodeResponse, NEW_FILE, NEW_NONE, NEW_VCPU, NEW_VM, OP_CLOSE, OP_IOCTL, OP_OPEN, type Request, type Response } from './protocol.js';
+import { encodeResponse, NEW_FILE, NEW_FILE_RW, NEW_NONE, NEW_VCPU, NEW_VM, OP_CLOSE, OP_IOCTL, OP_OPEN, type Request, type Response } from './protocol.js';
 import { RunPage } from './run-page.js';
 
 /** Called around every vCPU ioctl: lets a test stand in for the guest (kvmsr runs no guest code). */
@@ -153,12 +153,13 @@ export class RunSession {
       }
       let newKind = NEW_NONE;
       let path = '';
-      const stats = ret >= 0 ? kvm.statsFile(ret) : undefined;
-      if (stats) {
-        // KVM_GET_STATS_FD: the bytes go to a file the program opens as its own; kvmsr's fd is done.
-        newKind = NEW_FILE;
-        path = join(this.opts.dir, `stats-${++this.pageSeq}`);
-        writeFileSync(path, stats, { mode: 0o400 });
+      const file = ret >= 0 ? kvm.plainFile(ret) : undefined;
+      if (file) {
+        // KVM_GET_STATS_FD, KVM_CREATE_GUEST_MEMFD: a file the program opens as its own; kvmsr's fd is done.
+        newKind = file.writable ? NEW_FILE_RW : NEW_FILE;
+        path = join(this.opts.dir, `file-${++this.pageSeq}`);
+        writeFileSync(path, file.bytes ?? new Uint8Array(0), { mode: file.writable ? 0o600 : 0o400 });
+        if (file.bytes === null) truncateSync(path, file.size);
         kvm.close(ret);
       } else if (ret >= 0 && (q.request === KVM_CREATE_VM || q.request === KVM_CREATE_VCPU)) {
         const k = kvm.fdKind(ret);

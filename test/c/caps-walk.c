@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef KVM_SET_USER_MEMORY_REGION2
@@ -713,7 +714,22 @@ static void walk(int cap, long sys, long vmv) {
   }
   case 244: /* KVM_CAP_GUEST_MEMFD_FLAGS */
   case 234: { /* KVM_CAP_GUEST_MEMFD */
-    printf("  KVM_CREATE_GUEST_MEMFD: not walked (it makes an fd kvmsr does not model)\n");
+    vm = new_vm();
+    uint64_t g[8] = {0x200000, 0};
+    int gfd = ioctl(vm, _IOWR(KVMIO, 0xd4, uint64_t[8]), g);
+    printf("  KVM_CREATE_GUEST_MEMFD(2 MiB): %s", gfd >= 0 ? "an fd" : strerrorname_np(errno));
+    if (gfd >= 0) {
+      struct stat st;
+      fstat(gfd, &st);
+      printf(", %lld bytes, close-on-exec %d, read-write %d", (long long)st.st_size, (fcntl(gfd, F_GETFD) & FD_CLOEXEC) != 0, (fcntl(gfd, F_GETFL) & O_ACCMODE) == O_RDWR);
+      close(gfd);
+    }
+    printf("\n");
+    g[0] = 0x1001;
+    R(ioctl(vm, _IOWR(KVMIO, 0xd4, uint64_t[8]), g));
+    g[0] = 0x1000;
+    g[1] = 1ull << 40;
+    R(ioctl(vm, _IOWR(KVMIO, 0xd4, uint64_t[8]), g));
     break;
   }
   case 236: { /* KVM_CAP_PRE_FAULT_MEMORY */

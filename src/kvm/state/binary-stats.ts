@@ -49,3 +49,8 @@ export function statsFileId(file: Uint8Array): string {
   const end = raw.indexOf(0);
   return new TextDecoder().decode(end < 0 ? raw : raw.subarray(0, end));
 }
+
+/** The file KVM_GET_STATS_FD hands out: read-only, close-on-exec (anon_inode_getfd(..., O_RDONLY), O_CLOEXEC fd). */
+export function statsFile(bytes: Uint8Array): { bytes: Uint8Array; size: number; writable: false; cloexec: true } {
+  return { bytes, size: bytes.length, writable: false, cloexec: true };
+}

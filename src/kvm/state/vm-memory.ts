@@ -58,3 +58,24 @@ export function setMemoryAttributes(k: Kvm, arg: IoctlArg): number {
   if (address % PAGE !== 0n || size % PAGE !== 0n) return -EINVAL;
   return 0;
 }
+
+/** KVM_CAP_GUEST_MEMFD_FLAGS (6.18): the flags KVM_CREATE_GUEST_MEMFD takes for this VM. */
+const KVM_CAP_GUEST_MEMFD_FLAGS = 244;
+
+/**
+ * KVM_CREATE_GUEST_MEMFD (guest_memfd.c kvm_gmem_create): struct kvm_create_guest_memfd {size,
+ * flags, reserved[6]}; the flags the host reports (none before 6.18), a size of whole pages. The
+ * file is the program's own, read-write and not close-on-exec (get_unused_fd_flags(0)), of zeros. A
+ * VM of the default type cannot map it into a memslot (KVM_MEM_GUEST_MEMFD is refused), so kvmsr
+ * keeps nothing of it; a guest_memfd's own refusals (read, write) are not modelled.
+ */
+export function createGuestMemfd(k: Kvm, arg: IoctlArg): number {
+  const a = k.args;
+  if (!a.resolve(arg) || a.avail < 64) return -EFAULT;
+  const size = a.dv.getBigInt64(a.base, true);
+  const flags = a.dv.getBigUint64(a.base + 8, true);
+  const valid = BigInt(k.profile.extensions.vm[KVM_CAP_GUEST_MEMFD_FLAGS] ?? 0);
+  if ((flags & ~valid) !== 0n) return -EINVAL;
+  if (size <= 0n || size % PAGE !== 0n || size > BigInt(Number.MAX_SAFE_INTEGER)) return -EINVAL;
+  return k.createPlainFile({ bytes: null, size: Number(size), writable: true, cloexec: false });
+}
