@@ -55,7 +55,7 @@ enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3, K_FILE = 4, K_FILE_R
 #define KVM_GET_SUPPORTED_HV_CPUID 0xc008aec1u
 #define KVM_ENABLE_CAP 0x4068aea3u
 #define KVM_X86_SET_MSR_FILTER 0x4188aec6u
-#define KVM_CAP_HYPERV_ENLIGHTENED_VMCS 148
+#define KVM_CAP_HYPERV_ENLIGHTENED_VMCS 163
 #define KVM_SET_USER_MEMORY_REGION 0x4020ae46u
 #define KVM_SET_USER_MEMORY_REGION2 0x40a0ae49u /* the same first 32 bytes: slot, flags, gpa, size, hva */
 #define KVM_SET_GSI_ROUTING 0x4008ae6au

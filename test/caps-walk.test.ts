@@ -40,10 +40,13 @@ async function walkOnKvmsr(profile: HostProfile, intercept: 'preload' | 'seccomp
 }
 
 describe.skipIf(!cc)(`every capability a profile reports is served${why ? ` (skipped: ${why})` : ''}`, () => {
-  test('kvm_pvm 6.18.44 v1272: kvmsr prints what the real kernel printed (the recorded walk)', async () => {
-    const real = readFileSync(join(here, 'fixtures', 'caps-walk', 'pvm-intel-6.18.44-v1272.txt'), 'utf8');
-    const mine = await walkOnKvmsr(builtinProfile('pvm-intel-6.18.44-v1272'));
-    expect(comparable(mine)).toEqual(comparable(real));
+  // Recorded on each host by `cc -o caps-walk test/c/caps-walk.c && ./caps-walk`: kvm_pvm 6.18.44
+  // v1272 (this project's machine), and the kvm_amd (6.12.118, 6.1.192, QEMU TCG) and kvm_intel
+  // (6.12.118, Bochs skx) oracles of scripts/kvm-amd-oracle.sh and kvm-intel-oracle.sh, 2026-12-07.
+  const fixtures = readdirSync(join(here, 'fixtures', 'caps-walk')).filter((f) => f.endsWith('.txt')).map((f) => f.slice(0, -4));
+  test.each(fixtures)('%s: kvmsr prints what the real kernel printed (the recorded walk)', async (name) => {
+    const real = readFileSync(join(here, 'fixtures', 'caps-walk', `${name}.txt`), 'utf8');
+    expect(comparable(await walkOnKvmsr(builtinProfile(name)))).toEqual(comparable(real));
   }, 60_000);
 
   test('the same walk through the seccomp broker (--intercept seccomp) prints the same', async () => {

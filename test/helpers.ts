@@ -61,6 +61,16 @@ export function comparable(p: HostProfile): Record<string, unknown> {
 }
 
 
+/**
+ * A built-in profile's comparable form without what was measured after its stored harvest was
+ * taken: binaryStats and cr4Accepted came from the profile.stats and profile.cr4 cases, added on
+ * 2026-12-07 and run on the same hosts and oracles since (caps-walk and vm-vcpu-calls test them).
+ */
+export function withoutLaterMeasurements(c: Record<string, unknown>): Record<string, unknown> {
+  const { binaryStats: _stats, cr4Accepted: _cr4, ...rest } = c;
+  return rest;
+}
+
 /** What the real-mode guest saw for one RDMSR/WRMSR: the value, a #GP, or a userspace exit. */
 export type GuestSeen = { kind: 'ok'; value: string } | { kind: 'gp' } | { kind: 'exit'; exitReason: number; reason: number; index: string; data: string };
 export interface GuestSetup {

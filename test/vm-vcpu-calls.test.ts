@@ -7,7 +7,7 @@ import { EBUSY, EEXIST, EINVAL, ENOENT, ENOTTY, ENXIO } from '../src/abi/errno.j
 import * as I from '../src/abi/kvm-ioctls.js';
 import { KVM_CAP } from '../src/abi/kvm-ioctls.js';
 import { Kvm } from '../src/kvm/kvm.js';
-import type { HostProfile } from '../src/kvm/profile.js';
+import { parseProfile, profileToJson, type HostProfile } from '../src/kvm/profile.js';
 import { builtinProfile } from '../src/profiles.js';
 import { msrs, datas } from './helpers.js';
 
@@ -282,6 +282,20 @@ describe('the CR4 bits KVM_SET_SREGS takes', () => {
     expect(refused(PVM())).toEqual(measured);
     expect(refused(PVM(), withCpuid((e) => e))).toEqual(measured);
   });
+
+  test.each(['kvm-amd-6.1-distro-qemu-tcg', 'kvm-amd-6.12-distro-qemu-tcg', 'kvm-intel-6.1-distro-bochs-skx', 'kvm-intel-6.12-distro-bochs-skx'])(
+    '%s: the bits derived from the supported CPUID are the ones the oracle measured (cr4Accepted)',
+    (name) => {
+      const measured = builtinProfile(name);
+      const { cr4Accepted, ...rest } = profileToJson(measured) as Record<string, unknown>;
+      expect(cr4Accepted).toBeDefined();
+      const derived = parseProfile(JSON.parse(JSON.stringify(rest)) as Parameters<typeof parseProfile>[0], name);
+      const accepted = (p: HostProfile): number => refused(p).reduce((m, b) => m & ~(1 << b), 0xffffffff) >>> 0;
+      expect(derived.cr4Accepted).toBeUndefined();
+      expect('0x' + accepted(derived).toString(16)).toBe(cr4Accepted);
+      expect('0x' + accepted(measured).toString(16)).toBe(cr4Accepted);
+    },
+  );
 
   test('kvm_intel: the supported CPUID decides, then the guest CPUID once set (SMEP refused where the guest lacks it)', () => {
     const vmx = builtinProfile('kvm-intel-6.12-distro-bochs-skx');

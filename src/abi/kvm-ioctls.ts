@@ -84,6 +84,7 @@ export const KVM_GET_XSAVE2 = _IOR(KVMIO, 0xcf, 4096);
 export const KVM_GET_NESTED_STATE = _IOWR(KVMIO, 0xbe, 128);
 export const KVM_SET_NESTED_STATE = _IOW(KVMIO, 0xbf, 128);
 export const KVM_SET_NR_MMU_PAGES = _IO(KVMIO, 0x44);
+export const KVM_GET_NR_MMU_PAGES = _IO(KVMIO, 0x45); // before 6.4
 export const KVM_REINJECT_CONTROL = _IO(KVMIO, 0x71); // its argument is a pointer all the same
 export const KVM_SET_BOOT_CPU_ID = _IO(KVMIO, 0x78);
 export const KVM_INTERRUPT = _IOW(KVMIO, 0x86, 4);
@@ -182,6 +183,7 @@ export const KVM_IOCTLS: Readonly<Record<string, number>> = Object.freeze({
   KVM_SET_NESTED_STATE,
   KVM_SET_USER_MEMORY_REGION2,
   KVM_SET_NR_MMU_PAGES,
+  KVM_GET_NR_MMU_PAGES,
   KVM_REINJECT_CONTROL,
   KVM_SET_BOOT_CPU_ID,
   KVM_INTERRUPT,

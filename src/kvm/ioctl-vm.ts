@@ -220,6 +220,7 @@ function setMemoryRegion(k: Kvm, vm: Vm, arg: IoctlArg, v2: boolean): number {
   }
   if (old) vm.memSlots.splice(i, 1);
   if (size > 0) vm.memSlots.push({ slot, flags, gpa, size, hva });
+  vm.caps.memslotCommitted = true;
   updateDirtyBitmap(vm, slot, flags, size);
   return 0;
 }

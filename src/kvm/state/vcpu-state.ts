@@ -525,14 +525,23 @@ function setXsave(k: Kvm, vcpu: Vcpu, arg: IoctlArg): number {
   const size = xsaveSize(k);
   const b = input(k, arg, size);
   if (!b) return -EFAULT;
-  // copy_uabi_to_xstate: the standard (uncompacted) format, features the guest FPU has, MXCSR valid.
   const xfeatures = u64(b, 512);
+  const mxcsrMask = u32(b, 28) || 0xffbf;
+  const s = vcpuState(k, vcpu);
+  if (!hostXsave(k)) {
+    // fpu_copy_uabi_to_guest_fpstate without XSAVE: FP and SSE at most, MXCSR valid, and only the
+    // legacy FXSAVE area is taken (GET_XSAVE then reports FP|SSE whatever was set).
+    if ((xfeatures & ~3n) !== 0n || (u32(b, 24) & ~mxcsrMask) !== 0) return -EINVAL;
+    s.xsave.set(b.subarray(0, 512));
+    const f = fpuFromXsave(b);
+    s.fpu.set(f.subarray(0, 412));
+    return 0;
+  }
+  // copy_uabi_to_xstate: the standard (uncompacted) format, features the guest FPU has, MXCSR valid.
   if ((xfeatures & ~supportedXcr0(k)) !== 0n) return -EINVAL;
   if (u64(b, 520) !== 0n) return -EINVAL;
   for (let i = 528; i < 576; i++) if (b[i] !== 0) return -EINVAL;
-  const mxcsrMask = u32(b, 28) || 0xffbf;
   if ((u32(b, 24) & ~mxcsrMask) !== 0 && (xfeatures & 3n) !== 0n) return -EINVAL;
-  const s = vcpuState(k, vcpu);
   s.xsave.set(b);
   // The raw area takes the components the header says are present (copy_uabi_to_xstate).
   const f = fpuFromXsave(b);

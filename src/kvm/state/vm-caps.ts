@@ -51,6 +51,31 @@ export class VmCaps {
   apicBusCycleNs = 1n;
   /** kvm->arch.n_requested_mmu_pages (KVM_SET_NR_MMU_PAGES). */
   requestedMmuPages = 0;
+  /** A memory slot change was committed (kvm_arch_commit_memory_region sets the default MMU pages). */
+  memslotCommitted = false;
+}
+
+export const GET_NR_MMU_PAGES: VersionedRule = versioned({
+  id: 'vm-caps.get-nr-mmu-pages',
+  family: 'vm-caps',
+  kernel: 'kvm_arch_vm_ioctl (KVM_GET_NR_MMU_PAGES), kvm_vm_ioctl_get_nr_mmu_pages',
+  holds: 'KVM_GET_NR_MMU_PAGES answers kvm->arch.n_max_mmu_pages',
+  otherwise: 'it is an unknown VM ioctl (ENOTTY)',
+  where: { until: '6.4' },
+  note: 'assumed release: present in 6.1.192 (the kvm_amd oracle answered 1024 after KVM_SET_NR_MMU_PAGES(1024)), absent from 6.12.118',
+});
+
+/**
+ * kvm->arch.n_max_mmu_pages: what KVM_SET_NR_MMU_PAGES asked for, else the default each committed
+ * memslot change sets (kvm_mmu_calculate_default_mmu_pages: 20 per mille of the slots' pages, at
+ * least KVM_MIN_ALLOC_MMU_PAGES), 0 before any.
+ */
+export function maxMmuPages(vm: Vm): number {
+  const c = vm.caps;
+  if (c.requestedMmuPages !== 0) return c.requestedMmuPages;
+  if (!c.memslotCommitted) return 0;
+  const pages = vm.memSlots.reduce((n, s) => n + Math.floor(s.size / 4096), 0);
+  return Math.max(Math.floor((pages * 20) / 1000), 64);
 }
 
 /** The VM-level KVM_CHECK_EXTENSION value of a capability (0 where the profile has none). */

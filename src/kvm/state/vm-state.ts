@@ -8,6 +8,7 @@ import * as I from '../../abi/kvm-ioctls.js';
 import { STATE_SIZES } from './fresh-state.js';
 import type { Kvm } from '../kvm.js';
 import { copyIn as input, copyOut as out } from './state-copy.js';
+import { maxMmuPages } from './vm-caps.js';
 import { supportedXcr0 } from './vcpu-state.js';
 import type { IoctlArg } from '../user-arg.js';
 import type { Vm } from '../vm.js';
@@ -46,6 +47,8 @@ export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number
       vm.caps.requestedMmuPages = n;
       return 0;
     }
+    case I.KVM_GET_NR_MMU_PAGES:
+      return k.x86.rules.getNrMmuPages ? maxMmuPages(vm) : undefined;
     case I.KVM_RESET_DIRTY_RINGS:
       // kvm_vm_ioctl_reset_dirty_pages: no guest writes memory, so no ring has entries to reset.
       return vm.caps.dirtyRingSize === 0 ? -EINVAL : 0;

@@ -14,7 +14,7 @@ import { COMMON_PRED_FLUSH } from './spec-ctrl.js';
 import { SYNC_SLOP_AFTER_USER_WRITE, TSC_AUX_HIGH_BITS, VM_TSC_KHZ_BEFORE_VCPUS } from './tsc.js';
 import { XEN_MSR_RANGE } from './xen.js';
 import { XSS_SUPPORTED } from './xsave-msrs.js';
-import { BOOT_CPU_ID_CHECKED } from '../state/vm-caps.js';
+import { BOOT_CPU_ID_CHECKED, GET_NR_MMU_PAGES } from '../state/vm-caps.js';
 import { FEAT_CTL_HOST_SUPPORTED, PERF_CAP_NEEDS_PMU } from '../../vmx/vmx-rules.js';
 import { DE_CFG_GUEST_BITS, DEBUGCTL_BTF_DROPPED, SYSENTER_HI_UNLESS_AMD } from '../../svm/svm-rules.js';
 
@@ -42,6 +42,7 @@ const RULES = {
   svmDeCfgGuestBits: DE_CFG_GUEST_BITS,
   svmDebugctlBtfDropped: DEBUGCTL_BTF_DROPPED,
   bootCpuIdChecked: BOOT_CPU_ID_CHECKED,
+  getNrMmuPages: GET_NR_MMU_PAGES,
 } as const satisfies Record<string, VersionedRule>;
 
 export type X86Rules = { readonly [K in keyof typeof RULES]: boolean };
