@@ -385,6 +385,29 @@ static void on_ioctl(const struct seccomp_notif *n, struct conn *c) {
     int s = fd < 0 ? -e : valid(n) ? addfd_send(n, fd, ro ? O_CLOEXEC : 0) : -ENOENT;
     if (fd >= 0) close(fd);
     if (s < 0) answer(n, 0, s, 0);
+  } else if (ret == 0 && r.new_kind == K_DEVICE && alen >= 8) {
+    /* KVM_CREATE_DEVICE: the new fd goes into the target's struct (the call returns 0), so it is
+     * installed without SEND and its number written where the kvmsr fd was. */
+    int kd = (int)u32at(r.arg, 4);
+    int fd = kvmsr_memfd("device", kd, -1);
+    int tfd = -1;
+    if (fd >= 0 && files_add(fd, kd, K_DEVICE, tgid_of((pid_t)n->pid)) == 0) {
+      struct seccomp_notif_addfd ad;
+      memset(&ad, 0, sizeof ad);
+      ad.id = n->id;
+      ad.srcfd = (uint32_t)fd;
+      ad.newfd_flags = O_CLOEXEC; /* anon_inode_getfd(..., O_RDWR | O_CLOEXEC) */
+      tfd = valid(n) ? ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &ad) : -1;
+      if (tfd < 0) files_remove(fd);
+    }
+    uint32_t was = (uint32_t)kd, now = (uint32_t)tfd;
+    if (tfd >= 0 && write_back(tid, arg + 4, (const unsigned char *)&was, (const unsigned char *)&now, 4) == 0) {
+      answer(n, 0, 0, 0);
+    } else {
+      if (tfd < 0 && fd >= 0) close(fd);
+      close_in_kvmsr(c, kd, tid);
+      answer(n, 0, tfd < 0 ? -EMFILE : -EFAULT, 0);
+    }
   } else if (ret >= 0 && r.new_kind == K_VCPU) {
     int fd = open(r.path, O_RDWR | O_CLOEXEC);
     if (r.path[0]) unlink(r.path);

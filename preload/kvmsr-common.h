@@ -41,7 +41,7 @@
 
 /* K_FILE: the call made a plain file (a binary stats fd): the reply's path, opened read-only and
  * close-on-exec, is it; K_FILE_RW (a guest_memfd) opened read-write, not close-on-exec. */
-enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3, K_FILE = 4, K_FILE_RW = 5 };
+enum kind { K_NONE = 0, K_SYSTEM = 1, K_VM = 2, K_VCPU = 3, K_FILE = 4, K_FILE_RW = 5, K_DEVICE = 6 };
 
 /* ioctl numbers (include/uapi/linux/kvm.h) and the VFS's generic ones (fs/ioctl.c). */
 #define KVM_GET_MSR_INDEX_LIST 0xc004ae02u

@@ -500,6 +500,23 @@ static int kvm_ioctl(int fd, struct ent *e, uint32_t req, unsigned long arg, str
     err = errno;
     if (r.path[0]) unlink(r.path);
     ret = nfd >= 0 ? nfd : -err;
+  } else if (ret == 0 && r.new_kind == K_DEVICE && alen >= 8) {
+    /* KVM_CREATE_DEVICE: the kvmsr fd is in the struct's fd field; the program gets a real fd there. */
+    int kd = (int)u32at(r.arg, 4);
+    int nfd = real_openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
+    err = errno;
+    if (nfd >= MAX_FDS || kd < 0 || kd >= MAX_FDS) { if (nfd >= 0) real_close(nfd); nfd = -1; err = EMFILE; }
+    if (nfd >= 0) {
+      put(nfd, kd, K_DEVICE, getpid());
+      int32_t v = nfd;
+      if (write_user(arg + 4, &v, 4) != 0) ret = -EFAULT;
+    } else {
+      struct reply c = {0};
+      transact(OP_CLOSE, kd, 0, 0, 0, NULL, 0, NULL, 0, NULL, &c);
+      free(c.arg);
+      free(c.regs);
+      ret = -err;
+    }
   } else if (ret >= 0 && (r.new_kind == K_VM || r.new_kind == K_VCPU)) {
     /* KVM_CREATE_VM / KVM_CREATE_VCPU: the new kvmsr fd gets a real fd of its own. */
     int nfd = r.new_kind == K_VM ? real_openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC)

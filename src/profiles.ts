@@ -14,6 +14,8 @@ import kvmIntelDistroBochs from './profiles/kvm-intel-6.12-distro-bochs-skx.json
 import kvmAmd61DistroTcg from './profiles/kvm-amd-6.1-distro-qemu-tcg.json' with { type: 'json' };
 import kvmIntel61DistroBochs from './profiles/kvm-intel-6.1-distro-bochs-skx.json' with { type: 'json' };
 import { parseProfile, type HostProfile } from './kvm/profile.js';
+import type { StatsLayout } from './kvm/state/binary-stats.js';
+import { releaseOf, seriesOf } from './kvm/x86/release.js';
 
 export const BUILTIN_PROFILES = {
   'pvm-amd-epyc-6.18.44-v669': pvmAmd669,
@@ -82,4 +84,20 @@ export function builtinProfile(name: BuiltinProfileName): HostProfile {
 }
 export function defaultProfile(): HostProfile {
   return builtinProfile(DEFAULT_PROFILE_NAME);
+}
+
+/**
+ * The binary stats layout KVM_GET_STATS_FD serves for a profile: its own (`binaryStats`), else the
+ * one a built-in of the same kernel series captured. x86's statistics are the release's, not the
+ * vendor's or the host's: the kvm_amd and kvm_intel oracles gave the same files on 6.1.192 and on
+ * 6.12.118. `from` names the built-in borrowed from (undefined for the profile's own).
+ */
+export function statsLayoutFor(p: HostProfile): { layout: StatsLayout; from?: string } | undefined {
+  if (p.binaryStats) return { layout: p.binaryStats };
+  const series = seriesOf(releaseOf(p.host.kernel));
+  for (const name of Object.keys(BUILTIN_PROFILES) as BuiltinProfileName[]) {
+    const b = builtinProfile(name);
+    if (b.binaryStats && seriesOf(releaseOf(b.host.kernel)) === series) return { layout: b.binaryStats, from: name };
+  }
+  return undefined;
 }

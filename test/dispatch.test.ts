@@ -204,10 +204,14 @@ describe('vCPU fd', () => {
     expect(kvm.ioctl(vcpu, I.KVM_SET_CPUID2, encodeCpuid2([]))).toBe(-EINVAL);
   });
   test('ioctls kvmsr does not model answer ENOSYS and are recorded', () => {
-    const { kvm, vm } = machine();
-    // KVM_GET_STATS_FD would hand out a binary-stats file, which kvmsr has not got.
-    expect(kvm.ioctl(vm, I.KVM_GET_STATS_FD, 0)).toBe(-ENOSYS);
-    expect(kvm.unmodeled.map((u) => u.name)).toEqual(['KVM_GET_STATS_FD']);
+    const kvm = new Kvm();
+    const vm = kvm.ioctlOrThrow(kvm.open('/dev/kvm'), I.KVM_CREATE_VM, 0);
+    // An MSI to a logical destination would be delivered by the LAPICs' logical IDs, not modelled.
+    kvm.ioctlOrThrow(vm, I.KVM_CREATE_IRQCHIP, 0);
+    const msi = new Uint8Array(32);
+    new DataView(msi.buffer).setUint32(0, 0xfee00004, true); // address_lo: destination mode logical
+    expect(kvm.ioctl(vm, I.KVM_SIGNAL_MSI, msi)).toBe(-ENOSYS);
+    expect(kvm.unmodeled.map((u) => u.name)).toEqual(['KVM_SIGNAL_MSI']);
   });
   test('ioctlOrThrow carries the errno name', () => {
     const { kvm, vcpu } = machine();

@@ -64,8 +64,8 @@ export class KvmRecorder {
   ioctl(fd: number, request: number, arg: IoctlArg = 0): number {
     const req = request >>> 0;
     const kind = this.kvm.fdKind(fd);
-    // A stats or guest-memory file has no ioctls, and nothing an MSR answer depends on.
-    if (kind === undefined || kind === 'file' || !isRecorded(req, kind)) return this.kvm.ioctl(fd, req, arg);
+    // A stats or guest-memory file, or a KVM-VFIO device: nothing an MSR answer depends on.
+    if (kind === undefined || kind === 'file' || kind === 'device' || !isRecorded(req, kind)) return this.kvm.ioctl(fd, req, arg);
     if (req === I.KVM_RUN && this.ran.has(fd)) return this.kvm.ioctl(fd, req, arg);
     let inBytes: Uint8Array | undefined;
     let extra: Uint8Array[] | undefined;
@@ -114,7 +114,7 @@ export class KvmRecorder {
 
   close(fd: number): number {
     const kind = this.kvm.fdKind(fd);
-    if (kind !== undefined && kind !== 'file') {
+    if (kind !== undefined && kind !== 'file' && kind !== 'device') {
       const rec: CaptureRecord = { seq: this.seq++, tid: 0, monoUs: this.clock(), fd, fdKind: kind, request: 0, name: '', ret: 0, errno: 0, op: 'close' };
       this.identify(rec, fd, kind);
       this.emit(recordLine(rec));

@@ -7,7 +7,9 @@ export const FD_VM = 1;
 export const FD_VCPU = 2;
 /** A plain file a KVM call hands out (KVM_GET_STATS_FD's stats, KVM_CREATE_GUEST_MEMFD's memory): no ioctls. */
 export const FD_FILE = 3;
-export type FdKind = typeof FD_SYSTEM | typeof FD_VM | typeof FD_VCPU | typeof FD_FILE;
+/** A KVM device (KVM_CREATE_DEVICE; x86 has the KVM-VFIO one only). */
+export const FD_DEVICE = 4;
+export type FdKind = typeof FD_SYSTEM | typeof FD_VM | typeof FD_VCPU | typeof FD_FILE | typeof FD_DEVICE;
 
 export interface SystemFile {
   readonly kind: typeof FD_SYSTEM;
@@ -30,5 +32,11 @@ export interface PlainFile {
   /** Whether the fd is close-on-exec (anon_inode_getfd's O_CLOEXEC, or get_unused_fd_flags(0)). */
   readonly cloexec: boolean;
 }
-export type KvmFile = SystemFile | VmFile | VcpuFile | PlainFile;
+export interface DeviceFile {
+  readonly kind: typeof FD_DEVICE;
+  readonly vm: Vm;
+  /** KVM_DEV_VFIO_FILE_ADD's files, by the caller's fd number. */
+  readonly files: Set<number>;
+}
+export type KvmFile = SystemFile | VmFile | VcpuFile | PlainFile | DeviceFile;
 

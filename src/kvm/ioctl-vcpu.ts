@@ -51,7 +51,7 @@ export function vcpuIoctl(k: Kvm, vcpu: Vcpu, req: number, arg: IoctlArg): numbe
     case I.KVM_SET_SIGNAL_MASK:
       return setSignalMask(k, vcpu, arg);
     case I.KVM_GET_STATS_FD: {
-      const stats = k.profile.binaryStats;
+      const stats = k.statsLayout?.layout;
       if (!stats) return k.unmodeledOr(req, 'vcpu', -EINVAL, VCPU_UNMODELED);
       return k.createPlainFile(statsFile(statsFileWithId(stats.vcpu, vcpu.statsId)));
     }

@@ -70,7 +70,7 @@ export function vmIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number {
     case I.KVM_GET_TSC_KHZ:
       return vm.defaultTscKhz === 0 ? k.x86.tscKhz : vm.defaultTscKhz;
     case I.KVM_GET_STATS_FD: {
-      const stats = k.profile.binaryStats;
+      const stats = k.statsLayout?.layout;
       if (!stats) return k.unmodeledOr(req, 'vm', -ENOTTY, VM_UNMODELED);
       return k.createPlainFile(statsFile(statsFileWithId(stats.vm, vm.statsId)));
     }

@@ -1,12 +1,13 @@
 // The device: file descriptors for /dev/kvm, VMs and vCPUs, and ioctl() dispatch on the real
 // request numbers. ioctl returns what the kernel's handler returns: a value >= 0 or -errno.
+import { vfioDeviceIoctl } from './state/vfio-device.js';
 import { threadCapable } from './caller.js';
 import { enterGuest, tscEstimated } from './x86/tsc.js';
 import { DEFAULT_FRESH_STATE, type FreshState } from './state/fresh-state.js';
 import { EBADF, EFAULT, EINVAL, ENOENT, ENOSYS, errnoName, ENOTTY } from '../abi/errno.js';
 import { ioctlName, KVM_GET_MSRS, KVM_SET_MSRS } from '../abi/kvm-ioctls.js';
 import { UserMemory } from '../abi/user-memory.js';
-import { defaultProfile } from '../profiles.js';
+import { defaultProfile, statsLayoutFor } from '../profiles.js';
 import * as Files from './files.js';
 import { FD_SYSTEM, type KvmFile, type PlainFile } from './files.js';
 import { completeMsrExit, guestRdmsr, guestWrmsr, type GuestMsrResult } from './x86/guest-msr.js';
@@ -28,7 +29,7 @@ import { X86, type X86Options } from './x86/x86.js';
 
 // Module-local copies of what every ioctl uses: V8 reloads and hole-checks an imported binding at
 // each use, even in optimized code, and folds a const of this module (see msr-io.ts).
-const { FD_VCPU, FD_VM, FD_FILE } = Files;
+const { FD_VCPU, FD_VM, FD_FILE, FD_DEVICE } = Files;
 const { vcpuIoctl } = VcpuIoctl;
 const EBADF_ = EBADF;
 const EFAULT_ = EFAULT;
@@ -73,6 +74,8 @@ const FIRST_FD = 3;
 
 export class Kvm {
   readonly profile: HostProfile;
+  /** What KVM_GET_STATS_FD serves (state/binary-stats.ts): the profile's layout, or its series'. */
+  readonly statsLayout: ReturnType<typeof statsLayoutFor>;
   readonly x86: X86;
   readonly memory: UserMemory;
   /** What a fresh VM and vCPU answer to the state ioctls: the profile's capture, else the defaults. */
@@ -101,6 +104,7 @@ export class Kvm {
   constructor(opts: KvmOptions = {}) {
     const p = opts.profile ?? defaultProfile();
     this.profile = isHostProfile(p) ? p : parseProfile(p);
+    this.statsLayout = statsLayoutFor(this.profile);
     // The measured rules stand in front of the vendor's hooks (measured-rules.ts).
     this.x86 = new X86(this.profile, withMeasuredRules(opts.vendor ?? vendorFor(this.profile.host.vendorModule), this.profile.msrRules), opts);
     this.memory = opts.memory ?? new UserMemory();
@@ -118,7 +122,9 @@ export class Kvm {
   }
 
   close(fd: number): number {
-    if (this.fileOf(fd) === undefined) return -EBADF;
+    const f = this.fileOf(fd);
+    if (f === undefined) return -EBADF;
+    if (f.kind === FD_DEVICE) f.vm.vfioDevice = false; // kvm_device_release takes it off the VM's list
     this.files[fd] = undefined;
     return 0;
   }
@@ -146,6 +152,8 @@ export class Kvm {
         return vmIoctl(this, f.vm, req, arg);
       case FD_FILE:
         return -ENOTTY_; // the stats and guest_memfd files have no ioctl
+      case FD_DEVICE:
+        return vfioDeviceIoctl(this, f, req, arg);
       default:
         return systemIoctl(this, req, arg);
     }
@@ -216,10 +224,16 @@ export class Kvm {
   }
 
   /** What kind of file an fd is, or undefined when it is not open. */
-  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | 'file' | undefined {
+  fdKind(fd: number): 'system' | 'vm' | 'vcpu' | 'file' | 'device' | undefined {
     const f = this.fileOf(fd);
     if (f === undefined) return undefined;
-    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : f.kind === FD_VCPU ? 'vcpu' : 'file';
+    return f.kind === FD_SYSTEM ? 'system' : f.kind === FD_VM ? 'vm' : f.kind === FD_VCPU ? 'vcpu' : f.kind === FD_DEVICE ? 'device' : 'file';
+  }
+
+  /** Makes the VM's KVM-VFIO device (KVM_CREATE_DEVICE): its fd. */
+  createVfioDevice(vm: Vm): number {
+    vm.vfioDevice = true;
+    return this.install({ kind: FD_DEVICE, vm, files: new Set() });
   }
 
   /** A plain file a call handed out (a binary stats file, guest memory), or undefined. */

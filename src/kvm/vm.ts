@@ -33,6 +33,8 @@ export class Vm {
   createdVcpus = 0;
   /** irqchip_in_kernel: the LAPICs are the kernel's (KVM_CREATE_IRQCHIP, or a split irqchip). */
   irqchip = false;
+  /** The KVM-VFIO device exists (kvm_vfio_create allows one per VM while its fd is open). */
+  vfioDevice = false;
   /** kvm->stats_id: the binary stats file's id, "kvm-<the creating thread's id>". */
   statsId = '';
   /** What KVM_ENABLE_CAP and KVM_SET_BOOT_CPU_ID set that no MSR rule reads (state/vm-caps.ts). */

@@ -53,6 +53,11 @@ export const NEW_VCPU = 3;
 export const NEW_FILE = 4;
 /** The same, opened read-write and not close-on-exec (KVM_CREATE_GUEST_MEMFD's). */
 export const NEW_FILE_RW = 5;
+/**
+ * A KVM device (KVM_CREATE_DEVICE returns 0 and puts the kvmsr fd in the struct's fd field, at 4):
+ * the library makes a real fd for it, as for a VM, and writes that into the field instead.
+ */
+export const NEW_DEVICE = 6;
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';

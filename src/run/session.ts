@@ -6,13 +6,13 @@ import { closeSync, openSync, truncateSync, writeFileSync, writeSync } from 'nod
 import { join } from 'node:path';
 import { release } from 'node:os';
 import { EBADF, EINVAL, errnoName } from '../abi/errno.js';
-import { ioctlName, KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_RUN } from '../abi/kvm-ioctls.js';
+import { ioctlName, KVM_CREATE_DEVICE, KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_RUN } from '../abi/kvm-ioctls.js';
 import { KvmRecorder } from '../capture/kvm-recorder.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
 import type { IoctlArg } from '../kvm/user-arg.js';
 import { KVMSR_VERSION } from '../version.js';
-import { encodeResponse, NEW_FILE, NEW_FILE_RW, NEW_NONE, NEW_VCPU, NEW_VM, OP_CLOSE, OP_IOCTL, OP_OPEN, type Request, type Response } from './protocol.js';
+import { encodeResponse, NEW_DEVICE, NEW_FILE, NEW_FILE_RW, NEW_NONE, NEW_VCPU, NEW_VM, OP_CLOSE, OP_IOCTL, OP_OPEN, type Request, type Response } from './protocol.js';
 import { RunPage } from './run-page.js';
 
 /** Called around every vCPU ioctl: lets a test stand in for the guest (kvmsr runs no guest code). */
@@ -161,6 +161,9 @@ export class RunSession {
         writeFileSync(path, file.bytes ?? new Uint8Array(0), { mode: file.writable ? 0o600 : 0o400 });
         if (file.bytes === null) truncateSync(path, file.size);
         kvm.close(ret);
+      } else if (ret === 0 && q.request === KVM_CREATE_DEVICE && q.argBytes.length >= 8) {
+        const made = spans.length > 0 ? new DataView(spans[0]!.bytes.buffer, spans[0]!.bytes.byteOffset).getInt32(4, true) : -1;
+        if (kvm.fdKind(made) === 'device') newKind = NEW_DEVICE;
       } else if (ret >= 0 && (q.request === KVM_CREATE_VM || q.request === KVM_CREATE_VCPU)) {
         const k = kvm.fdKind(ret);
         if (k === 'vm') newKind = NEW_VM;

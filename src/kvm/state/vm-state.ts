@@ -3,7 +3,7 @@
 // ioeventfds, coalesced MMIO zones, dirty logs, and the TSS and identity-map addresses. Stored and
 // returned as the kernel keeps them, from the host's fresh answers (fresh-state.ts). kvmsr delivers
 // no interrupt and runs no timer: what depends on that is stated where it is answered.
-import { EEXIST, EFAULT, EINVAL, ENODEV, ENOENT, ENOSYS, ENXIO } from '../../abi/errno.js';
+import { EBUSY, EEXIST, EFAULT, EINVAL, ENODEV, ENOENT, ENXIO } from '../../abi/errno.js';
 import * as I from '../../abi/kvm-ioctls.js';
 import { STATE_SIZES } from './fresh-state.js';
 import type { Kvm } from '../kvm.js';
@@ -53,7 +53,7 @@ export function vmStateIoctl(k: Kvm, vm: Vm, req: number, arg: IoctlArg): number
       // kvm_vm_ioctl_reset_dirty_pages: no guest writes memory, so no ring has entries to reset.
       return vm.caps.dirtyRingSize === 0 ? -EINVAL : 0;
     case I.KVM_CREATE_DEVICE:
-      return createDevice(k, arg);
+      return createDevice(k, vm, arg);
     case I.KVM_SET_IDENTITY_MAP_ADDR: {
       if (vm.createdVcpus > 0) return -EINVAL;
       const b = input(k, arg, 8);
@@ -201,18 +201,21 @@ const KVM_DEV_TYPE_VFIO = 4;
 const KVM_CREATE_DEVICE_TEST = 1;
 
 /**
- * KVM_CREATE_DEVICE (kvm_ioctl_create_device): with KVM_CREATE_DEVICE_TEST, whether the type
- * exists (x86 has VFIO's only: ENODEV for the rest). Making one is not modelled: kvmsr has no
- * device fds, so that is ENOSYS with a line naming the call.
+ * KVM_CREATE_DEVICE (kvm_ioctl_create_device): a type x86 has (VFIO's only; ENODEV for the rest);
+ * with KVM_CREATE_DEVICE_TEST only whether it exists. kvm_vfio_create allows one per VM at a time
+ * (EBUSY); the new fd goes into the struct's fd field, and the call returns 0.
  */
-function createDevice(k: Kvm, arg: IoctlArg): number {
+function createDevice(k: Kvm, vm: Vm, arg: IoctlArg): number {
   const b = input(k, arg, 12);
   if (!b) return -EFAULT;
   const dv = new DataView(b.buffer);
   const type = dv.getUint32(0, true);
   if (type !== KVM_DEV_TYPE_VFIO) return -ENODEV;
   if ((dv.getUint32(8, true) & KVM_CREATE_DEVICE_TEST) !== 0) return 0;
-  return k.unmodeledOr(I.KVM_CREATE_DEVICE, 'vm', -ENOSYS, new Set([I.KVM_CREATE_DEVICE]));
+  if (vm.vfioDevice) return -EBUSY;
+  const fd = k.createVfioDevice(vm);
+  dv.setUint32(4, fd, true);
+  return out(k, arg, b) === 0 ? 0 : -EFAULT;
 }
 
 /** get_kvmclock_ns: nanoseconds since the VM's kvmclock started (its creation, or KVM_SET_CLOCK). */
