@@ -98,6 +98,8 @@ export class Kvm {
    * KVM_RUN then returns -EINTR with exit_reason KVM_EXIT_INTR. Null after one that returned.
    */
   runWait: bigint | null = null;
+  /** The thread whose call this is (`kvmsr run` sets it per request); null: this process. */
+  callerTid: number | null = null;
   private readonly files: (KvmFile | undefined)[] = [];
   private readonly out: MsrValue = { lo: 0, hi: 0 };
 
@@ -280,9 +282,6 @@ export class Kvm {
     this.unmodeled.push({ fdKind, request: req, name: ioctlName(req) });
     return -ENOSYS;
   }
-  /** The thread whose call this is (`kvmsr run` sets it per request); null: this process. */
-  callerTid: number | null = null;
-
   /** capable(cap) for the caller (caller.ts). */
   callerCapable(cap: number): boolean {
     return threadCapable(this.callerTid, cap);

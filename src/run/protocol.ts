@@ -105,10 +105,9 @@ export function frameLength(buf: Uint8Array): number | null {
 }
 
 export function decodeRequest(frame: Uint8Array): Request {
-  if (frame.length < REQ_HEADER) throw new ProtocolError('truncated frame');
+  const size = frameLength(frame);
+  if (size === null || size !== frame.length) throw new ProtocolError('truncated frame');
   const dv = view(frame);
-  if (dv.getUint32(0, true) !== REQ_MAGIC) throw new ProtocolError('bad magic: not a kvmsr run request');
-  if (dv.getUint32(4, true) !== frame.length) throw new ProtocolError('truncated frame');
   const op = dv.getUint32(8, true);
   if (op < OP_OPEN || op > OP_RING) throw new ProtocolError(`unknown op ${op}`);
   const flags = dv.getUint32(32, true);

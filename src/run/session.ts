@@ -6,7 +6,7 @@ import { closeSync, openSync, truncateSync, writeFileSync, writeSync } from 'nod
 import { join } from 'node:path';
 import { release } from 'node:os';
 import { EBADF, EINVAL, errnoName } from '../abi/errno.js';
-import { ioctlName, KVM_CREATE_DEVICE, KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_RUN } from '../abi/kvm-ioctls.js';
+import { ioctlName, KVM_CREATE_DEVICE, KVM_CREATE_GUEST_MEMFD, KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_GET_STATS_FD, KVM_RUN } from '../abi/kvm-ioctls.js';
 import { KvmRecorder } from '../capture/kvm-recorder.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { HostProfile } from '../kvm/profile.js';
@@ -153,7 +153,8 @@ export class RunSession {
       }
       let newKind = NEW_NONE;
       let path = '';
-      const file = ret >= 0 ? kvm.plainFile(ret) : undefined;
+      // Only these two calls return a plain file's fd (any other's value is a count or 0).
+      const file = ret >= 0 && (q.request === KVM_GET_STATS_FD || q.request === KVM_CREATE_GUEST_MEMFD) ? kvm.plainFile(ret) : undefined;
       if (file) {
         // KVM_GET_STATS_FD, KVM_CREATE_GUEST_MEMFD: a file the program opens as its own; kvmsr's fd is done.
         newKind = file.writable ? NEW_FILE_RW : NEW_FILE;
